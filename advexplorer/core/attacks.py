@@ -1,0 +1,512 @@
+"""Masked adversarial attacks as step generators: FGSM, PGD (L∞, L2), MI-FGSM, random noise.
+
+Every attack is one generator, :func:`attack_steps`, that yields an :class:`AttackStep`
+after each model evaluation, so a GUI can draw every step and stop between steps; running
+to completion is :func:`run_attack`, a loop over the same generator.
+
+Papers:
+
+* FGSM — Goodfellow, Shlens, Szegedy, *Explaining and Harnessing Adversarial Examples*,
+  ICLR 2015, https://arxiv.org/abs/1412.6572
+* PGD — Madry et al., *Towards Deep Learning Models Resistant to Adversarial Attacks*,
+  ICLR 2018, https://arxiv.org/abs/1706.06083
+* MI-FGSM — Dong et al., *Boosting Adversarial Attacks with Momentum*, CVPR 2018,
+  https://arxiv.org/abs/1710.06081
+
+Conventions (identical to torchattacks 3.5 where both define the behaviour):
+
+* Images are N×C×H×W in pixel space [0,1]; the model wrapper normalises.
+* ε and the step size are pixel units (8/255 is ε = 0.0314).
+* The allowed mask (1 = may change) multiplies the gradient *before* the sign or the L2
+  normalisation, and multiplies the random start, so the perturbation is exactly zero
+  outside it. After every step the perturbation is projected onto the ε-ball and the image
+  clipped to [0,1]; in float32 the norm bound holds to within rounding (≈1e-7).
+* Untargeted attacks maximise the cross-entropy of the reference class (the given label,
+  else the clean prediction); targeted attacks minimise the cross-entropy of the target.
+* Step ``index`` 0 is the starting point (the clean image, or the random start); step k is
+  the image after k updates. A run of ``steps`` updates costs ``steps`` forward+backward
+  passes plus one forward pass to score the final image.
+* Without early stop, an attack returns its last iterate (as torchattacks does); with
+  early stop an image is frozen at the first iterate that succeeds and stops consuming
+  compute. With restarts, the best restart per image is kept (success first, then loss).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from advexplorer.errors import UserError
+
+Method = Literal["fgsm", "pgd", "mifgsm", "noise"]
+Norm = Literal["linf", "l2"]
+METHODS: tuple[str, ...] = ("fgsm", "pgd", "mifgsm", "noise")
+NORMS: tuple[str, ...] = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Everything that defines an attack, in pixel units. Defaults follow the papers.
+
+    ``step_size=None`` means ε for FGSM and 2.5·ε/steps for the iterative attacks (Madry
+    et al.; 2/255 for ε=8/255 with 10 steps, torchattacks' default).
+    """
+
+    method: Method = "pgd"
+    norm: Norm = "linf"
+    eps: float = 8 / 255
+    step_size: float | None = None
+    steps: int = 10
+    targeted: int | None = None
+    random_start: bool = False
+    seed: int | None = None
+    restarts: int = 1
+    early_stop: bool = False
+    decay: float = 1.0
+
+    def validate(self) -> "AttackConfig":
+        """Raise :class:`UserError` with a fix-it message for any out-of-range value."""
+        if self.method not in METHODS:
+            raise UserError(f"Unknown attack {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.norm not in NORMS:
+            raise UserError(f"Unknown norm {self.norm!r}; choose linf or l2.")
+        if self.method == "mifgsm" and self.norm != "linf":
+            pass  # momentum with an L2 step is well defined; allowed.
+        if not (0 < float(self.eps) <= 1) and self.norm == "linf":
+            raise UserError(f"ε = {self.eps:g} is out of range: an L∞ budget must be in (0, 1] "
+                            "(pixel units; e.g. 8/255).")
+        if not float(self.eps) > 0:
+            raise UserError(f"ε = {self.eps:g} is out of range: it must be greater than 0.")
+        if self.norm == "l2" and self.eps > 1000:
+            raise UserError(f"ε = {self.eps:g} is out of range for an L2 budget (typical: 0.5 to 5).")
+        if int(self.steps) < 1:
+            raise UserError(f"steps = {self.steps} is out of range: run at least 1 step.")
+        if self.step_size is not None and not float(self.step_size) > 0:
+            raise UserError(f"Step size {self.step_size:g} must be greater than 0 (e.g. 2/255).")
+        if int(self.restarts) < 1:
+            raise UserError(f"restarts = {self.restarts} must be at least 1.")
+        if self.decay < 0:
+            raise UserError(f"Momentum decay {self.decay:g} must be ≥ 0 (the paper uses 1.0).")
+        return self
+
+    @property
+    def effective_steps(self) -> int:
+        return 1 if self.method == "fgsm" else int(self.steps)
+
+    def effective_step_size(self, eps: float | torch.Tensor):
+        if self.method == "fgsm":
+            return eps
+        if self.step_size is not None:
+            return self.step_size
+        return 2.5 * eps / self.effective_steps
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method, "norm": self.norm, "eps": float(self.eps),
+            "step_size": None if self.step_size is None else float(self.step_size),
+            "steps": self.effective_steps, "targeted": self.targeted,
+            "random_start": self.random_start, "seed": self.seed, "restarts": self.restarts,
+            "early_stop": self.early_stop, "decay": self.decay,
+        }
+
+
+@dataclass
+class AttackStep:
+    """One evaluation of the attack: the current adversarial batch and what the model says.
+
+    ``gradient`` is the masked input gradient of ``loss`` (None where no gradient was
+    needed: the last step, and the noise baseline). ``loss`` is the objective the attack
+    maximises: cross-entropy of the reference class, or minus that of the target.
+    Tensors stay on the model's device; copy them (``.cpu().numpy()``) before handing
+    them to another thread.
+    """
+
+    index: int
+    restart: int
+    images: torch.Tensor
+    adversarial: torch.Tensor
+    probabilities: torch.Tensor
+    loss: torch.Tensor
+    gradient: torch.Tensor | None
+    success: torch.Tensor
+    active: torch.Tensor
+    total_steps: int
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.adversarial - self.images
+
+
+@dataclass
+class AttackResult:
+    """The outcome of an attack on a batch (all tensors on the model's device).
+
+    ``reference`` is the class the untargeted attack moves away from (label or clean
+    prediction); ``targets`` is set for targeted attacks. ``steps_run`` counts, per
+    image, the gradient evaluations it consumed; ``forward_passes``/``backward_passes``
+    count image-passes over the whole run (the cost of the attack). Trajectories hold one
+    row per yielded step, across restarts in order.
+    """
+
+    config: AttackConfig
+    seed: int
+    images: torch.Tensor
+    adversarial: torch.Tensor
+    clean_probabilities: torch.Tensor
+    adversarial_probabilities: torch.Tensor
+    reference: torch.Tensor
+    targets: torch.Tensor | None
+    success: torch.Tensor
+    loss: torch.Tensor
+    steps_run: torch.Tensor
+    forward_passes: int
+    backward_passes: int
+    loss_trajectory: torch.Tensor
+    probability_trajectory: torch.Tensor
+    eps: torch.Tensor = field(repr=False, default=None)
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.adversarial - self.images
+
+    @property
+    def clean_prediction(self) -> torch.Tensor:
+        return self.clean_probabilities.argmax(dim=1)
+
+    @property
+    def adversarial_prediction(self) -> torch.Tensor:
+        return self.adversarial_probabilities.argmax(dim=1)
+
+    @property
+    def flipped(self) -> torch.Tensor:
+        """Whether the predicted class changed from the clean prediction."""
+        return self.adversarial_prediction != self.clean_prediction
+
+
+def perturbation_norms(perturbation: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image L∞, L2 and L0 (non-zero entries, and pixels with any channel changed)."""
+    flat = perturbation.detach().flatten(1)
+    return {
+        "linf": flat.abs().amax(dim=1),
+        "l2": flat.norm(dim=1),
+        "l0": (flat != 0).sum(dim=1),
+        "l0_pixels": (perturbation.detach() != 0).any(dim=1).flatten(1).sum(dim=1),
+    }
+
+
+def prepare_mask(allowed_mask: torch.Tensor | None, images: torch.Tensor) -> torch.Tensor | None:
+    """Bring a mask to N×1×H×W (or 1×1×H×W) float {0,1} on the images' device.
+
+    Accepts H×W, 1×H×W, N×H×W, N×1×H×W or N×C×H×W; any non-zero value means "allowed".
+    An all-ones mask returns None (no masking needed). A mask with no allowed pixel for an
+    image is a :class:`UserError`: an attack that may change nothing is a mistake.
+    """
+    if allowed_mask is None:
+        return None
+    mask = torch.as_tensor(allowed_mask, device=images.device)
+    height, width = images.shape[-2:]
+    if mask.shape[-2:] != (height, width):
+        raise UserError(f"The mask is {mask.shape[-1]}×{mask.shape[-2]} pixels but the image is "
+                        f"{width}×{height}; draw or resize the mask to the image's size.")
+    if mask.dim() == 2:
+        mask = mask[None, None]
+    elif mask.dim() == 3:
+        mask = mask[:, None] if mask.shape[0] == images.shape[0] and mask.shape[0] != 1 else mask[None]
+    if mask.dim() != 4:
+        raise UserError(f"A mask must be 2-D (H×W); got shape {tuple(mask.shape)}.")
+    if mask.shape[1] != 1:
+        mask = (mask != 0).any(dim=1, keepdim=True)
+    mask = (mask != 0).to(images.dtype)
+    if mask.shape[0] not in (1, images.shape[0]):
+        raise UserError(f"{mask.shape[0]} masks were given for {images.shape[0]} images.")
+    allowed_counts = mask.flatten(1).sum(dim=1)
+    if bool((allowed_counts == 0).any()):
+        raise UserError("The allowed region of the mask is empty, so the attack could change "
+                        "nothing. Paint where the attack may act, or use a protect mask that "
+                        "leaves some pixels free.")
+    if bool((allowed_counts == mask[0].numel()).all()):
+        return None
+    return mask.contiguous()
+
+
+def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
+    """A scalar or length-N value as an N×1×1×1 tensor (broadcasts over C×H×W)."""
+    tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if tensor.dim() == 0:
+        tensor = tensor.expand(n)
+    if tensor.shape != (n,):
+        raise UserError(f"Expected one value per image ({n}), got shape {tuple(tensor.shape)}.")
+    return tensor.reshape(n, 1, 1, 1)
+
+
+def _unit_direction(gradient: torch.Tensor, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return gradient.sign()
+    norms = gradient.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10  # as torchattacks
+    return gradient / norms
+
+
+def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
+    """Project onto the ε-ball around ``images`` and clip to [0,1]."""
+    delta = adversarial - images
+    if norm == "linf":
+        delta = torch.minimum(torch.maximum(delta, -eps), eps)
+    else:
+        norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        delta = delta * torch.clamp(eps / norms, max=1.0)  # norm 0 → inf → factor 1
+    return torch.clamp(images + delta, 0.0, 1.0)
+
+
+def _random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator,
+                  mask: torch.Tensor | None, *, full_budget: bool) -> torch.Tensor:
+    """A random perturbation drawn on the CPU (so a seed means the same thing on any device).
+
+    ``full_budget=False``: the PGD random start (uniform in the L∞ ball; uniform radius in
+    the L2 ball, as torchattacks). ``full_budget=True``: the noise baseline, on the
+    ball's surface (random signs ·ε for L∞, a random direction of length ε for L2).
+    """
+    device = eps.device
+    if norm == "linf":
+        if full_budget:
+            delta = torch.randint(0, 2, shape, generator=generator).mul_(2).sub_(1).float()
+        else:
+            delta = torch.rand(shape, generator=generator).mul_(2).sub_(1)
+        delta = delta.to(device) * eps
+        return delta if mask is None else delta * mask
+    delta = torch.randn(shape, generator=generator).to(device)
+    if mask is not None:
+        delta = delta * mask
+    norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
+    radius = torch.ones(shape[0], 1, 1, 1) if full_budget else \
+        torch.rand(shape[0], generator=generator).view(-1, 1, 1, 1)
+    return delta / norms * radius.to(device) * eps
+
+
+def _evaluate(model, x: torch.Tensor, objective_class: torch.Tensor | None, targeted: bool,
+              need_grad: bool, check_range: bool = False):
+    """One model evaluation: logits, per-image objective and (optionally) its input gradient.
+
+    ``objective_class=None`` means "the class the model predicts here" (the clean
+    prediction, when this is the clean image). Grad mode is thread-local, so it is switched
+    on here, inside the step, never around a ``yield``.
+    """
+    with torch.enable_grad() if need_grad else torch.no_grad():
+        if need_grad:
+            x = x.detach().requires_grad_(True)
+        logits = model(x)
+        if objective_class is None:
+            objective_class = logits.detach().argmax(dim=1)
+        elif check_range and bool(((objective_class < 0) | (objective_class >= logits.shape[1])).any()):
+            raise UserError(f"Class index out of range: the model has {logits.shape[1]} classes "
+                            f"(0 to {logits.shape[1] - 1}).")
+        objective = F.cross_entropy(logits, objective_class, reduction="none")
+        if targeted:
+            objective = -objective
+        gradient = torch.autograd.grad(objective.sum(), x)[0] if need_grad else None
+    return logits.detach(), objective.detach(), gradient, objective_class
+
+
+def attack_steps(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    allowed_mask: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    config: AttackConfig | None = None,
+    *,
+    targets: torch.Tensor | None = None,
+    eps: torch.Tensor | float | None = None,
+) -> Generator[AttackStep, None, AttackResult]:
+    """Run a masked attack one step at a time; the generator's return value is the result.
+
+    ``model`` maps [0,1] images to N×K logits (see :class:`advexplorer.core.model.Classifier`).
+    ``labels`` (N,) are the true classes for untargeted attacks; without them the attack
+    moves away from the clean prediction. ``targets`` (N,) overrides ``config.targeted``
+    per image. ``eps`` (scalar or N values) overrides ``config.eps`` per image, which lets
+    one batch sweep several budgets.
+    """
+    config = (config or AttackConfig()).validate()
+    images = images.detach()
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    n = images.shape[0]
+    device = images.device
+    mask = prepare_mask(allowed_mask, images)
+    eps_t = _per_image(config.eps if eps is None else eps, n, images)
+    alpha_t = _per_image(config.effective_step_size(eps_t.flatten()), n, images)
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    generator = torch.Generator().manual_seed(int(seed))
+    total_steps = config.effective_steps
+    gradient_method = config.method != "noise"
+
+    targeted = targets is not None or config.targeted is not None
+    if targets is None and config.targeted is not None:
+        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
+
+    # The clean evaluation is step 0 of the first run whenever that run starts at the clean
+    # image with a gradient step, so it costs nothing extra; otherwise it is one forward pass.
+    shares_clean = gradient_method and not config.random_start
+    clean_logits = None
+    forward_passes = 0
+    reference = labels.to(device).long() if labels is not None else None
+    objective_class = targets.to(device).long() if targeted else reference
+    if not shares_clean:
+        with torch.no_grad():
+            clean_logits = model(images)
+        forward_passes = n
+        num_classes = clean_logits.shape[1]
+        for name, classes in (("Label", reference), ("Target", objective_class)):
+            if classes is not None and bool(((classes < 0) | (classes >= num_classes)).any()):
+                raise UserError(f"{name} class out of range: the model has {num_classes} classes.")
+        if reference is None:
+            reference = clean_logits.argmax(dim=1)
+        objective_class = objective_class if targeted else reference
+    clean_probabilities = None if clean_logits is None else torch.softmax(clean_logits.float(), dim=1)
+
+    def succeeded(probabilities: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
+        prediction = probabilities.argmax(dim=1)
+        return prediction == objective_class[rows] if targeted else prediction != reference[rows]
+
+    best_adv = images.clone()
+    best_probs = None
+    best_loss = torch.full((n,), -float("inf"), device=device)
+    best_success = torch.zeros(n, dtype=torch.bool, device=device)
+    steps_run = torch.zeros(n, dtype=torch.long, device=device)
+    backward_passes = 0
+    loss_rows: list[torch.Tensor] = []
+    prob_rows: list[torch.Tensor] = []
+
+    for restart in range(config.restarts):
+        starts_clean = not (config.random_start and gradient_method)
+        x = images if starts_clean else _project(
+            images + _random_delta(images.shape, eps_t, config.norm, generator, mask, full_budget=False),
+            images, eps_t, config.norm)
+        momentum = torch.zeros_like(images) if config.method == "mifgsm" else None
+        active = torch.ones(n, dtype=torch.bool, device=device)
+        probabilities = None
+        loss = torch.zeros(n, device=device)
+        success = torch.zeros(n, dtype=torch.bool, device=device)
+        # Noise keeps its best draw per image; gradient attacks keep their last iterate.
+        run_adv, run_probs, run_loss, run_success = x, probabilities, loss, success
+
+        for index in range(total_steps + 1):
+            need_grad = gradient_method and index < total_steps
+            everyone = bool(active.all())
+            rows = slice(None) if everyone else active.nonzero().squeeze(1)
+            x_rows = x if everyone else x[rows]
+            if index == 0 and starts_clean and clean_logits is not None:
+                # Step 0 is the clean image, already scored (noise baseline, later restarts).
+                logits, gradient = clean_logits, None
+                objective = F.cross_entropy(logits, objective_class, reduction="none")
+                objective = -objective if targeted else objective
+                if need_grad:
+                    logits, objective, gradient, _ = _evaluate(model, x, objective_class,
+                                                               targeted, True)
+                    forward_passes += n
+            else:
+                logits, objective, gradient, used_class = _evaluate(
+                    model, x_rows, None if objective_class is None else objective_class[rows],
+                    targeted, need_grad, check_range=clean_logits is None)
+                forward_passes += x_rows.shape[0]
+                if clean_logits is None:  # first evaluation of a run that shares the clean pass
+                    clean_logits = logits
+                    clean_probabilities = torch.softmax(logits.float(), dim=1)
+                    reference = used_class if reference is None else reference
+                    objective_class = used_class
+            if need_grad:
+                backward_passes += x_rows.shape[0]
+                steps_run[rows] += 1
+            step_probs = torch.softmax(logits.float(), dim=1)
+            step_success = succeeded(step_probs, rows)
+            if everyone or probabilities is None:
+                probabilities, loss, success = step_probs, objective, step_success
+            else:
+                probabilities = probabilities.index_copy(0, rows, step_probs)
+                loss = loss.index_copy(0, rows, objective)
+                success = success.index_copy(0, rows, step_success)
+            if gradient is not None and mask is not None:
+                gradient = gradient * (mask if mask.shape[0] == 1 else mask[rows])
+            full_gradient = gradient if (gradient is None or everyone) else \
+                torch.zeros_like(images).index_copy(0, rows, gradient)
+
+            if gradient_method or index == 0:
+                run_adv, run_probs, run_loss, run_success = x, probabilities, loss, success
+            else:
+                better = (success & ~run_success) | ((success == run_success) & (loss > run_loss))
+                b4 = better.view(-1, 1, 1, 1)
+                run_adv = torch.where(b4, x, run_adv)
+                run_probs = torch.where(better[:, None], probabilities, run_probs)
+                run_loss = torch.where(better, loss, run_loss)
+                run_success = run_success | success
+            loss_rows.append(loss)
+            prob_rows.append(probabilities)
+
+            yield AttackStep(index=index, restart=restart, images=images, adversarial=x,
+                             probabilities=probabilities, loss=loss, gradient=full_gradient,
+                             success=success, active=active, total_steps=total_steps)
+
+            if config.early_stop:
+                active = active & ~success
+            if index == total_steps or not bool(active.any()):
+                break
+            everyone = bool(active.all())
+            rows = slice(None) if everyone else active.nonzero().squeeze(1)
+            if gradient_method:
+                step_gradient = full_gradient[rows]
+                if momentum is not None:
+                    scale = step_gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                    step_gradient = step_gradient / scale + config.decay * momentum[rows]
+                    momentum = step_gradient if everyone else momentum.index_copy(0, rows, step_gradient)
+                moved = x[rows] + alpha_t[rows] * _unit_direction(step_gradient, config.norm)
+                new_rows = _project(moved, images[rows], eps_t[rows], config.norm)
+            else:
+                sub_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
+                shape = images[rows].shape
+                delta = _random_delta(shape, eps_t[rows], config.norm, generator, sub_mask,
+                                      full_budget=True)
+                new_rows = torch.clamp(images[rows] + delta, 0.0, 1.0)
+            x = new_rows if everyone else x.index_copy(0, rows, new_rows)
+
+        better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
+        b4 = better.view(-1, 1, 1, 1)
+        best_adv = torch.where(b4, run_adv, best_adv)
+        best_probs = run_probs if best_probs is None else \
+            torch.where(better[:, None], run_probs, best_probs)
+        best_loss = torch.where(better, run_loss, best_loss)
+        best_success = best_success | run_success
+        if config.early_stop and bool(best_success.all()):
+            break
+
+    return AttackResult(
+        config=replace(config, seed=int(seed)), seed=int(seed), images=images,
+        adversarial=best_adv, clean_probabilities=clean_probabilities,
+        adversarial_probabilities=best_probs, reference=reference,
+        targets=objective_class if targeted else None, success=best_success, loss=best_loss,
+        steps_run=steps_run, forward_passes=forward_passes, backward_passes=backward_passes,
+        loss_trajectory=torch.stack(loss_rows), probability_trajectory=torch.stack(prob_rows),
+        eps=eps_t.flatten(),
+    )
+
+
+def run_attack(model, images, allowed_mask=None, labels=None, config=None, *, targets=None,
+               eps=None, on_step=None) -> AttackResult:
+    """Run :func:`attack_steps` to completion; ``on_step(step)`` sees every step."""
+    steps = attack_steps(model, images, allowed_mask, labels, config, targets=targets, eps=eps)
+    return drive(steps, on_step)
+
+
+def drive(steps: Generator[AttackStep, None, AttackResult], on_step=None) -> AttackResult:
+    """Exhaust a step generator and return its result."""
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_step is not None:
+            on_step(step)
