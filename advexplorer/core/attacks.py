@@ -169,6 +169,7 @@ class AttackResult:
     loss_trajectory: torch.Tensor
     probability_trajectory: torch.Tensor
     eps: torch.Tensor = field(repr=False, default=None)
+    trajectory_steps: list[tuple[int, int]] = field(default_factory=list)  # (restart, index) per row
 
     @property
     def perturbation(self) -> torch.Tensor:
@@ -381,6 +382,7 @@ def attack_steps(
     backward_passes = 0
     loss_rows: list[torch.Tensor] = []
     prob_rows: list[torch.Tensor] = []
+    row_steps: list[tuple[int, int]] = []
 
     for restart in range(config.restarts):
         starts_clean = not (config.random_start and gradient_method)
@@ -446,6 +448,7 @@ def attack_steps(
                 run_success = run_success | success
             loss_rows.append(loss)
             prob_rows.append(probabilities)
+            row_steps.append((restart, index))
 
             yield AttackStep(index=index, restart=restart, images=images, adversarial=x,
                              probabilities=probabilities, loss=loss, gradient=full_gradient,
@@ -490,7 +493,7 @@ def attack_steps(
         targets=objective_class if targeted else None, success=best_success, loss=best_loss,
         steps_run=steps_run, forward_passes=forward_passes, backward_passes=backward_passes,
         loss_trajectory=torch.stack(loss_rows), probability_trajectory=torch.stack(prob_rows),
-        eps=eps_t.flatten(),
+        eps=eps_t.flatten(), trajectory_steps=row_steps,
     )
 
 

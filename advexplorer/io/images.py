@@ -1,0 +1,264 @@
+"""Reading images and masks and bringing them to the model's input, exactly as the card says.
+
+Images: PNG, JPEG, TIFF (and anything else Pillow reads), 8- or 16-bit, grayscale, RGB or
+RGBA. Alpha is dropped (with a note), colour is converted to the card's channel count
+(ITU-R 601 luma for grayscale), values become float32 in [0,1].
+
+Resize rules (``card.resize``):
+
+* ``stretch`` — resize the whole image to ``input_size`` (bilinear, antialiased);
+* ``center-crop`` — cut the largest centred region with the input's aspect ratio, then
+  resize it to ``input_size``.
+
+An image already at ``input_size`` is not resampled, so 8-bit pixel values survive exactly.
+Masks are single-channel images of the *file's* size (non-zero = the attack may change the
+pixel, or for a protect mask: must not change it) and go through the same crop and a
+nearest-neighbour resize, so mask and image stay aligned.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from advexplorer.errors import UserError
+from advexplorer.io.cards import ModelCard
+from advexplorer.io.hashing import sha256_file
+
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # whole-slide tiles are large; refuse only absurd files
+
+
+@dataclass
+class LoadedImage:
+    """An image as the user sees it (``original``) and as the model is fed (``tensor``)."""
+
+    path: Path | None
+    sha256: str | None
+    tensor: torch.Tensor          # C×H×W float32 in [0,1] at the card's input size
+    original: np.ndarray          # H×W×C float32 in [0,1] at file resolution, card's channels
+    file_size: tuple[int, int]    # (width, height) of the file
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else "image"
+
+
+def read_image_array(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """Read an image file to H×W×C float32 in [0,1] (C = 1, 3 or 4) plus notes."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"No image file at {path}. Check the path.")
+    notes: list[str] = []
+    try:
+        with Image.open(path) as img:
+            img.load()
+            array = _pil_to_float(img, notes)
+    except UnidentifiedImageError:
+        raise UserError(f"{path.name} is not an image Pillow can read (PNG, JPEG, TIFF, ...).") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        array = _try_tifffile(path, notes)
+        if array is None:
+            raise UserError(f"{path.name} could not be read as an image; it may be truncated or "
+                            f"corrupt ({exc}).") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise UserError(f"{path.name} has no pixels.")
+    return np.ascontiguousarray(array, dtype=np.float32), notes
+
+
+def _pil_to_float(img: Image.Image, notes: list[str]) -> np.ndarray:
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "PA", "La", "RGBa"):
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGB")
+        elif mode in ("La", "PA"):
+            img = img.convert("LA")
+        elif mode == "RGBa":
+            img = img.convert("RGBA")
+        array = np.asarray(img, dtype=np.float32)
+        array = array / (1.0 if img.mode == "1" else 255.0)
+    elif mode.startswith("I;16") or mode == "I":
+        array = np.asarray(img).astype(np.float32)
+        top = 65535.0 if array.max(initial=0) <= 65535 and array.min(initial=0) >= 0 else float(array.max())
+        array = np.clip(array / top, 0.0, 1.0)
+        notes.append("16-bit image scaled by 1/65535")
+    elif mode == "F":
+        array = np.asarray(img, dtype=np.float32)
+        if array.min(initial=0) < 0 or array.max(initial=0) > 1:
+            low, high = float(array.min()), float(array.max())
+            array = (array - low) / max(high - low, 1e-12)
+            notes.append(f"floating-point image rescaled from [{low:g}, {high:g}] to [0, 1]")
+    else:
+        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        notes.append(f"converted from Pillow mode {mode} to RGB")
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[:, :, :-1]
+        notes.append("alpha channel dropped")
+    return array
+
+
+def _try_tifffile(path: Path, notes: list[str]) -> np.ndarray | None:
+    """16-bit RGB TIFFs are beyond Pillow; tifffile reads them when it is installed."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        import tifffile
+        array = tifffile.imread(str(path))
+    except Exception:
+        return None
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+        notes.append("16-bit image scaled by 1/65535")
+    elif array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    else:
+        array = array.astype(np.float32)
+        array = (array - array.min()) / max(float(array.max() - array.min()), 1e-12)
+    if array.ndim == 3 and array.shape[2] in (2, 4):
+        array = array[:, :, :-1]
+        notes.append("alpha channel dropped")
+    return array
+
+
+def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
+    """Convert H×W×C (C = 1 or 3) to the model's channel count."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    have = array.shape[2]
+    if have == channels:
+        return array
+    if channels == 1:
+        luma = array[:, :, 0] * 0.299 + array[:, :, 1] * 0.587 + array[:, :, 2] * 0.114
+        return luma[:, :, None].astype(np.float32)
+    return np.repeat(array[:, :, :1], 3, axis=2)
+
+
+def crop_box(height: int, width: int, card: ModelCard) -> tuple[int, int, int, int]:
+    """The (top, left, height, width) region of a file image that the card's rule keeps."""
+    if card.resize != "center-crop":
+        return 0, 0, height, width
+    target_h, target_w = card.input_size
+    scale = min(height / target_h, width / target_w)
+    crop_h = max(1, min(height, round(target_h * scale)))
+    crop_w = max(1, min(width, round(target_w * scale)))
+    return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
+
+
+def image_to_model(array: np.ndarray, card: ModelCard) -> torch.Tensor:
+    """H×W×C float [0,1] (file resolution) → C×H×W float32 tensor at the card's input size."""
+    array = to_channels(np.asarray(array, dtype=np.float32), card.channels)
+    top, left, h, w = crop_box(array.shape[0], array.shape[1], card)
+    tensor = torch.from_numpy(np.ascontiguousarray(array[top:top + h, left:left + w])).permute(2, 0, 1)
+    if (h, w) != tuple(card.input_size):
+        tensor = F.interpolate(tensor[None], size=card.input_size, mode="bilinear",
+                               align_corners=False, antialias=True)[0]
+    return tensor.clamp_(0.0, 1.0).contiguous()
+
+
+def mask_to_model(mask: np.ndarray, card: ModelCard) -> torch.Tensor:
+    """H×W mask at file resolution → H×W float {0,1} tensor at the card's input size."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.any(axis=2)
+    top, left, h, w = crop_box(mask.shape[0], mask.shape[1], card)
+    tensor = torch.from_numpy(np.ascontiguousarray(mask[top:top + h, left:left + w] != 0)).float()
+    if (h, w) != tuple(card.input_size):
+        tensor = F.interpolate(tensor[None, None], size=card.input_size, mode="nearest-exact")[0, 0]
+    return tensor.contiguous()
+
+
+def load_image(path: str | Path, card: ModelCard) -> LoadedImage:
+    """Read an image file and prepare it for the model described by ``card``."""
+    path = Path(path)
+    array, notes = read_image_array(path)
+    original = to_channels(array, card.channels)
+    if array.shape[2] != card.channels:
+        notes.append(f"converted from {array.shape[2]} to {card.channels} channel(s) for the model")
+    return LoadedImage(
+        path=path.resolve(), sha256=sha256_file(path), tensor=image_to_model(original, card),
+        original=original, file_size=(array.shape[1], array.shape[0]), notes=notes,
+    )
+
+
+def image_from_array(array: np.ndarray, card: ModelCard, name: str = "array") -> LoadedImage:
+    """Wrap an in-memory H×W(×C) array in [0,1] (e.g. a cohort ``.npz`` entry) as an image."""
+    array = np.asarray(array, dtype=np.float32)
+    original = to_channels(array, card.channels)
+    return LoadedImage(path=None, sha256=None, tensor=image_to_model(original, card),
+                       original=original, file_size=(original.shape[1], original.shape[0]),
+                       notes=[f"from {name}"])
+
+
+def read_mask_array(path: str | Path) -> np.ndarray:
+    """Read a mask file to an H×W bool array (non-zero in any colour channel = set)."""
+    array, _ = read_image_array(path)
+    return array.any(axis=2) if array.ndim == 3 else array != 0
+
+
+def load_mask(path: str | Path, image: LoadedImage, card: ModelCard, *, invert: bool = False,
+              role: str = "mask") -> torch.Tensor:
+    """Read a mask for ``image`` and bring it to the model's input size.
+
+    ``invert=True`` reads a *protect* mask (non-zero = must not change) and returns the
+    allowed region. An allowed region with no pixel left is an error.
+    """
+    path = Path(path)
+    mask = read_mask_array(path)
+    width, height = image.file_size
+    if mask.shape != (height, width):
+        raise UserError(
+            f"The {role} {path.name} is {mask.shape[1]}×{mask.shape[0]} pixels but the image "
+            f"{image.name} is {width}×{height}; a mask must have the image's size."
+        )
+    tensor = mask_to_model(mask, card)
+    if invert:
+        tensor = 1.0 - tensor
+    if role != "diagnostic" and not bool(tensor.any()):
+        what = ("The protect mask covers the whole image, so nothing is left for the attack to change"
+                if invert else f"The mask {path.name} has no allowed (non-zero) pixel")
+        raise UserError(f"{what}. Leave some pixels free for the attack.")
+    if role == "diagnostic" and not bool(tensor.any()):
+        raise UserError(f"The diagnostic region {path.name} is empty; paint the region that matters.")
+    return tensor
+
+
+def save_mask_png(path: str | Path, mask) -> Path:
+    """Write a mask as an 8-bit PNG (0 / 255), atomically."""
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    return save_png(path, (array != 0).astype(np.uint8) * 255)
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """[0,1] float → uint8 by rounding (what an 8-bit PNG stores)."""
+    return np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def save_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write H×W or H×W×C uint8 (C = 1 or 3) as PNG via a temporary file and a rename."""
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        Image.fromarray(array).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

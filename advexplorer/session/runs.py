@@ -1,0 +1,308 @@
+"""One attack on one image, as the CLI, the GUI and ``reproduce`` all run it.
+
+:func:`run_steps` is a generator over the engine's steps (so the GUI can draw each one and
+stop between them) whose return value is a :class:`RunOutcome`; :func:`build_record` turns
+request + outcome into the ``record.json`` dict, and :func:`write_run_dir` writes a run
+folder atomically (a temporary folder renamed into place), so no half-written run exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import advexplorer
+from advexplorer.core.attacks import AttackConfig, AttackResult, AttackStep, attack_steps, perturbation_norms
+from advexplorer.errors import UserError
+from advexplorer.io.images import LoadedImage, save_mask_png, save_png, to_uint8
+from advexplorer.io.models import LoadedModel
+
+RECORD_VERSION = 1
+MASK_MODES = ("none", "allowed", "protect")
+
+
+@dataclass
+class RunRequest:
+    """Everything a single run needs. Masks are H×W tensors at the model's input size."""
+
+    model: LoadedModel
+    image: LoadedImage
+    config: AttackConfig
+    allowed_mask: torch.Tensor | None = None
+    mask_mode: str = "none"
+    mask_path: Path | None = None
+    diagnostic_mask: torch.Tensor | None = None
+    diagnostic_path: Path | None = None
+    label: int | None = None
+    saliency: str | None = None
+    robustness: bool = False
+    command_line: list[str] | None = None
+
+    def __post_init__(self):
+        if self.mask_mode not in MASK_MODES:
+            raise UserError(f"Mask mode must be one of {', '.join(MASK_MODES)}, not {self.mask_mode!r}.")
+        size = tuple(self.model.card.input_size)
+        for name, mask in (("mask", self.allowed_mask), ("diagnostic region", self.diagnostic_mask)):
+            if mask is not None and tuple(mask.shape[-2:]) != size:
+                raise UserError(f"The {name} is {mask.shape[-1]}×{mask.shape[-2]} at model scale but "
+                                f"the model takes {size[1]}×{size[0]}.")
+        if self.label is not None:
+            self.label = self.model.card.class_index(self.label)
+        if self.config.targeted is not None:
+            self.model.card.class_index(self.config.targeted)
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced. ``exported`` is the 8-bit adversarial image as saved to PNG."""
+
+    result: AttackResult
+    exported: np.ndarray                      # H×W×C uint8
+    exported_probabilities: torch.Tensor      # K
+    exported_success: bool
+    wall_time_s: float
+    explanation: Any = None                   # advexplorer.core.saliency.Explanation
+    robustness: Any = None                    # advexplorer.core.robustness.RobustnessSummary
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adversarial(self) -> np.ndarray:
+        """C×H×W float32 adversarial image on the CPU."""
+        return self.result.adversarial[0].detach().cpu().numpy()
+
+    @property
+    def perturbation(self) -> np.ndarray:
+        return self.result.perturbation[0].detach().cpu().numpy()
+
+
+def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
+    """Attack, then score the 8-bit export, then (if asked) explain and measure robustness."""
+    started = time.perf_counter()
+    classifier = request.model.classifier
+    device = request.model.device
+    images = request.image.tensor[None].to(device)
+    mask = None if request.allowed_mask is None else request.allowed_mask.to(device)
+    labels = None if request.label is None else torch.tensor([request.label], device=device)
+    result: AttackResult = yield from attack_steps(classifier, images, mask, labels, request.config)
+
+    # What a user saves is an 8-bit PNG: does the rounded image still do what the attack did?
+    adversarial_hwc = result.adversarial[0].detach().cpu().permute(1, 2, 0).numpy()
+    exported = to_uint8(adversarial_hwc)
+    exported_tensor = torch.from_numpy(exported.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
+    with torch.no_grad():
+        exported_probabilities = torch.softmax(classifier(exported_tensor).float(), dim=1)[0]
+    predicted = int(exported_probabilities.argmax())
+    if result.targets is not None:
+        exported_success = predicted == int(result.targets[0])
+    else:
+        exported_success = predicted != int(result.reference[0])
+
+    explanation = robustness = None
+    if request.saliency:
+        from advexplorer.core.saliency import explain_attack
+
+        explanation = explain_attack(
+            classifier, images, result.adversarial.detach(), method=request.saliency,
+            class_index=int(result.clean_prediction[0]),
+            diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]),
+            seed=result.seed)
+    if request.robustness or request.saliency:
+        from advexplorer.core.robustness import robustness_summary
+
+        robustness = robustness_summary(
+            classifier, images, allowed_mask=mask, norm=request.config.norm,
+            eps=request.config.eps, label=request.label, seed=result.seed)
+    return RunOutcome(result=result, exported=exported, exported_probabilities=exported_probabilities.cpu(),
+                      exported_success=bool(exported_success), wall_time_s=time.perf_counter() - started,
+                      explanation=explanation, robustness=robustness)
+
+
+def run(request: RunRequest, on_step=None) -> RunOutcome:
+    """Run :func:`run_steps` to completion."""
+    steps = run_steps(request)
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_step is not None:
+            on_step(step)
+
+
+def _prediction(probabilities: torch.Tensor, classes: tuple[str, ...], k: int = 5) -> dict[str, Any]:
+    probabilities = probabilities.detach().float().cpu()
+    top = torch.topk(probabilities, min(k, probabilities.numel()))
+    index = int(top.indices[0])
+    return {
+        "index": index, "class": classes[index], "probability": float(top.values[0]),
+        "top5": [{"index": int(i), "class": classes[int(i)], "probability": float(p)}
+                 for p, i in zip(top.values, top.indices)],
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions that decide whether a run can be reproduced bit for bit."""
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "advexplorer": advexplorer.__version__}
+
+
+def _file_entry(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from advexplorer.io.hashing import sha256_file
+
+    path = Path(path)
+    return {"path": str(path.resolve()), "sha256": sha256_file(path)}
+
+
+def trajectory_classes(result: AttackResult, k: int = 3) -> list[int]:
+    """The classes worth plotting: top-k before and after, plus the label and the target."""
+    clean = torch.topk(result.clean_probabilities[0], min(k, result.clean_probabilities.shape[1])).indices
+    after = torch.topk(result.adversarial_probabilities[0], min(k, result.clean_probabilities.shape[1])).indices
+    chosen = [int(i) for i in torch.cat([clean, after]).tolist()]
+    chosen.append(int(result.reference[0]))
+    if result.targets is not None:
+        chosen.append(int(result.targets[0]))
+    return list(dict.fromkeys(chosen))
+
+
+def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
+    """The ``record.json`` content of a run (see README for the fields)."""
+    result = outcome.result
+    card = request.model.card
+    classes = card.classes
+    norms = {k: float(v[0]) for k, v in perturbation_norms(result.perturbation).items()}
+    for key in ("l0", "l0_pixels"):
+        norms[key] = int(norms[key])
+    exported_delta = outcome.exported.astype(np.float32) / 255.0 - \
+        request.image.tensor.permute(1, 2, 0).numpy()
+    tracked = trajectory_classes(result)
+    record: dict[str, Any] = {
+        "advexplorer_record": RECORD_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": request.command_line,
+        "model": {"path": str(request.model.path), "sha256": request.model.sha256,
+                  "format": request.model.format,
+                  "card_path": str(request.model.card_path) if request.model.card_path else None,
+                  "card_sha256": request.model.card_sha256, "card": card.to_json()},
+        "image": {"path": str(request.image.path) if request.image.path else None,
+                  "sha256": request.image.sha256, "file_size": list(request.image.file_size),
+                  "notes": list(request.image.notes)},
+        "mask": {"mode": request.mask_mode,
+                 "path": str(Path(request.mask_path).resolve()) if request.mask_path else None,
+                 "sha256": (_file_entry(request.mask_path) or {}).get("sha256"),
+                 "allowed_fraction": 1.0 if request.allowed_mask is None
+                 else float(request.allowed_mask.float().mean())},
+        "diagnostic": _file_entry(request.diagnostic_path),
+        "attack": result.config.to_json() | {
+            "step_size_used": float(result.config.effective_step_size(result.config.eps))},
+        "label": None if request.label is None else {"index": request.label, "name": classes[request.label]},
+        "target": None if result.targets is None else
+        {"index": int(result.targets[0]), "name": classes[int(result.targets[0])]},
+        "device": str(request.model.device),
+        "versions": versions(),
+        "prediction_before": _prediction(result.clean_probabilities[0], classes),
+        "prediction_after": _prediction(result.adversarial_probabilities[0], classes),
+        "success": bool(result.success[0]),
+        "flipped": bool(result.flipped[0]),
+        "norms": norms,
+        "steps_run": int(result.steps_run[0]),
+        "forward_passes": int(result.forward_passes),
+        "backward_passes": int(result.backward_passes),
+        "trajectory": {
+            "step": [index for _, index in result.trajectory_steps],
+            "restart": [restart for restart, _ in result.trajectory_steps],
+            "loss": [float(v) for v in result.loss_trajectory[:, 0].tolist()],
+            "probabilities": {classes[c]: [float(v) for v in result.probability_trajectory[:, 0, c].tolist()]
+                              for c in tracked},
+        },
+        "exported_png": {
+            "file": "adversarial.png",
+            "prediction": _prediction(outcome.exported_probabilities, classes),
+            "success": outcome.exported_success,
+            "still_flips": int(outcome.exported_probabilities.argmax()) != int(result.clean_prediction[0]),
+            "linf": float(np.abs(exported_delta).max()),
+        },
+        "wall_time_s": round(outcome.wall_time_s, 4),
+        "files": {"input": "input.npy", "perturbation": "perturbation.npy",
+                  "adversarial": "adversarial.png", "mask": "mask.png"},
+    }
+    if outcome.explanation is not None:
+        record["saliency"] = outcome.explanation.to_json()
+        record["files"].update(saliency_before="saliency_before.npy", saliency_after="saliency_after.npy")
+    if outcome.robustness is not None:
+        record["robustness"] = outcome.robustness.to_json()
+    return _jsonable(record)
+
+
+def _jsonable(value):
+    """Plain JSON types only (numpy/torch scalars become floats/ints; NaN stays NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """An output folder must be new or empty: results never mix with other files."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise UserError(f"--out {out_dir} is a file; give a new or empty folder.")
+        if any(out_dir.iterdir()):
+            raise UserError(f"--out {out_dir} is not empty; give a new or empty folder so no "
+                            "existing file is overwritten or mixed with this run.")
+    if not out_dir.parent.exists():
+        raise UserError(f"The parent folder of --out ({out_dir.parent}) does not exist.")
+    return out_dir
+
+
+def write_run_dir(out_dir: str | Path, request: RunRequest, outcome: RunOutcome,
+                  record: dict[str, Any] | None = None) -> Path:
+    """Write a run folder atomically: everything goes into a temporary sibling folder first."""
+    out_dir = check_output_dir(out_dir)
+    record = record if record is not None else build_record(request, outcome)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        np.save(staging / "input.npy", request.image.tensor.numpy().astype(np.float32))
+        np.save(staging / "perturbation.npy", outcome.perturbation.astype(np.float32))
+        save_png(staging / "adversarial.png", outcome.exported)
+        allowed = request.allowed_mask if request.allowed_mask is not None else \
+            torch.ones(tuple(request.model.card.input_size))
+        save_mask_png(staging / "mask.png", allowed)
+        if request.diagnostic_mask is not None:
+            save_mask_png(staging / "diagnostic.png", request.diagnostic_mask)
+            record["files"]["diagnostic"] = "diagnostic.png"
+        if outcome.explanation is not None:
+            np.save(staging / "saliency_before.npy", np.asarray(outcome.explanation.before, dtype=np.float32))
+            np.save(staging / "saliency_after.npy", np.asarray(outcome.explanation.after, dtype=np.float32))
+        (staging / "record.json").write_text(json.dumps(record, indent=2, allow_nan=True), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
