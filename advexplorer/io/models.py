@@ -21,6 +21,7 @@ card's size, so a model that does not fit its card fails here with a message, no
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,9 @@ def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: b
         return program.module(), "export"
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location=device), "torchscript"
+            with warnings.catch_warnings():  # TorchScript's deprecation notice is not the user's business
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location=device), "torchscript"
         except Exception as exc:
             raise UserError(f"{path.name} looks like TorchScript but cannot be loaded ({exc}). "
                             "The file may be truncated or made by a newer PyTorch.") from None
@@ -226,7 +229,7 @@ def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> None:
     except Exception as exc:
         raise UserError(
             f"{path.name} fails on a 1×{card.channels}×{height}×{width} input as its card describes "
-            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). Check 'input_size' "
+            f"({_last_line(exc)}). Check 'input_size' "
             "and 'channels' in the card."
         ) from None
     logits = extract_logits(raw)
@@ -238,3 +241,9 @@ def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> None:
             f"({', '.join(card.classes[:5])}{', …' if card.num_classes > 5 else ''}). Fix 'classes' "
             "in the card or load the matching weights."
         )
+
+
+def _last_line(exc: Exception) -> str:
+    """The informative line of an exception (TorchScript puts it last, after a stack)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
