@@ -1,0 +1,280 @@
+"""The PDF report, drawn by Qt's own PDF writer (``QTextDocument`` + ``QPdfWriter``).
+
+Same content as the HTML report (both come from :mod:`advexplorer.report.content`), laid
+out with the HTML subset ``QTextDocument`` understands: tables instead of CSS grids,
+pictures as document resources instead of ``data:`` URIs, and the SVG plots rasterised by
+Qt's SVG renderer. Text stays text in the PDF (searchable, copyable).
+
+PySide6 is imported only here and only when a PDF is asked for; without a display a
+``QGuiApplication`` is started on the ``offscreen`` platform so this works in a terminal,
+over SSH and on CI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import advexplorer
+from advexplorer.errors import UserError
+from advexplorer.report.content import (COMPARISON_COLUMNS, ColourScale, Picture, Prediction, Rows,
+                                        RunContent, Section, comparison_rows, percent, run_content)
+from advexplorer.report.html import esc
+from advexplorer.report.run import RunView
+
+ACCENT = "#1f5f8b"
+MUTED = "#5b6673"
+BAD = "#b3261e"
+GOOD = "#1e6b3a"
+_APP = None  # keeps the QGuiApplication we created alive for the process
+
+
+def _qt():
+    try:
+        from PySide6 import QtCore, QtGui, QtSvg
+    except ImportError:
+        raise UserError("Writing a PDF needs PySide6 (pip install 'advexplorer[gui]'); "
+                        "write an .html report instead, which any browser can print to PDF.") from None
+    return QtCore, QtGui, QtSvg
+
+
+def _ensure_application():
+    """A QGuiApplication must exist for fonts; start an offscreen one if there is none."""
+    global _APP
+    QtCore, QtGui, _ = _qt()
+    application = QtGui.QGuiApplication.instance()
+    if application is not None:
+        return application
+    headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) \
+        and sys.platform.startswith("linux")
+    if headless and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    _APP = QtGui.QGuiApplication(["advexplorer-report"])
+    return _APP
+
+
+class _Resources:
+    """Registers pictures with the document and hands back the names to put in <img src>."""
+
+    def __init__(self, document, QtCore, QtGui, QtSvg):
+        self.document, self.QtCore, self.QtGui, self.QtSvg = document, QtCore, QtGui, QtSvg
+        self.count = 0
+
+    def _add(self, image) -> str:
+        self.count += 1
+        name = f"advexplorer-figure-{self.count}.png"
+        self.document.addResource(self.QtGui.QTextDocument.ResourceType.ImageResource,
+                                  self.QtCore.QUrl(name), image)
+        return name
+
+    def png(self, data: bytes) -> str:
+        image = self.QtGui.QImage()
+        image.loadFromData(data, "PNG")
+        return self._add(image)
+
+    def svg(self, text: str, scale: float = 3.0) -> tuple[str, int, int]:
+        """Rasterise an SVG at ``scale``× so it prints sharply; returns (name, width, height)."""
+        renderer = self.QtSvg.QSvgRenderer(self.QtCore.QByteArray(text.encode("utf-8")))
+        size = renderer.defaultSize()
+        image = self.QtGui.QImage(int(size.width() * scale), int(size.height() * scale),
+                                  self.QtGui.QImage.Format.Format_ARGB32)
+        image.fill(self.QtGui.QColor("white"))
+        painter = self.QtGui.QPainter(image)
+        painter.setRenderHint(self.QtGui.QPainter.RenderHint.Antialiasing)
+        renderer.render(painter)
+        painter.end()
+        return self._add(image), size.width(), size.height()
+
+
+def _kv(rows: Rows, *, mono: bool = False, label_width: str = "36%") -> str:
+    value_style = "font-family:'DejaVu Sans Mono',monospace;font-size:7pt;" if mono else ""
+    body = "".join(
+        f'<tr><td width="{label_width}" style="color:{MUTED};">{esc(k)}</td>'
+        f'<td style="{value_style}">{esc(v)}</td></tr>' for k, v in rows)
+    return f'<table width="100%" cellspacing="0" cellpadding="2" border="0">{body}</table>'
+
+
+def _heading(text: str) -> str:
+    return (f'<p style="color:{ACCENT};font-size:9pt;font-weight:bold;margin-top:10px;'
+            f'margin-bottom:3px;">{esc(text.upper())}</p>')
+
+
+def _prediction(title: str, prediction: Prediction) -> str:
+    rows = "".join(f"<tr><td>{esc(name)}</td><td align=\"right\">{esc(percent(p))}</td></tr>"
+                   for name, p in prediction.top)
+    return (f'<p style="color:{MUTED};margin:0;">{esc(title)}</p>'
+            f'<p style="font-size:12pt;font-weight:bold;margin:0;">{esc(prediction.name)}</p>'
+            f'<p style="color:{MUTED};margin:0 0 3px 0;">{esc(percent(prediction.probability))} confidence</p>'
+            f'<table width="100%" cellspacing="0" cellpadding="1" border="0">{rows}</table>')
+
+
+def _scale(scale: ColourScale, resources: _Resources, width: int) -> str:
+    name = resources.png(scale.png)
+    return (f'<img src="{name}" width="{width}" height="9"><br>'
+            f'<table width="{width}" cellspacing="0" cellpadding="0" border="0"><tr>'
+            f'<td align="left" style="font-size:7pt;">{esc(scale.low)}</td>'
+            f'<td align="center" style="font-size:7pt;">{esc(scale.middle)}</td>'
+            f'<td align="right" style="font-size:7pt;">{esc(scale.high)}</td></tr></table>'
+            f'<span style="font-size:7pt;color:{MUTED};">{esc(scale.caption)}</span><br>')
+
+
+def _pictures(pictures: Sequence[Picture], resources: _Resources, per_row: int = 4) -> str:
+    width = 150 if per_row >= 4 else 190
+    rows = []
+    cell = f'<td width="{100 // per_row}%" valign="top">'
+    for start in range(0, len(pictures), per_row):
+        group = pictures[start:start + per_row]
+        blank = "<td></td>" * (per_row - len(group))
+        # Titles, pictures and captions in separate rows so the pictures line up.
+        rows.append("<tr>" + "".join(f'{cell}<b>{esc(p.title)}</b></td>' for p in group) + blank + "</tr>")
+        pictures_row = []
+        for picture in group:
+            height = round(width * picture.height / picture.width) if picture.width else width
+            scale = _scale(picture.scale, resources, width) if picture.scale else ""
+            pictures_row.append(f'{cell}<img src="{resources.png(picture.png)}" width="{width}" '
+                                f'height="{height}"><br>{scale}</td>')
+        rows.append("<tr>" + "".join(pictures_row) + blank + "</tr>")
+        rows.append("<tr>" + "".join(f'{cell}<span style="font-size:7pt;color:{MUTED};">'
+                                     f'{esc(p.caption)}</span></td>' for p in group) + blank + "</tr>")
+    return f'<table width="100%" cellspacing="0" cellpadding="3" border="0">{"".join(rows)}</table>'
+
+
+def _section(section: Section, extra: str = "") -> str:
+    verdict = ""
+    if section.verdict:
+        colour = MUTED if section.verdict_good is None else (GOOD if section.verdict_good else BAD)
+        verdict = f'<p style="color:{colour};font-weight:bold;margin:2px 0 4px 0;">{esc(section.verdict)}</p>'
+    note = f'<p style="color:{MUTED};font-size:7.5pt;">{esc(section.note)}</p>' if section.note else ""
+    return _heading(section.title) + verdict + extra + _kv(section.rows) + note
+
+
+def _run(content: RunContent, number: int | None, resources: _Resources, first: bool) -> str:
+    parts = []
+    title = f"{number}. {content.title}" if number is not None else None
+    if title:
+        brk = "" if first else "page-break-before:always;"
+        parts.append(f'<h2 style="{brk}font-size:13pt;margin-top:6px;">{esc(title)}</h2>')
+    tone = BAD if content.flipped else (GOOD if content.flipped is False else MUTED)
+    parts.append(f'<table width="100%" cellspacing="0" cellpadding="6" border="0"><tr>'
+                 f'<td bgcolor="{tone}" width="4"></td><td bgcolor="#f6f8fa" style="font-size:10pt;">'
+                 f'{esc(content.headline)}</td></tr></table>')
+    if content.warnings:
+        items = "".join(f"<li>{esc(w)}</li>" for w in content.warnings)
+        parts.append(f'<p style="color:{BAD};font-weight:bold;">Check before relying on this run:</p><ul>{items}</ul>')
+    parts.append('<table width="100%" cellspacing="0" cellpadding="4" border="0"><tr>'
+                 f'<td width="50%" valign="top">{_heading("Question asked")}{_kv(content.question)}</td>'
+                 f'<td width="50%" valign="top">{_heading("Answer")}'
+                 '<table width="100%" cellspacing="0" cellpadding="2" border="0"><tr>'
+                 f'<td width="50%" valign="top">{_prediction("Before the attack", content.before)}</td>'
+                 f'<td width="50%" valign="top">{_prediction("After the attack", content.after)}</td>'
+                 f'</tr></table>{_kv(content.answer)}{_heading("Perturbation size")}{_kv(content.norms)}'
+                 '</td></tr></table>')
+    parts.append(_heading("Pictures") + _pictures(content.pictures, resources))
+    if content.trajectory_svg:
+        name, width, height = resources.svg(content.trajectory_svg)
+        plot = f'<img src="{name}" width="{int(width * 0.8)}" height="{int(height * 0.8)}">'
+        if content.loss_svg:
+            name, width, height = resources.svg(content.loss_svg)
+            plot += f'<br><img src="{name}" width="{int(width * 0.8)}" height="{int(height * 0.8)}">'
+        parts.append(_heading("Confidence trajectory") + plot +
+                     f'<p style="color:{MUTED};font-size:7.5pt;">{esc(content.trajectory_note)}</p>')
+    for section in content.sections:
+        extra = ""
+        if section.title.startswith("Explanation") and content.saliency_pictures:
+            extra = _pictures(content.saliency_pictures, resources, per_row=3)
+        parts.append(_section(section, extra))
+    if content.saliency_pictures and not any(s.title.startswith("Explanation") for s in content.sections):
+        parts.append(_heading("Saliency") + _pictures(content.saliency_pictures, resources, per_row=3))
+    mono = "font-family:'DejaVu Sans Mono',monospace;font-size:7.5pt;"
+    parts.append(_heading("Reproducibility"))
+    if content.command_line:
+        parts.append(f'<p style="margin:0;">Command that produced this run (paths relative to where it ran):</p>'
+                     f'<p style="{mono}background-color:#f3f5f7;">{esc(content.command_line)}</p>')
+    else:
+        parts.append(f'<p style="color:{MUTED};">This run was not started from the command line.</p>')
+    if content.equivalent_command:
+        parts.append('<p style="margin:0;">The same attack with absolute paths, into a new folder:</p>'
+                     f'<p style="{mono}background-color:#f3f5f7;">{esc(content.equivalent_command)}</p>')
+    parts.append(f'<p style="margin:0;">Re-run and compare with the recorded result:</p>'
+                 f'<p style="{mono}background-color:#f3f5f7;">{esc(content.reproduce_command)}</p>')
+    parts.append(_heading("SHA-256 of the inputs") + _kv(content.hashes, mono=True, label_width="30%"))
+    parts.append('<table width="100%" cellspacing="0" cellpadding="4" border="0"><tr>'
+                 f'<td width="55%" valign="top">{_heading("Every parameter")}{_kv(content.parameters)}</td>'
+                 f'<td width="45%" valign="top">{_heading("Environment")}{_kv(content.environment)}</td>'
+                 '</tr></table>')
+    if content.card:
+        parts.append(_heading("Model card") + _kv(content.card))
+    return "\n".join(parts)
+
+
+def _comparison(views: Sequence[RunView]) -> str:
+    head = "".join(f'<th align="left" bgcolor="#eef1f4" style="font-size:7pt;">{esc(c)}</th>'
+                   for c in COMPARISON_COLUMNS)
+    body = []
+    for view, row in zip(views, comparison_rows(list(views))):
+        colour = BAD if view.record.get("flipped") else "#1d232b"
+        body.append("<tr>" + "".join(f'<td style="font-size:7pt;color:{colour};">{esc(c)}</td>'
+                                     for c in row) + "</tr>")
+    return (_heading("Comparison") +
+            '<table width="100%" cellspacing="0" cellpadding="3" border="1" '
+            f'style="border-color:#d9dee4;border-style:solid;">'
+            f"<tr>{head}</tr>{''.join(body)}</table>"
+            f'<p style="color:{MUTED};font-size:7.5pt;">One row per run (flipped predictions in red); '
+            "details of each run follow.</p>")
+
+
+def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = None) -> str:
+    """The QTextDocument flavour of the report (tables, resource images, no CSS layout)."""
+    contents = [run_content(v) for v in views]
+    if title is None:
+        title = "Adversarial robustness report" if len(views) > 1 else contents[0].title
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    count = f"{len(views)} runs" if len(views) > 1 else "1 run"
+    parts = [f'<p style="color:{ACCENT};font-size:8pt;font-weight:bold;margin:0;">'
+             "ADVEXPLORER · ADVERSARIAL ROBUSTNESS REPORT</p>",
+             f'<h1 style="font-size:16pt;margin:2px 0 2px 0;">{esc(title)}</h1>',
+             f'<p style="color:{MUTED};margin:0 0 6px 0;">{esc(count)} · generated {esc(generated)} · '
+             f"advexplorer {esc(advexplorer.__version__)}</p><hr>"]
+    if len(views) > 1:
+        parts.append(_comparison(views))
+    for number, content in enumerate(contents, start=1):
+        parts.append(_run(content, number if len(views) > 1 else None, resources,
+                          first=len(views) == 1))
+    parts.append(f'<hr><p style="color:{MUTED};font-size:7pt;">Perturbation pictures are amplified '
+                 "as stated; saliency maps before and after share one colour scale. Numbers come from "
+                 "the run record (record.json) in each run folder.</p>")
+    return ('<html><head><meta charset="utf-8"></head>'
+            f'<body style="font-size:8.5pt;color:#1d232b;">{"".join(parts)}</body></html>')
+
+
+def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
+              title: str | None = None) -> Path:
+    """Write the report of ``views`` as an A4 PDF at ``path`` (not atomic by itself:
+    :func:`advexplorer.report.write_report` hands it a temporary name)."""
+    QtCore, QtGui, QtSvg = _qt()
+    _ensure_application()
+    views = [views] if isinstance(views, RunView) else list(views)
+    document = QtGui.QTextDocument()
+    font = QtGui.QFont()
+    font.setFamilies(["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
+    font.setPointSizeF(8.5)
+    document.setDefaultFont(font)
+    resources = _Resources(document, QtCore, QtGui, QtSvg)
+    document.setHtml(render_pdf_html(views, resources, title=title))
+    document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle,
+                                title or "AdvExplorer report")
+
+    writer = QtGui.QPdfWriter(str(path))
+    writer.setPageSize(QtGui.QPageSize(QtGui.QPageSize.PageSizeId.A4))
+    writer.setPageMargins(QtCore.QMarginsF(12, 12, 12, 12), QtGui.QPageLayout.Unit.Millimeter)
+    writer.setResolution(300)
+    writer.setTitle(title or "AdvExplorer report")
+    writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
+    document.print_(writer)
+    del writer  # finishes and closes the file
+    if not Path(path).is_file() or Path(path).stat().st_size == 0:
+        raise UserError(f"Qt could not write the PDF {path}; check the folder is writable.")
+    return Path(path)
