@@ -1,0 +1,634 @@
+"""Cohort screening: one masked attack swept over many images and several budgets ε.
+
+The question a screen answers is "how often": for each ε in a list, the fraction of images
+whose prediction a masked attack flips (with a Wilson 95 % interval), the robust accuracy
+when true labels are known, and optionally the same flip rate for random noise of the same
+budget (the baseline that says whether the attack's direction matters).
+
+Definitions (what the numbers in ``summary.json`` mean):
+
+* An image is **flipped at ε** when the attack with budget ε finds an image, inside the
+  allowed mask and the ε-ball, whose predicted class differs from the clean prediction.
+  The attack moves away from the clean prediction (not from the label), and stops per
+  image at the first iterate that flips (early stop), so "flipped" means "some iterate
+  flipped it".
+* Counts are **cumulative**: ``flipped`` at ε counts the images flipped at this ε *or a
+  smaller one in the list*. That is the quantity reported, and it makes the **monotone
+  shortcut** exact: an image flipped at ε_i is not attacked again at larger ε, it is
+  counted as flipped there. Whether the attack itself is monotone in ε (an attack with a
+  larger budget also flips it) is an empirical property, checked on request by
+  re-attacking a sample (``verify_monotone``) and reported as disagreements.
+* **Robust accuracy** at ε: the fraction of labelled images that are classified correctly
+  when clean and are not flipped at ε (cumulatively). At ε = 0 it is the clean accuracy.
+  Because a correctly classified image's clean prediction is its label, attacking away from
+  the clean prediction is the usual untargeted attack on the label for every image that
+  counts towards robust accuracy.
+* An image whose allowed region is empty (e.g. a protect mask covering the whole tile)
+  cannot be changed, so it counts as never flipped, with a note.
+
+Speed: (image, ε) pairs of images that are not yet flipped are packed into one engine call
+with a per-image ε (see :func:`advexplorer.core.attacks.attack_steps`); survivors of ε_i come
+back at ε_{i+1} in the next call while new images fill the free rows, so the batch stays
+full; early stop drops flipped images from the compute batch inside a call.
+
+Interval: Wilson, *Probable inference, the law of succession, and statistical inference*,
+JASA 22 (1927), https://doi.org/10.1080/01621459.1927.10502953 (see also Brown, Cai,
+DasGupta, *Interval Estimation for a Binomial Proportion*, Statistical Science 2001,
+https://doi.org/10.1214/ss/1009213286, on why Wilson rather than the Wald interval).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from advexplorer.core.attacks import AttackConfig, perturbation_norms, run_attack
+from advexplorer.errors import UserError
+
+Z95 = 1.959963984540054
+#: Bisection steps between two grid values for the minimal ε: the bracket shrinks 2^6 = 64×.
+BISECTION_STEPS = 6
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (95 % for the default z).
+
+    Wilson (1927), https://doi.org/10.1080/01621459.1927.10502953:
+    ``(p + z²/2n ± z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n)`` with p = k/n. Unlike the Wald
+    interval it stays inside [0, 1] and is not degenerate at k = 0 or k = n. With n = 0
+    nothing is known and the interval is (0, 1).
+    """
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 ≤ k ≤ n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    z2 = z * z
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
+    # Clamp rounding only; mathematically the bounds are inside [0, 1], and exactly 0 / 1
+    # at k = 0 / k = n.
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def eps_label(eps: float) -> str:
+    """A short name for a budget: ``2/255`` when it is a whole number of 8-bit levels."""
+    if eps == 0:
+        return "0"
+    levels = eps * 255.0
+    if abs(levels - round(levels)) < 1e-6 and round(levels) >= 1:
+        return f"{round(levels)}/255"
+    if levels >= 0.01 and abs(levels * 100 - round(levels * 100)) < 1e-6:
+        return f"{round(levels * 100) / 100:g}/255"  # 0.5/255, 2.25/255
+    return f"{eps:.6g}"
+
+
+@dataclass
+class CohortBatch:
+    """A batch of cohort images ready for the model (what :mod:`advexplorer.io.cohort` yields).
+
+    ``allowed_masks`` is N×H×W {0,1} (1 = the attack may change the pixel) or None for
+    whole-image attacks; ``labels`` holds the true class per image, −1 where unknown, or is
+    None when the cohort has no labels. ``skipped`` lists (file id, reason) of images in
+    this batch's share of the cohort that could not be read.
+    """
+
+    ids: list[str]
+    images: torch.Tensor
+    allowed_masks: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ImageRow:
+    """The screen of one image, one entry per ε (in the order of the ε list).
+
+    ``attacked[j]`` is False where the entry was not computed by an attack at ε_j: ε = 0
+    (the clean image), entries filled by the monotone shortcut (the values of the smaller ε
+    that flipped the image), and images with an empty allowed region.
+    """
+
+    file: str
+    label: int | None
+    clean_prediction: int
+    clean_probability: float
+    adversarial_prediction: list[int]
+    adversarial_probability: list[float]
+    flipped: list[bool]
+    attacked: list[bool]
+    linf: list[float]
+    l2: list[float]
+    flip_eps: float | None = None
+    min_eps: float | None = None
+    noise_flipped: list[bool] | None = None
+    note: str = ""
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.label is None else self.label == self.clean_prediction
+
+
+@dataclass(frozen=True)
+class ScreenProgress:
+    """Where a screen stands; yielded after every engine call.
+
+    Counts are over the images finished *in this run* (``rows_done`` holds the rows finished
+    since the previous progress, so a caller can write them out and draw curves live).
+    ``flipped[j]`` is the cumulative flip count at ``eps[j]``; ``robust[j]`` the number of
+    labelled images correct and not flipped at ``eps[j]``.
+    """
+
+    phase: str                      # "screen" or "verify"
+    images_done: int
+    images_total: int | None
+    eps: tuple[float, ...]
+    n: int
+    flipped: tuple[int, ...]
+    n_labelled: int
+    robust: tuple[int, ...]
+    noise_flipped: tuple[int, ...] | None
+    elapsed_s: float
+    eta_s: float | None
+    rows_done: tuple[ImageRow, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def flip_rate_intervals(self) -> list[tuple[float, float, float]]:
+        """(rate, low, high) per ε for the images finished so far."""
+        return [(k / self.n if self.n else float("nan"), *wilson_interval(k, self.n))
+                for k in self.flipped]
+
+
+@dataclass
+class WorstCase:
+    """An image that flipped at a small ε, with pictures for the report (uint8 H×W×C)."""
+
+    file: str
+    flip_eps: float
+    clean_prediction: int
+    adversarial_prediction: int
+    adversarial_probability: float
+    clean: np.ndarray
+    adversarial: np.ndarray
+    perturbation: np.ndarray        # float32 H×W×C, pixel units
+    allowed_mask: np.ndarray | None
+
+
+@dataclass
+class MonotoneCheck:
+    """Re-attacks of flipped images at the larger ε the shortcut skipped."""
+
+    images_checked: int = 0
+    pairs_checked: int = 0
+    disagreements: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"images_checked": self.images_checked, "pairs_checked": self.pairs_checked,
+                "disagreements": len(self.disagreements),
+                "disagreement_rate": (len(self.disagreements) / self.pairs_checked
+                                      if self.pairs_checked else None),
+                "examples": self.disagreements[:20]}
+
+
+@dataclass
+class ScreenResult:
+    """Everything a finished (or drained) screen produced in this run."""
+
+    eps: tuple[float, ...]
+    rows: list[ImageRow]
+    skipped: list[tuple[str, str]]
+    worst_cases: list[WorstCase]
+    monotone_check: MonotoneCheck | None
+    engine_calls: int
+    attacked_pairs: int
+    shortcut_pairs: int
+    forward_passes: int
+    backward_passes: int
+    elapsed_s: float
+
+    def summary(self, rows: Sequence[ImageRow] | None = None, *, noise_baseline: bool = False) -> list[dict]:
+        """Per-ε summary (see :func:`summarize`) over ``rows`` (default: this run's rows)."""
+        return summarize(self.rows if rows is None else rows, self.eps, noise_baseline=noise_baseline)
+
+
+def summarize(rows: Sequence[ImageRow], eps: Sequence[float], *, noise_baseline: bool = False) -> list[dict]:
+    """The ``per_eps`` list of ``summary.json``: counts, rates and Wilson 95 % intervals."""
+    n = len(rows)
+    labelled = [r for r in rows if r.label is not None]
+    out = []
+    for j, value in enumerate(eps):
+        flipped = sum(1 for r in rows if r.flipped[j])
+        entry = {"eps": float(value), "eps_label": eps_label(value), "n": n, "flipped": flipped,
+                 "flip_rate": flipped / n if n else None,
+                 "flip_rate_ci95": list(wilson_interval(flipped, n)),
+                 "attacked": sum(1 for r in rows if r.attacked[j])}
+        if labelled:
+            robust = sum(1 for r in labelled if r.correct and not r.flipped[j])
+            entry.update({"n_labelled": len(labelled), "robust": robust,
+                          "robust_accuracy": robust / len(labelled),
+                          "robust_accuracy_ci95": list(wilson_interval(robust, len(labelled)))})
+        if noise_baseline:
+            noisy = sum(1 for r in rows if r.noise_flipped and r.noise_flipped[j])
+            entry.update({"noise_flipped": noisy, "noise_flip_rate": noisy / n if n else None,
+                          "noise_flip_rate_ci95": list(wilson_interval(noisy, n))})
+        out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The engine
+
+
+class _Item:
+    """One image in flight: its tensors on the model's device and its row being filled."""
+
+    __slots__ = ("id", "image", "mask", "row", "tracks", "keep")
+
+    def __init__(self, file_id, image, mask, row):
+        self.id = file_id
+        self.image = image
+        self.mask = mask
+        self.row = row
+        self.tracks = 0          # attack / noise / bisection work still to come
+        self.keep = None         # (adversarial, eps index) of the first flip, for pictures
+
+
+@dataclass
+class _Unit:
+    """One (image, ε) pair waiting for an engine call."""
+
+    item: _Item
+    kind: str                    # "attack" | "bisect" | "noise" | "verify"
+    eps: float
+    index: int = 0               # position in the ε list (attack / noise / verify)
+    low: float = 0.0             # bisection bracket (bisect)
+    high: float = 0.0
+    left: int = 0                # bisection steps left
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _to_hwc(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().float().cpu().permute(1, 2, 0).numpy().copy()
+
+
+def _uint8(tensor: torch.Tensor) -> np.ndarray:
+    return np.clip(np.round(_to_hwc(tensor) * 255.0), 0, 255).astype(np.uint8)
+
+
+def check_eps_list(eps_list: Iterable[float], norm: str) -> tuple[float, ...]:
+    """Sort and de-duplicate an ε list; refuse negatives and lists without a positive ε."""
+    values = sorted({float(e) for e in eps_list})
+    if not values:
+        raise UserError("Give at least one ε, e.g. --eps 0,1/255,2/255,4/255,8/255.")
+    if values[0] < 0:
+        raise UserError(f"ε = {values[0]:g} is negative; budgets are ≥ 0 (pixel units, e.g. 2/255).")
+    if values[-1] <= 0:
+        raise UserError("All ε are 0, so nothing would be attacked; add budgets such as 2/255,8/255.")
+    if norm == "linf" and values[-1] > 1:
+        raise UserError(f"ε = {values[-1]:g} is out of range for L∞ (pixel units in (0, 1], e.g. 8/255).")
+    return tuple(values)
+
+
+def screen_steps(
+    model: torch.nn.Module,
+    batches: Iterable[CohortBatch],
+    eps_list: Sequence[float],
+    config: AttackConfig,
+    *,
+    noise_baseline: bool = False,
+    done: set[str] | frozenset[str] = frozenset(),
+    min_eps: bool = False,
+    verify_monotone: int = 0,
+    batch_size: int | None = None,
+    images_total: int | None = None,
+    worst_cases: int = 8,
+    keep_rows: bool = True,
+) -> Generator[ScreenProgress, None, ScreenResult]:
+    """Screen a cohort: attack every image at every ε (with the monotone shortcut).
+
+    ``batches`` yields :class:`CohortBatch` (images on any device; they are moved to the
+    model's). ``eps_list`` is sorted and de-duplicated; ε = 0 is the clean image.
+    ``config`` gives the attack (method, norm, steps, step size, restarts, random start,
+    seed); its ε is ignored and early stop is always on (see the module docstring).
+    ``done`` holds file ids already screened (read back from ``per_image.csv``); they are
+    skipped. ``min_eps`` adds, for every flipped image, a bisection between the largest ε
+    that did not flip it and the smallest that did. ``verify_monotone=N`` re-attacks up to
+    N flipped images at every larger ε the shortcut skipped and reports disagreements.
+    ``batch_size`` is the number of (image, ε) pairs per engine call (default: the size of
+    the first incoming batch).
+
+    Yields a :class:`ScreenProgress` after every engine call (stop iterating, or call
+    ``close()``, to cancel: rows already yielded are complete) and returns a
+    :class:`ScreenResult`. With ``keep_rows=False`` the result's ``rows`` stays empty (a
+    caller that consumes ``rows_done`` does not need a second copy).
+    """
+    eps = check_eps_list(eps_list, config.norm)
+    config = replace(config, eps=eps[-1], early_stop=True).validate()
+    noise_config = replace(config, method="noise", random_start=False, restarts=1)
+    positive = [j for j, e in enumerate(eps) if e > 0]
+    first_positive = positive[0]
+    device = _model_device(model)
+    done = frozenset(done)
+    rng = random.Random(0 if config.seed is None else config.seed)
+    call_seed = [0 if config.seed is None else int(config.seed)]
+
+    start = time.perf_counter()
+    grad_queue: deque[_Unit] = deque()
+    noise_queue: deque[_Unit] = deque()
+    rows: list[ImageRow] = []
+    fresh_rows: list[ImageRow] = []
+    skipped: list[tuple[str, str]] = []
+    fresh_skipped: list[tuple[str, str]] = []
+    worst_heap: list[tuple] = []    # max-heap by "how robust" so the least fragile is dropped
+    verify_pool: list[_Item] = []   # reservoir sample of flipped images for the check
+    flipped_seen = 0
+    counts = {"flipped": [0] * len(eps), "robust": [0] * len(eps), "noise": [0] * len(eps),
+              "n": 0, "labelled": 0, "images": 0}
+    stats = {"calls": 0, "attacked": 0, "shortcut": 0, "forward": 0, "backward": 0}
+    capacity = [batch_size]
+    total = images_total if images_total is not None else getattr(batches, "images_total", None)
+
+    def finish(item: _Item) -> None:
+        nonlocal flipped_seen
+        row = item.row
+        if keep_rows:
+            rows.append(row)
+        fresh_rows.append(row)
+        counts["n"] += 1
+        counts["images"] += 1
+        for j in range(len(eps)):
+            counts["flipped"][j] += row.flipped[j]
+            if row.noise_flipped is not None:
+                counts["noise"][j] += row.noise_flipped[j]
+            if row.label is not None and row.correct and not row.flipped[j]:
+                counts["robust"][j] += 1
+        if row.label is not None:
+            counts["labelled"] += 1
+        if item.keep is not None:
+            adversarial, j = item.keep
+            if worst_cases > 0:
+                # Most fragile first: smallest flipping ε, then most confident wrong class.
+                key = (-row.flip_eps, row.adversarial_probability[j], row.file)
+                case = (key, item, adversarial, j)
+                if len(worst_heap) < worst_cases:
+                    heapq.heappush(worst_heap, _HeapEntry(case))
+                elif _HeapEntry(case) > worst_heap[0]:
+                    heapq.heapreplace(worst_heap, _HeapEntry(case))
+            if verify_monotone > 0 and j < len(eps) - 1:
+                flipped_seen += 1
+                if len(verify_pool) < verify_monotone:
+                    verify_pool.append(item)
+                else:
+                    slot = rng.randrange(flipped_seen)
+                    if slot < verify_monotone:
+                        verify_pool[slot] = item
+
+    def track_done(item: _Item) -> None:
+        item.tracks -= 1
+        if item.tracks == 0:
+            finish(item)
+
+    def engine_call(units: list[_Unit], attack_config: AttackConfig):
+        images = torch.stack([u.item.image for u in units])
+        masks = [u.item.mask for u in units]
+        if all(m is None for m in masks):
+            allowed = None
+        else:
+            full = torch.ones_like(images[0, 0])
+            allowed = torch.stack([full if m is None else m for m in masks])
+        reference = torch.tensor([u.item.row.clean_prediction for u in units], device=device)
+        eps_t = torch.tensor([u.eps for u in units], dtype=images.dtype, device=device)
+        call_seed[0] += 1
+        result = run_attack(model, images, allowed, reference,
+                            replace(attack_config, seed=call_seed[0]), eps=eps_t)
+        stats["calls"] += 1
+        stats["attacked"] += len(units)
+        stats["forward"] += result.forward_passes
+        stats["backward"] += result.backward_passes
+        norms = perturbation_norms(result.perturbation)
+        return (result.success.tolist(), result.adversarial_prediction.tolist(),
+                result.adversarial_probabilities.max(dim=1).values.tolist(),
+                norms["linf"].tolist(), norms["l2"].tolist(), result.adversarial)
+
+    def run_grad() -> None:
+        units = [grad_queue.popleft() for _ in range(min(capacity[0], len(grad_queue)))]
+        success, prediction, probability, linf, l2, adversarial = engine_call(units, config)
+        survivors = []
+        for i, unit in enumerate(units):
+            item, row = unit.item, unit.item.row
+            if unit.kind == "attack":
+                j = unit.index
+                row.attacked[j] = True
+                if success[i]:
+                    row.flip_eps = eps[j]
+                    for jj in range(j, len(eps)):
+                        row.flipped[jj] = True
+                        row.adversarial_prediction[jj] = prediction[i]
+                        row.adversarial_probability[jj] = probability[i]
+                        row.linf[jj] = linf[i]
+                        row.l2[jj] = l2[i]
+                    stats["shortcut"] += len(eps) - 1 - j
+                    item.keep = (adversarial[i].detach().clone(), j)
+                    if min_eps:
+                        below = eps[j - 1] if j > 0 else 0.0
+                        survivors.append(_Unit(item, "bisect", (below + eps[j]) / 2, low=below,
+                                               high=eps[j], left=BISECTION_STEPS))
+                    else:
+                        track_done(item)
+                else:
+                    row.adversarial_prediction[j] = prediction[i]
+                    row.adversarial_probability[j] = probability[i]
+                    row.linf[j], row.l2[j] = linf[i], l2[i]
+                    if j + 1 < len(eps):
+                        survivors.append(replace(unit, index=j + 1, eps=eps[j + 1]))
+                    else:
+                        track_done(item)
+            else:  # bisection between the last ε that did not flip and the first that did
+                low, high = (unit.low, unit.eps) if success[i] else (unit.eps, unit.high)
+                if unit.left <= 1:
+                    row.min_eps = high
+                    track_done(item)
+                else:
+                    survivors.append(replace(unit, eps=(low + high) / 2, low=low, high=high,
+                                             left=unit.left - 1))
+        # Survivors go first so images finish (and reach the CSV) soon after they start.
+        grad_queue.extendleft(reversed(survivors))
+
+    def run_noise() -> None:
+        units = [noise_queue.popleft() for _ in range(min(capacity[0], len(noise_queue)))]
+        success, *_ = engine_call(units, noise_config)
+        survivors = []
+        for i, unit in enumerate(units):
+            row, j = unit.item.row, unit.index
+            if success[i]:
+                for jj in range(j, len(eps)):
+                    row.noise_flipped[jj] = True
+                track_done(unit.item)
+            elif j + 1 < len(eps):
+                survivors.append(replace(unit, index=j + 1, eps=eps[j + 1]))
+            else:
+                track_done(unit.item)
+        noise_queue.extendleft(reversed(survivors))
+
+    def progress(phase: str) -> ScreenProgress:
+        elapsed = time.perf_counter() - start
+        done_images = counts["images"] + len(skipped)
+        eta = None
+        if total is not None and done_images > 0:
+            eta = elapsed / done_images * max(0, total - done_images)
+        snapshot = ScreenProgress(
+            phase=phase, images_done=done_images, images_total=total, eps=eps, n=counts["n"],
+            flipped=tuple(counts["flipped"]), n_labelled=counts["labelled"],
+            robust=tuple(counts["robust"]),
+            noise_flipped=tuple(counts["noise"]) if noise_baseline else None,
+            elapsed_s=elapsed, eta_s=eta, rows_done=tuple(fresh_rows),
+            skipped=tuple(fresh_skipped))
+        fresh_rows.clear()
+        fresh_skipped.clear()
+        return snapshot
+
+    def admit(batch: CohortBatch) -> None:
+        for entry in batch.skipped:
+            skipped.append(entry)
+            fresh_skipped.append(entry)
+        keep = [i for i, file_id in enumerate(batch.ids) if file_id not in done]
+        if not keep:
+            return
+        if capacity[0] is None:
+            capacity[0] = max(1, len(batch.ids))
+        images = batch.images[keep].to(device=device, dtype=torch.float32)
+        masks = None if batch.allowed_masks is None else \
+            batch.allowed_masks[keep].to(device=device, dtype=torch.float32)
+        labels = None if batch.labels is None else batch.labels[keep].tolist()
+        with torch.no_grad():
+            clean = torch.softmax(model(images).float(), dim=1)
+        stats["forward"] += len(keep)
+        clean_probability, clean_prediction = clean.max(dim=1)
+        for i, index in enumerate(keep):
+            label = None if labels is None or labels[i] < 0 else int(labels[i])
+            prediction = int(clean_prediction[i])
+            probability = float(clean_probability[i])
+            row = ImageRow(
+                file=batch.ids[index], label=label, clean_prediction=prediction,
+                clean_probability=probability,
+                adversarial_prediction=[prediction] * len(eps),
+                adversarial_probability=[probability] * len(eps),
+                flipped=[False] * len(eps), attacked=[False] * len(eps),
+                linf=[0.0] * len(eps), l2=[0.0] * len(eps),
+                noise_flipped=[False] * len(eps) if noise_baseline else None)
+            mask = None if masks is None else masks[i]
+            if mask is not None and bool((mask != 0).all()):
+                mask = None  # an all-allowed mask is no mask
+            item = _Item(batch.ids[index], images[i], mask, row)
+            if mask is not None and not bool((mask != 0).any()):
+                row.note = "empty allowed region: nothing can be changed, counted as not flipped"
+                item.tracks = 1
+                track_done(item)
+                continue
+            item.tracks = 2 if noise_baseline else 1
+            grad_queue.append(_Unit(item, "attack", eps[first_positive], index=first_positive))
+            if noise_baseline:
+                noise_queue.append(_Unit(item, "noise", eps[first_positive], index=first_positive))
+
+    for batch in batches:
+        admit(batch)
+        while capacity[0] is not None and len(grad_queue) >= capacity[0]:
+            run_grad()
+            yield progress("screen")
+        while capacity[0] is not None and len(noise_queue) >= capacity[0]:
+            run_noise()
+            yield progress("screen")
+        if fresh_rows or fresh_skipped:
+            yield progress("screen")
+    while grad_queue or noise_queue:
+        if grad_queue:
+            run_grad()
+        else:
+            run_noise()
+        yield progress("screen")
+    if fresh_rows or fresh_skipped:
+        yield progress("screen")
+
+    check = None
+    if verify_monotone > 0:
+        check = MonotoneCheck(images_checked=len(verify_pool))
+        pairs = []
+        for item in sorted(verify_pool, key=lambda it: it.id):
+            _, j = item.keep
+            for jj in range(j + 1, len(eps)):
+                pairs.append(_Unit(item, "verify", eps[jj], index=jj))
+        step = capacity[0] or 1
+        for begin in range(0, len(pairs), step):
+            units = pairs[begin:begin + step]
+            success, prediction, *_ = engine_call(units, config)
+            for i, unit in enumerate(units):
+                check.pairs_checked += 1
+                if not success[i]:
+                    check.disagreements.append({
+                        "file": unit.item.id, "flipped_at": unit.item.row.flip_eps,
+                        "not_flipped_at": unit.eps})
+            yield progress("verify")
+
+    cases = []
+    for entry in sorted(worst_heap, reverse=True):
+        _, item, adversarial, j = entry.case
+        row = item.row
+        cases.append(WorstCase(
+            file=row.file, flip_eps=eps[j], clean_prediction=row.clean_prediction,
+            adversarial_prediction=row.adversarial_prediction[j],
+            adversarial_probability=row.adversarial_probability[j],
+            clean=_uint8(item.image), adversarial=_uint8(adversarial),
+            perturbation=_to_hwc(adversarial - item.image),
+            allowed_mask=None if item.mask is None else item.mask.detach().cpu().numpy() != 0))
+    return ScreenResult(
+        eps=eps, rows=rows, skipped=skipped, worst_cases=cases, monotone_check=check,
+        engine_calls=stats["calls"], attacked_pairs=stats["attacked"],
+        shortcut_pairs=stats["shortcut"], forward_passes=stats["forward"],
+        backward_passes=stats["backward"], elapsed_s=time.perf_counter() - start)
+
+
+class _HeapEntry:
+    """Heap order for worst cases: the root is the least fragile kept case."""
+
+    __slots__ = ("case",)
+
+    def __init__(self, case):
+        self.case = case
+
+    def __lt__(self, other: "_HeapEntry") -> bool:
+        # Fragility key (−flip ε, wrong-class confidence, name); larger = more fragile.
+        return self.case[0] < other.case[0]
+
+    def __gt__(self, other: "_HeapEntry") -> bool:
+        return other < self
+
+
+def run_screen(model, batches, eps_list, config, *, on_progress=None, **options) -> ScreenResult:
+    """Run :func:`screen_steps` to completion; ``on_progress(progress)`` sees every yield."""
+    steps = screen_steps(model, batches, eps_list, config, **options)
+    while True:
+        try:
+            snapshot = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(snapshot)
