@@ -71,7 +71,8 @@ class Classifier(nn.Module):
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
                  classes: Sequence[str] | None = None):
         super().__init__()
-        self.model = model.eval()
+        self.model = model
+        _eval_mode(model)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
         channels = len(mean)
@@ -90,7 +91,17 @@ class Classifier(nn.Module):
         return extract_logits(self.model(x))
 
     def train(self, mode: bool = True):  # the wrapped model always stays in eval mode
-        return super().train(False)
+        self.training = False
+        _eval_mode(self.model)
+        return self
+
+
+def _eval_mode(model: nn.Module) -> None:
+    """Put a model in eval mode; torch.export modules refuse ``eval()`` and are already fixed."""
+    try:
+        model.eval()
+    except (NotImplementedError, RuntimeError):
+        pass
 
 
 def pick_device(name: str = "auto") -> torch.device:

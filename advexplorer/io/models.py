@@ -164,9 +164,10 @@ def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: b
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise UserError(f"{path.name} is not a PyTorch model file, or it is corrupt "
-                            f"({str(exc).splitlines()[0]}).") from None
+        # A refused *global* means real pickled objects; anything else is not a checkpoint at all.
+        if "Weights only load failed" not in str(exc) or "global" not in str(exc).lower():
+            raise UserError(f"{path.name} is not a PyTorch model file, or it is truncated or "
+                            "corrupt (it is neither TorchScript nor a weights-only checkpoint).") from None
         if not trust_pickle:
             raise UserError(
                 f"{path.name} contains pickled Python objects (probably a whole model). "
@@ -181,7 +182,7 @@ def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: b
         if not isinstance(obj, nn.Module):
             raise UserError(f"{path.name} unpickles to a {type(obj).__name__}, not a torch model.")
         return obj, "pickle"
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path.name} is not a PyTorch model file, or it is truncated or corrupt "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") from None
     state = _unwrap_state_dict(obj, path)
