@@ -1,0 +1,322 @@
+"""The attack form: method, norm, ε, step size, steps, classes, randomness, device, saliency.
+
+Every field has a tooltip (what it does, the usual values). Values are checked as the
+user types: text that is not a number, or an :class:`AttackConfig` the engine would
+refuse, shows an inline message in red and disables Run — a bad value never reaches
+the worker. Before the engine is loaded only the parsing is checked (AttackConfig lives
+with torch); the full check runs as soon as it is.
+"""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+    QSpinBox, QVBoxLayout, QWidget,
+)
+
+from advexplorer.errors import UserError
+
+METHODS = (
+    ("pgd", "PGD — projected gradient descent"),
+    ("fgsm", "FGSM — one gradient-sign step"),
+    ("mifgsm", "MI-FGSM — with momentum"),
+    ("noise", "Random noise — baseline"),
+)
+NORMS = (("linf", "L∞ (max per pixel)"), ("l2", "L2 (Euclidean)"))
+SALIENCY_METHODS = ("gradient", "smoothgrad", "integrated-gradients", "gradcam")
+
+TIPS = {
+    "method": "How the perturbation is searched. PGD (Madry et al. 2018) iterates signed "
+              "gradient steps and is the standard test; FGSM takes one step of size ε; "
+              "MI-FGSM adds momentum; random noise of the same budget is the baseline an "
+              "attack must beat.",
+    "norm": "How the budget ε is measured: L∞ bounds every pixel change (usual 2/255 to "
+            "16/255); L2 bounds the total Euclidean size (usual 0.25 to 3 for small images).",
+    "eps": "The perturbation budget in pixel units (image values are 0 to 1). Fractions are "
+           "fine: 8/255 is the usual L∞ budget; for L2 try 0.5.",
+    "step_size": "How far each iteration moves. Empty = automatic: 2.5·ε/steps (Madry et al.), "
+                 "or ε for FGSM. Typical L∞ value: 2/255.",
+    "steps": "Number of gradient iterations (PGD, MI-FGSM, or noise draws). 10 is usual; 50–100 "
+             "for a stronger test. FGSM always takes one.",
+    "decay": "Momentum decay μ of MI-FGSM (Dong et al. 2018); the paper uses 1.0.",
+    "label": "The true class of the image. Untargeted attacks push the prediction away from "
+             "it; by default the model's own clean prediction is used.",
+    "target": "Targeted attack: push the prediction towards this class. 'Untargeted' just "
+              "tries to change the prediction.",
+    "random_start": "Start from a random point inside the ε-ball instead of the clean image "
+                    "(Madry et al.); helps escape flat gradients. Usual with restarts.",
+    "seed": "Random seed for the random start and the noise baseline; 'random' draws one (it "
+            "is recorded, so the run can be reproduced).",
+    "restarts": "Run the attack this many times from different random starts and keep the "
+                "strongest result per image. 1 is usual; 5–10 for a careful evaluation.",
+    "early_stop": "Stop as soon as the prediction flips (or reaches the target) instead of "
+                  "running all steps; faster, and the perturbation stays smaller.",
+    "device": "Where the model runs: auto picks a CUDA GPU, then Apple MPS, then the CPU. "
+              "Changing it reloads the model.",
+    "saliency": "Explain the prediction before and after the attack with this attribution "
+                "method and compare the two maps (does the explanation follow the new "
+                "prediction?). 'none' skips it.",
+}
+
+
+def parse_number(text: str, what: str) -> float:
+    """A number such as ``0.03`` or a fraction such as ``8/255``; UserError otherwise."""
+    text = text.strip()
+    if not text:
+        raise UserError(f"{what} is empty; enter a number such as 8/255 or 0.03.")
+    try:
+        return float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{what}: {text!r} is not a number (examples: 0.03, 8/255).") from None
+
+
+class AttackPanel(QWidget):
+    """The attack form. ``changed()`` fires on any edit; ``device_changed(str)`` on a new device."""
+
+    changed = Signal()
+    device_changed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.engine_ready = False
+        self.classes: tuple[str, ...] = ()
+        self._error = ""
+
+        self.method = QComboBox()
+        for key, text in METHODS:
+            self.method.addItem(text, key)
+        self.norm = QComboBox()
+        for key, text in NORMS:
+            self.norm.addItem(text, key)
+        self.eps = QLineEdit("8/255")
+        self.eps_scale = QLabel()
+        self.eps_scale.setObjectName("hint")
+        self.step_size = QLineEdit()
+        self.step_size.setPlaceholderText("auto")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 100000)
+        self.steps.setValue(10)
+        self.decay = QDoubleSpinBox()
+        self.decay.setRange(0.0, 10.0)
+        self.decay.setSingleStep(0.1)
+        self.decay.setValue(1.0)
+        self.label = QComboBox()
+        self.target = QComboBox()
+        self.random_start = QCheckBox("random start")
+        self.seed = QSpinBox()
+        self.seed.setRange(-1, 2**31 - 1)
+        self.seed.setSpecialValueText("random")
+        self.seed.setValue(0)
+        self.restarts = QSpinBox()
+        self.restarts.setRange(1, 1000)
+        self.early_stop = QCheckBox("stop when it succeeds")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu"])
+        self.saliency = QComboBox()
+        self.saliency.addItem("none", None)
+        self.error_label = QLabel()
+        self.error_label.setObjectName("error")
+        self.error_label.setWordWrap(True)
+        self.error_label.setVisible(False)
+        self.set_classes(())
+
+        eps_row = QHBoxLayout()
+        eps_row.setContentsMargins(0, 0, 0, 0)
+        eps_row.addWidget(self.eps, 1)
+        eps_row.addWidget(self.eps_scale, 1)
+        random_row = QHBoxLayout()
+        random_row.setContentsMargins(0, 0, 0, 0)
+        random_row.addWidget(self.random_start)
+        random_row.addWidget(QLabel("seed"))
+        random_row.addWidget(self.seed, 1)
+
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        rows = [
+            ("Method", self.method, "method"), ("Norm", self.norm, "norm"),
+            ("ε", eps_row, "eps"), ("Step size", self.step_size, "step_size"),
+            ("Steps", self.steps, "steps"), ("Momentum μ", self.decay, "decay"),
+            ("True class", self.label, "label"), ("Target", self.target, "target"),
+            ("Start", random_row, "random_start"), ("Restarts", self.restarts, "restarts"),
+            ("Early stop", self.early_stop, "early_stop"), ("Device", self.device, "device"),
+            ("Saliency", self.saliency, "saliency"),
+        ]
+        self._row_labels = {}
+        for text, field, tip in rows:
+            label = QLabel(text)
+            label.setToolTip(TIPS[tip])
+            self._row_labels[tip] = label
+            form.addRow(label, field)
+        for widget, tip in ((self.method, "method"), (self.norm, "norm"), (self.eps, "eps"),
+                            (self.eps_scale, "eps"), (self.step_size, "step_size"),
+                            (self.steps, "steps"), (self.decay, "decay"), (self.label, "label"),
+                            (self.target, "target"), (self.random_start, "random_start"),
+                            (self.seed, "seed"), (self.restarts, "restarts"),
+                            (self.early_stop, "early_stop"), (self.device, "device"),
+                            (self.saliency, "saliency")):
+            widget.setToolTip(TIPS[tip])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(form)
+        layout.addWidget(self.error_label)
+        layout.addStretch(1)
+
+        for combo in (self.method, self.norm, self.label, self.target, self.saliency):
+            combo.currentIndexChanged.connect(self._on_edit)
+        for line in (self.eps, self.step_size):
+            line.textChanged.connect(self._on_edit)
+        for spin in (self.steps, self.seed, self.restarts):
+            spin.valueChanged.connect(self._on_edit)
+        self.decay.valueChanged.connect(self._on_edit)
+        for box in (self.random_start, self.early_stop):
+            box.toggled.connect(self._on_edit)
+        self.device.currentTextChanged.connect(self.device_changed)
+        self._on_edit()
+
+    # -- content that depends on the model / engine --------------------------------------
+    def set_classes(self, classes) -> None:
+        """Fill the class pickers with the model card's class names."""
+        self.classes = tuple(classes)
+        for combo, first in ((self.label, "(the model's prediction)"), (self.target, "untargeted")):
+            previous = combo.currentData()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItem(first, None)
+            for index, name in enumerate(self.classes):
+                combo.addItem(f"{name}", index)
+            position = combo.findData(previous) if previous is not None else 0
+            combo.setCurrentIndex(max(position, 0))
+            combo.blockSignals(False)
+        self._on_edit()
+
+    def set_devices(self, devices) -> None:
+        current = self.device.currentText()
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItems(list(devices))
+        self.device.setCurrentText(current if current in devices else "auto")
+        self.device.blockSignals(False)
+
+    def set_saliency_methods(self, methods) -> None:
+        self.saliency.blockSignals(True)
+        self.saliency.clear()
+        self.saliency.addItem("none", None)
+        for name in methods:
+            self.saliency.addItem(name, name)
+        self.saliency.blockSignals(False)
+
+    def set_engine_ready(self, ready: bool = True) -> None:
+        self.engine_ready = ready
+        self._on_edit()
+
+    # -- reading the form ----------------------------------------------------------------
+    def config_kwargs(self) -> dict:
+        """The :class:`AttackConfig` keyword arguments the form describes (UserError if invalid)."""
+        method = self.method.currentData()
+        norm = self.norm.currentData()
+        eps = parse_number(self.eps.text(), "ε")
+        step_text = self.step_size.text().strip()
+        step_size = None if not step_text or step_text.lower() == "auto" else \
+            parse_number(step_text, "Step size")
+        return {
+            "method": method, "norm": norm, "eps": eps, "step_size": step_size,
+            "steps": int(self.steps.value()), "targeted": self.target.currentData(),
+            "random_start": bool(self.random_start.isChecked()),
+            "seed": None if self.seed.value() < 0 else int(self.seed.value()),
+            "restarts": int(self.restarts.value()), "early_stop": bool(self.early_stop.isChecked()),
+            "decay": float(self.decay.value()),
+        }
+
+    def make_config(self):
+        """A validated :class:`AttackConfig` (needs the engine)."""
+        from advexplorer.core.attacks import AttackConfig
+
+        return AttackConfig(**self.config_kwargs()).validate()
+
+    @property
+    def true_label(self) -> int | None:
+        return self.label.currentData()
+
+    @property
+    def saliency_method(self) -> str | None:
+        return self.saliency.currentData()
+
+    @property
+    def error(self) -> str:
+        """The current inline error ('' when the form is valid)."""
+        return self._error
+
+    def is_valid(self) -> bool:
+        return not self._error
+
+    def set_values(self, **values) -> None:
+        """Set fields by name (used by the command line, the demo and the tests)."""
+        for key, value in values.items():
+            if key == "method":
+                self.method.setCurrentIndex(self.method.findData(value))
+            elif key == "norm":
+                self.norm.setCurrentIndex(self.norm.findData(value))
+            elif key in ("eps", "step_size"):
+                getattr(self, key).setText("" if value is None else str(value))
+            elif key in ("steps", "restarts", "seed"):
+                getattr(self, key).setValue(-1 if value is None else int(value))
+            elif key in ("random_start", "early_stop"):
+                getattr(self, key).setChecked(bool(value))
+            elif key == "decay":
+                self.decay.setValue(float(value))
+            elif key in ("targeted", "label"):
+                combo = self.target if key == "targeted" else self.label
+                combo.setCurrentIndex(max(combo.findData(value), 0))
+            elif key == "saliency":
+                self.saliency.setCurrentIndex(max(self.saliency.findData(value), 0))
+            else:
+                raise KeyError(key)
+
+    # -- validation ----------------------------------------------------------------------
+    def _on_edit(self, *_args) -> None:
+        method = self.method.currentData()
+        iterative = method != "fgsm"
+        self.steps.setEnabled(iterative)
+        self.step_size.setEnabled(iterative)
+        self.decay.setEnabled(method == "mifgsm")
+        self.random_start.setEnabled(method in ("pgd", "mifgsm"))
+        self._update_eps_scale()
+        error = ""
+        try:
+            kwargs = self.config_kwargs()
+            if self.engine_ready or "advexplorer.core.attacks" in sys.modules:
+                from advexplorer.core.attacks import AttackConfig
+
+                AttackConfig(**kwargs).validate()
+        except UserError as exc:
+            error = str(exc)
+        self._error = error
+        self.error_label.setText(error)
+        self.error_label.setVisible(bool(error))
+        for line in (self.eps, self.step_size):
+            line.setProperty("invalid", False)
+        if error:
+            culprit = self.step_size if error.lower().startswith("step size") else \
+                self.eps if error.startswith("ε") else None
+            if culprit is not None:
+                culprit.setProperty("invalid", True)
+        for line in (self.eps, self.step_size):
+            line.style().unpolish(line)
+            line.style().polish(line)
+        self.changed.emit()
+
+    def _update_eps_scale(self) -> None:
+        try:
+            eps = parse_number(self.eps.text(), "ε")
+        except UserError:
+            self.eps_scale.setText("")
+            return
+        if self.norm.currentData() == "linf":
+            self.eps_scale.setText(f"= {eps * 255:.4g}/255 = {eps:.5g}")
+        else:
+            self.eps_scale.setText(f"= {eps:.5g} (L2, pixel units)")

@@ -1,0 +1,335 @@
+"""The central canvas: the image at file resolution, zoom/pan, and mask painting.
+
+pyqtgraph draws the image (``imageAxisOrder='row-major'``, explicit levels, so nothing is
+re-levelled per frame) and two overlays: the attack mask (allowed or protect) and the
+diagnostic region. The user paints on the *active* layer with a brush or eraser (a
+circle shows the brush size), fills, or drags a rectangle; every stroke is one undo item
+in :class:`advexplorer.session.masks.MaskLayer`. Wheel zooms, right/middle drag or
+Space + left drag pans — as in napari.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
+
+from advexplorer.session.masks import ImageMasks, MaskLayer
+
+TOOLS = ("brush", "eraser", "fill", "rectangle", "pan")
+#: Overlay colours (RGB): protect = cyan ("keep this"), allowed = orange ("attack here"),
+#: diagnostic region = magenta.
+LAYER_COLOURS = {"protect": (0, 200, 255), "allowed": (255, 150, 0), "diagnostic": (255, 0, 200)}
+MIN_BRUSH, MAX_BRUSH = 1, 500
+
+
+def _lut(rgb: tuple[int, int, int]) -> np.ndarray:
+    lut = np.zeros((2, 4), dtype=np.uint8)
+    lut[1] = (*rgb, 255)
+    return lut
+
+
+class _CanvasViewBox(pg.ViewBox):
+    """A ViewBox whose left button paints with the current tool (unless panning)."""
+
+    def __init__(self, canvas: "MaskCanvas"):
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self._canvas = canvas
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802 (Qt naming)
+        canvas = self._canvas
+        if ev.button() == Qt.MouseButton.LeftButton and canvas.paints_with_left_button():
+            ev.accept()
+            position = self.mapSceneToView(ev.scenePos())
+            if ev.isStart():
+                canvas.press(self.mapSceneToView(ev.buttonDownScenePos()))
+                canvas.drag_to(position)
+            elif ev.isFinish():
+                canvas.drag_to(position)
+                canvas.release(position)
+            else:
+                canvas.drag_to(position)
+            return
+        if ev.button() in (Qt.MouseButton.RightButton, Qt.MouseButton.MiddleButton):
+            # Right/middle drag pans whatever the tool (pyqtgraph would zoom on right drag).
+            ev.accept()
+            delta = self.mapSceneToView(ev.lastScenePos()) - self.mapSceneToView(ev.scenePos())
+            self.translateBy(x=delta.x(), y=delta.y())
+            return
+        super().mouseDragEvent(ev, axis)
+
+    def mouseClickEvent(self, ev):  # noqa: N802
+        canvas = self._canvas
+        if ev.button() == Qt.MouseButton.LeftButton and canvas.paints_with_left_button():
+            ev.accept()
+            canvas.click(self.mapSceneToView(ev.scenePos()))
+            return
+        super().mouseClickEvent(ev)
+
+
+class MaskCanvas(pg.GraphicsView):
+    """Shows an image with its mask overlays and lets the user paint them.
+
+    Signals: ``tool_changed(str)``, ``brush_size_changed(int)``, ``mask_edited()`` (after
+    each finished edit), ``cursor_moved(str)`` (a status text: pixel position and value).
+    """
+
+    tool_changed = Signal(str)
+    brush_size_changed = Signal(int)
+    mask_edited = Signal()
+    cursor_moved = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent, background="#1e1f22")
+        self.view = _CanvasViewBox(self)
+        self.setCentralItem(self.view)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.attack_item = pg.ImageItem(axisOrder="row-major")
+        self.diagnostic_item = pg.ImageItem(axisOrder="row-major")
+        for z, item in enumerate((self.image_item, self.diagnostic_item, self.attack_item)):
+            item.setZValue(z)
+            self.view.addItem(item)
+        self.cursor_item = QGraphicsEllipseItem()
+        self.cursor_item.setPen(pg.mkPen((255, 255, 255, 220), width=1.5, cosmetic=True))
+        self.cursor_item.setZValue(10)
+        self.cursor_item.setVisible(False)
+        self.view.addItem(self.cursor_item, ignoreBounds=True)
+        self.rubber_band = QGraphicsRectItem()
+        pen = QPen(QColor(255, 255, 255))
+        pen.setCosmetic(True)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        self.rubber_band.setPen(pen)
+        self.rubber_band.setZValue(11)
+        self.rubber_band.setVisible(False)
+        self.view.addItem(self.rubber_band, ignoreBounds=True)
+        self.scene().sigMouseMoved.connect(self._hover)
+
+        self.masks: ImageMasks | None = None
+        self.image: np.ndarray | None = None
+        self.active_layer = "attack"  # or "diagnostic"
+        self.tool = "brush"
+        self.brush_size = 20  # diameter in image pixels
+        self.opacity = 0.45
+        self.space_held = False
+        self._last_point: QPointF | None = None
+        self._press_point: QPointF | None = None
+        # Painting notifies on every dab; overlays are redrawn at most once per frame.
+        self._dirty: set[str] = set()
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(16)
+        self._redraw_timer.timeout.connect(self._redraw_overlays)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setToolTip("")
+
+    # -- content -----------------------------------------------------------------------
+    def set_image(self, image: np.ndarray | None, masks: ImageMasks | None) -> None:
+        """Show an H×W×C (C = 1 or 3) uint8 or [0,1] float image and its masks."""
+        if self.masks is not None:
+            self.masks.attack.disconnect(self._attack_changed)
+            self.masks.diagnostic.disconnect(self._diagnostic_changed)
+        self.image, self.masks = image, masks
+        if image is None:
+            self.image_item.clear()
+            self.attack_item.clear()
+            self.diagnostic_item.clear()
+            return
+        display = image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image
+        levels = (0, 255) if display.dtype == np.uint8 else (0.0, 1.0)
+        self.image_item.setImage(np.ascontiguousarray(display), autoLevels=False, levels=levels)
+        if masks is not None:
+            masks.attack.on_change(self._attack_changed)
+            masks.diagnostic.on_change(self._diagnostic_changed)
+        self._dirty = {"attack", "diagnostic"}
+        self._redraw_overlays()
+        self.view.autoRange(padding=0.02)
+
+    def _attack_changed(self, _box) -> None:
+        self._schedule("attack")
+
+    def _diagnostic_changed(self, _box) -> None:
+        self._schedule("diagnostic")
+
+    def _schedule(self, layer: str) -> None:
+        self._dirty.add(layer)
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def refresh_overlays(self) -> None:
+        """Redraw both overlays now (after a mode or opacity change)."""
+        self._dirty = {"attack", "diagnostic"}
+        self._redraw_overlays()
+
+    def _redraw_overlays(self) -> None:
+        masks = self.masks
+        if masks is None:
+            self._dirty.clear()
+            return
+        if "attack" in self._dirty:
+            self.attack_item.setLookupTable(_lut(LAYER_COLOURS[masks.mode]))
+            self.attack_item.setImage(masks.attack.data, autoLevels=False, levels=(0, 1))
+        if "diagnostic" in self._dirty:
+            self.diagnostic_item.setLookupTable(_lut(LAYER_COLOURS["diagnostic"]))
+            self.diagnostic_item.setImage(masks.diagnostic.data, autoLevels=False, levels=(0, 1))
+        self.attack_item.setOpacity(self.opacity)
+        self.diagnostic_item.setOpacity(self.opacity * 0.8)
+        self._dirty.clear()
+
+    @property
+    def layer(self) -> MaskLayer | None:
+        """The layer the tools act on."""
+        if self.masks is None:
+            return None
+        return self.masks.diagnostic if self.active_layer == "diagnostic" else self.masks.attack
+
+    # -- tool state ----------------------------------------------------------------------
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(tool)
+        self.tool = tool
+        self.cursor_item.setVisible(False)
+        self._update_cursor_shape()
+        self.tool_changed.emit(tool)
+
+    def set_brush_size(self, size: int) -> None:
+        size = int(min(max(size, MIN_BRUSH), MAX_BRUSH))
+        if size != self.brush_size:
+            self.brush_size = size
+            self.brush_size_changed.emit(size)
+        if self._last_point is not None:
+            self._place_cursor(self._last_point)
+
+    def grow_brush(self, factor: float) -> None:
+        """``]`` and ``[``: change the brush by a step that feels even at any size."""
+        step = max(1, round(self.brush_size * (factor - 1))) if factor > 1 else \
+            -max(1, round(self.brush_size * (1 - factor)))
+        self.set_brush_size(self.brush_size + step)
+
+    def set_opacity(self, opacity: float) -> None:
+        self.opacity = float(min(max(opacity, 0.0), 1.0))
+        self.attack_item.setOpacity(self.opacity)
+        self.diagnostic_item.setOpacity(self.opacity * 0.8)
+
+    def paints_with_left_button(self) -> bool:
+        return self.tool != "pan" and not self.space_held and self.layer is not None
+
+    def _update_cursor_shape(self) -> None:
+        if self.space_held or self.tool == "pan":
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+        elif self.tool in ("brush", "eraser"):
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor)
+        else:
+            self.viewport().setCursor(Qt.CursorShape.PointingHandCursor if self.tool == "fill"
+                                      else Qt.CursorShape.CrossCursor)
+
+    # -- painting (called by the view box; tests may call them directly) -----------------
+    @staticmethod
+    def _pixel(point: QPointF) -> tuple[float, float]:
+        """View coordinates → pixel-centre coordinates (x = column, y = row)."""
+        return point.x() - 0.5, point.y() - 0.5
+
+    def press(self, point: QPointF) -> None:
+        layer = self.layer
+        if layer is None:
+            return
+        self._press_point = point
+        self._last_point = point
+        if self.tool in ("brush", "eraser"):
+            layer.begin_stroke(self.tool)
+            x, y = self._pixel(point)
+            layer.paint_line(x, y, x, y, self.brush_size / 2, 1 if self.tool == "brush" else 0)
+        elif self.tool == "rectangle":
+            self.rubber_band.setRect(QRectF(point, point))
+            self.rubber_band.setVisible(True)
+
+    def drag_to(self, point: QPointF) -> None:
+        layer = self.layer
+        if layer is None or self._press_point is None:
+            return
+        if self.tool in ("brush", "eraser") and layer.in_stroke:
+            x0, y0 = self._pixel(self._last_point)
+            x1, y1 = self._pixel(point)
+            layer.paint_line(x0, y0, x1, y1, self.brush_size / 2, 1 if self.tool == "brush" else 0)
+        elif self.tool == "rectangle":
+            self.rubber_band.setRect(QRectF(self._press_point, point).normalized())
+        self._last_point = point
+        self._place_cursor(point)
+
+    def release(self, point: QPointF) -> None:
+        layer = self.layer
+        if layer is None or self._press_point is None:
+            return
+        if self.tool in ("brush", "eraser"):
+            layer.end_stroke()
+        elif self.tool == "rectangle":
+            self.rubber_band.setVisible(False)
+            # Corners are the pixels under the press and the release, both included.
+            layer.fill_rectangle(np.floor(self._press_point.x()), np.floor(self._press_point.y()),
+                                 np.floor(point.x()), np.floor(point.y()))
+        self._press_point = None
+        self.mask_edited.emit()
+
+    def click(self, point: QPointF) -> None:
+        """A click without a drag: a single dab, or a flood fill."""
+        layer = self.layer
+        if layer is None:
+            return
+        x, y = self._pixel(point)
+        if self.tool == "fill":
+            layer.fill(x, y, 1)
+        elif self.tool in ("brush", "eraser"):
+            layer.paint_line(x, y, x, y, self.brush_size / 2, 1 if self.tool == "brush" else 0)
+        else:
+            return
+        self.mask_edited.emit()
+
+    # -- cursor ------------------------------------------------------------------------
+    def _hover(self, scene_pos) -> None:
+        if self.image is None:
+            return
+        point = self.view.mapSceneToView(scene_pos)
+        self._last_point = point if self._press_point is None else self._last_point
+        self._place_cursor(point)
+        col, row = int(np.floor(point.x())), int(np.floor(point.y()))
+        height, width = self.image.shape[:2]
+        if 0 <= row < height and 0 <= col < width:
+            value = self.image[row, col]
+            value_text = ", ".join(f"{v:.3g}" for v in np.ravel(value))
+            mask_text = ""
+            if self.masks is not None:
+                mask_text = f" · mask {int(self.masks.attack.data[row, col])}" \
+                            f" · diagnostic {int(self.masks.diagnostic.data[row, col])}"
+            self.cursor_moved.emit(f"x={col} y={row} · value ({value_text}){mask_text}")
+        else:
+            self.cursor_moved.emit("")
+
+    def _place_cursor(self, point: QPointF) -> None:
+        visible = self.tool in ("brush", "eraser") and not self.space_held and self.image is not None
+        self.cursor_item.setVisible(visible)
+        if visible:
+            radius = self.brush_size / 2
+            self.cursor_item.setRect(point.x() - radius, point.y() - radius, 2 * radius, 2 * radius)
+
+    # -- keys: Space held = pan --------------------------------------------------------
+    def keyPressEvent(self, event):  # noqa: N802
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self.space_held = True
+            self.cursor_item.setVisible(False)
+            self._update_cursor_shape()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event):  # noqa: N802
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self.space_held = False
+            self._update_cursor_shape()
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def leaveEvent(self, event):  # noqa: N802
+        self.cursor_item.setVisible(False)
+        super().leaveEvent(event)

@@ -1,0 +1,76 @@
+"""Load the engine (torch and the attack code) in a background thread.
+
+``import torch`` takes seconds; the window appears first and shows "Loading engine…",
+and Run is enabled when :attr:`EngineLoader.ready` fires. Python's import lock makes a
+second import of the same module wait for the first, so the GUI thread must simply not
+touch torch until then.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+import time
+import traceback
+
+from PySide6.QtCore import QObject, Signal
+
+#: What the app needs before it can run an attack, in import order.
+ENGINE_MODULES = (
+    "torch",
+    "advexplorer.core.attacks",
+    "advexplorer.io.models",
+    "advexplorer.io.images",
+    "advexplorer.session.runs",
+)
+
+
+def module_exists(name: str) -> bool:
+    """Whether a module is installed/written, without importing it (cheap, no torch)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+class EngineLoader(QObject):
+    """Imports :data:`ENGINE_MODULES` off the GUI thread; ``ready(seconds)`` or ``failed(text)``."""
+
+    ready = Signal(float)
+    failed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.is_ready = False
+        self.seconds = 0.0
+        self._thread: threading.Thread | None = None
+        self.ready.connect(self._mark_ready)
+
+    def _mark_ready(self, seconds: float) -> None:
+        self.is_ready = True
+        self.seconds = seconds
+
+    def start(self) -> None:
+        """Begin importing (once)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._load, name="advexplorer-engine", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            for name in ENGINE_MODULES:
+                importlib.import_module(name)
+        except Exception as exc:  # a broken install: say what failed, keep the window
+            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=3)}")
+            return
+        self.ready.emit(time.perf_counter() - started)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the import thread ends (tests, the demo); True if it ended."""
+        if self._thread is None:
+            return False
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

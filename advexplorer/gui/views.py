@@ -1,0 +1,478 @@
+"""Live result views: images, perturbation, saliency, trajectories, prediction table, comparison.
+
+All of them take numpy arrays (never tensors) and draw with explicit levels into
+preallocated buffers, so a redraw costs the same at step 1 and step 1000.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import (
+    QDialog, QDialogButtonBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from advexplorer.session.state import RunSummary
+
+#: Class curve colours (Okabe–Ito, readable by colour-blind users).
+PALETTE = ["#56B4E9", "#E69F00", "#009E73", "#F0E442", "#CC79A7", "#D55E00", "#0072B2", "#999999"]
+DIVERGING = "CET-D1"   # blue – white – red: negative / zero / positive perturbation
+SEQUENTIAL = "inferno"
+
+
+def display_image(image_hwc: np.ndarray) -> np.ndarray:
+    """H×W×C float [0,1] → what ImageItem shows (H×W for one channel), contiguous float32."""
+    image = np.asarray(image_hwc, dtype=np.float32)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    return np.ascontiguousarray(image)
+
+
+def signed_perturbation(perturbation_hwc: np.ndarray) -> np.ndarray:
+    """The per-pixel signed perturbation shown on the diverging map: the channel mean."""
+    delta = np.asarray(perturbation_hwc, dtype=np.float32)
+    return np.ascontiguousarray(delta.mean(axis=2) if delta.ndim == 3 else delta)
+
+
+def saliency_map(value) -> np.ndarray | None:
+    """Any saliency array (H×W, 1×H×W, C×H×W, N×C×H×W) as a non-negative H×W map."""
+    if value is None:
+        return None
+    try:
+        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    except Exception:
+        return None
+    array = np.squeeze(np.asarray(array, dtype=np.float32))
+    while array.ndim > 2:
+        array = np.abs(array).mean(axis=0)
+    if array.ndim != 2:
+        return None
+    return np.ascontiguousarray(np.abs(array))
+
+
+def eps_text(eps: float, norm: str) -> str:
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+
+
+class ImageStrip(pg.GraphicsLayoutWidget):
+    """A row of titled image panels; some with a colour bar."""
+
+    def __init__(self, titles: list[tuple[str, str]], parent=None):
+        super().__init__(parent)
+        self.setBackground("#1e1f22")
+        self.ci.setContentsMargins(2, 2, 2, 2)
+        self.ci.layout.setHorizontalSpacing(4)
+        self.items: dict[str, pg.ImageItem] = {}
+        self.views: dict[str, pg.ViewBox] = {}
+        self.titles: dict[str, pg.LabelItem] = {}
+        self.captions: dict[str, pg.LabelItem] = {}
+        self.bars: dict[str, pg.ColorBarItem] = {}
+        column = 0
+        for key, title in titles:
+            label = pg.LabelItem(title, size="9pt", color="#d0d0d0")
+            self.addItem(label, row=0, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
+            view = self.addViewBox(row=1, col=column, lockAspect=True, invertY=True, enableMenu=False)
+            view.setMouseEnabled(False, False)
+            item = pg.ImageItem(axisOrder="row-major")
+            view.addItem(item)
+            caption = pg.LabelItem("", size="8pt", color="#a8a8a8")
+            self.addItem(caption, row=2, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
+            self.items[key], self.views[key] = item, view
+            self.titles[key], self.captions[key] = label, caption
+            column += 1
+            if key in ("perturbation", "saliency_after"):
+                colour_map = pg.colormap.get(DIVERGING if key == "perturbation" else SEQUENTIAL)
+                bar = pg.ColorBarItem(values=(-1, 1) if key == "perturbation" else (0, 1),
+                                      colorMap=colour_map, interactive=False, width=12,
+                                      colorMapMenu=False)
+                self.addItem(bar, row=1, col=column)
+                self.bars[key] = bar
+                column += 1
+        self.setMinimumHeight(170)
+
+    def set_rgb(self, key: str, image_hwc: np.ndarray | None) -> None:
+        item = self.items[key]
+        if image_hwc is None:
+            item.clear()
+            return
+        first = item.image is None
+        item.setImage(display_image(image_hwc), autoLevels=False, levels=(0.0, 1.0))
+        if first:
+            self.views[key].autoRange(padding=0.0)
+
+    def set_scalar(self, key: str, array: np.ndarray | None, levels: tuple[float, float],
+                   colour_map: str) -> None:
+        item = self.items[key]
+        if array is None:
+            item.clear()
+            return
+        first = item.image is None
+        item.setImage(np.ascontiguousarray(array, dtype=np.float32), autoLevels=False, levels=levels)
+        item.setColorMap(pg.colormap.get(colour_map))
+        if first:
+            self.views[key].autoRange(padding=0.0)
+
+    def set_caption(self, key: str, text: str) -> None:
+        self.captions[key].setText(text)
+
+    def clear_all(self) -> None:
+        for key, item in self.items.items():
+            item.clear()
+            self.captions[key].setText("")
+
+
+class LiveViews(QWidget):
+    """Original, adversarial, perturbation, saliency before/after — plus the similarity verdict."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.strip = ImageStrip([("original", "Original (model input)"),
+                                 ("adversarial", "Adversarial"),
+                                 ("perturbation", "Perturbation δ"),
+                                 ("saliency_before", "Saliency before"),
+                                 ("saliency_after", "Saliency after")])
+        self.verdict = QLabel("")
+        self.verdict.setObjectName("verdict")
+        self.verdict.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.strip, 1)
+        layout.addWidget(self.verdict)
+        self.scale = 1.0
+        self.norm = "linf"
+
+    def start(self, eps: float, norm: str, original: np.ndarray | None = None) -> None:
+        """A new run: fix the perturbation's colour scale to ±ε (L∞) for the whole run."""
+        self.norm = norm
+        self.scale = float(eps) if norm == "linf" else 0.0
+        self.strip.clear_all()
+        self.verdict.setText("")
+        if original is not None:
+            self.strip.set_rgb("original", original)
+
+    def show_step(self, adversarial: np.ndarray, perturbation: np.ndarray,
+                  original: np.ndarray | None = None, caption: str = "") -> None:
+        if original is not None:
+            self.strip.set_rgb("original", original)
+        self.strip.set_rgb("adversarial", adversarial)
+        delta = signed_perturbation(perturbation)
+        if self.norm != "linf":  # an L2 budget has no per-pixel bound: scale to the largest change
+            self.scale = max(self.scale, float(np.abs(delta).max()), 1e-6)
+        scale = max(self.scale, 1e-6)
+        self.strip.set_scalar("perturbation", delta, (-scale, scale), DIVERGING)
+        self.strip.bars["perturbation"].setLevels((-scale, scale))
+        amplification = 0.5 / scale
+        self.strip.set_caption("perturbation", f"channel mean · colour range ±{scale * 255:.3g}/255 "
+                                               f"(×{amplification:.3g})")
+        if caption:
+            self.strip.set_caption("adversarial", caption)
+
+    def show_saliency(self, explanation) -> None:
+        """Before/after maps on one shared scale, and the similarity numbers and verdict."""
+        if explanation is None:
+            for key in ("saliency_before", "saliency_after"):
+                self.strip.set_scalar(key, None, (0, 1), SEQUENTIAL)
+                self.strip.set_caption(key, "")
+            self.verdict.setText("")
+            return
+        before = saliency_map(getattr(explanation, "before", None))
+        after = saliency_map(getattr(explanation, "after", None))
+        top = max([float(m.max()) for m in (before, after) if m is not None] + [1e-12])
+        self.strip.set_scalar("saliency_before", before, (0.0, top), SEQUENTIAL)
+        self.strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
+        self.strip.bars["saliency_after"].setLevels((0.0, top))
+        method = getattr(explanation, "method", "")
+        self.strip.set_caption("saliency_before", f"{method} · shared scale 0–{top:.3g}")
+        self.strip.set_caption("saliency_after", "same scale as before")
+        self.verdict.setText(similarity_text(explanation))
+
+    def show_summary(self, summary: RunSummary) -> None:
+        self.start(summary.config.get("eps", 1.0), summary.config.get("norm", "linf"), summary.original)
+        classes = summary.classes
+        caption = (f"{classes[summary.prediction_before]} → {classes[summary.prediction_after]} "
+                   f"({summary.probability_after[summary.prediction_after]:.2f})")
+        self.show_step(summary.adversarial, summary.perturbation, caption=caption)
+        self.strip.set_caption("original", f"{classes[summary.prediction_before]} "
+                                           f"({summary.probability_before[summary.prediction_before]:.2f})")
+        self.show_saliency(summary.saliency)
+
+
+def similarity_text(explanation) -> str:
+    """The saliency comparison numbers and verdict, in one line, from ``to_json()``."""
+    try:
+        data = explanation.to_json()
+    except Exception:
+        data = {}
+    parts = []
+    verdict = None
+    for key, value in data.items():
+        if key in ("before", "after", "method"):
+            continue
+        if key == "verdict":
+            verdict = value
+        elif isinstance(value, bool):
+            parts.append(f"{key.replace('_', ' ')}: {'yes' if value else 'no'}")
+        elif isinstance(value, (int, float)):
+            parts.append(f"{key.replace('_', ' ')} {value:.3g}")
+    text = " · ".join(parts)
+    if verdict:
+        text = f"<b>{verdict}</b>" + (f" — {text}" if text else "")
+    return text
+
+
+class TrajectoryPlots(QWidget):
+    """Confidence of the tracked classes, loss, and margin, per step, as steps arrive."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=True)
+        self.confidence = pg.PlotWidget(background="#1e1f22")
+        self.confidence.setTitle("Confidence per class", size="9pt", color="#d0d0d0")
+        self.confidence.setLabel("bottom", "step")
+        self.confidence.setLabel("left", "probability")
+        self.confidence.setYRange(0, 1, padding=0.02)
+        self.confidence.showGrid(x=True, y=True, alpha=0.2)
+        self.legend = self.confidence.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=(30, 31, 34, 200))
+        self.loss = pg.PlotWidget(background="#1e1f22")
+        self.loss.setTitle("Loss", size="9pt", color="#d0d0d0")
+        self.loss.setLabel("bottom", "step")
+        self.loss.showGrid(x=True, y=True, alpha=0.2)
+        self.margin = pg.PlotWidget(background="#1e1f22")
+        self.margin.setTitle("Margin p(ref) − max other", size="9pt", color="#d0d0d0")
+        self.margin.setLabel("bottom", "step")
+        self.margin.showGrid(x=True, y=True, alpha=0.2)
+        self.margin.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#777", style=Qt.PenStyle.DashLine)))
+        self.loss_curve = self.loss.plot(pen=pg.mkPen("#E69F00", width=2))
+        self.margin_curve = self.margin.plot(pen=pg.mkPen("#56B4E9", width=2))
+        for plot in (self.confidence, self.loss, self.margin):
+            plot.setMinimumHeight(110)
+            plot.getPlotItem().setMenuEnabled(False)
+        bottom = QHBoxLayout()
+        bottom.setContentsMargins(0, 0, 0, 0)
+        bottom.addWidget(self.loss)
+        bottom.addWidget(self.margin)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(3)
+        layout.addWidget(self.confidence, 3)
+        layout.addLayout(bottom, 2)
+        self.classes: tuple[str, ...] = ()
+        self.curves: dict[int, pg.PlotDataItem] = {}
+        self.count = 0
+        self.steps_x = np.zeros(0)
+        self.probabilities = np.zeros((0, 0), dtype=np.float32)
+        self.losses = np.zeros(0, dtype=np.float32)
+        self.margins = np.zeros(0, dtype=np.float32)
+        self.reference: int | None = None
+        self.target: int | None = None
+        self.label: int | None = None
+
+    def start(self, classes, capacity: int, label: int | None = None, target: int | None = None) -> None:
+        """A new run with room for ``capacity`` steps (buffers are preallocated)."""
+        self.classes = tuple(classes)
+        capacity = max(int(capacity), 1)
+        self.steps_x = np.arange(capacity, dtype=np.float64)
+        self.probabilities = np.zeros((capacity, max(len(self.classes), 1)), dtype=np.float32)
+        self.losses = np.zeros(capacity, dtype=np.float32)
+        self.margins = np.zeros(capacity, dtype=np.float32)
+        self.count = 0
+        self.label, self.target = label, target
+        self.reference = label
+        for curve in self.curves.values():
+            self.confidence.removeItem(curve)
+        self.legend.clear()
+        self.curves = {}
+        self.loss_curve.setData([], [])
+        self.margin_curve.setData([], [])
+        self.confidence.setXRange(0, max(capacity - 1, 1), padding=0.02)
+        self.loss.setXRange(0, max(capacity - 1, 1), padding=0.02)
+        self.margin.setXRange(0, max(capacity - 1, 1), padding=0.02)
+        for index in (label, target):
+            if index is not None:
+                self._track(index)
+
+    def _track(self, index: int) -> None:
+        if index in self.curves or not 0 <= index < len(self.classes):
+            return
+        colour = PALETTE[len(self.curves) % len(PALETTE)]
+        name = self.classes[index]
+        if index == self.target:
+            name += " (target)"
+        elif index == self.label:
+            name += " (true)"
+        width = 3 if index in (self.label, self.target) else 2
+        self.curves[index] = self.confidence.plot(pen=pg.mkPen(colour, width=width), name=name)
+
+    def add(self, probabilities: np.ndarray, loss: float) -> None:
+        """Append one step (cheap; the curves are redrawn by :meth:`redraw`)."""
+        if self.count >= len(self.losses):  # more steps than planned (should not happen): grow
+            self.start_grow()
+        row = self.count
+        self.probabilities[row, :len(probabilities)] = probabilities
+        self.losses[row] = loss
+        if self.reference is None:
+            self.reference = int(np.argmax(probabilities))
+        reference = self.target if self.target is not None else self.reference
+        others = np.delete(probabilities, reference)
+        self.margins[row] = probabilities[reference] - (others.max() if others.size else 0.0)
+        if row == 0:  # the classes that matter: top 3 at the start, and any new leader
+            for index in np.argsort(probabilities)[::-1][:3]:
+                self._track(int(index))
+        self._track(int(np.argmax(probabilities)))
+        self.count += 1
+
+    def start_grow(self) -> None:
+        extra = max(len(self.losses), 1)
+        self.steps_x = np.arange(len(self.steps_x) + extra, dtype=np.float64)
+        self.probabilities = np.vstack([self.probabilities, np.zeros_like(self.probabilities[:extra])])
+        self.losses = np.concatenate([self.losses, np.zeros(extra, np.float32)])
+        self.margins = np.concatenate([self.margins, np.zeros(extra, np.float32)])
+
+    def redraw(self) -> None:
+        n = self.count
+        x = self.steps_x[:n]
+        for index, curve in self.curves.items():
+            curve.setData(x, self.probabilities[:n, index])
+        self.loss_curve.setData(x, self.losses[:n])
+        self.margin_curve.setData(x, self.margins[:n])
+
+    def show_summary(self, summary: RunSummary) -> None:
+        trajectory = summary.probability_trajectory
+        self.start(summary.classes, len(trajectory), summary.label, summary.target)
+        for row in range(len(trajectory)):
+            self.add(trajectory[row], float(summary.loss_trajectory[row]))
+        self.redraw()
+
+
+class PredictionTable(QTableWidget):
+    """Top classes before and after the attack, with the change."""
+
+    def __init__(self, parent=None):
+        super().__init__(0, 4, parent)
+        self.setHorizontalHeaderLabels(["Class", "Before", "After", "Δ"])
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2, 3):
+            self.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+        self.setMinimumHeight(100)
+
+    def set_predictions(self, classes, before: np.ndarray, after: np.ndarray | None) -> None:
+        """Fill with the top-5 classes of either distribution."""
+        after_values = after if after is not None else np.full_like(before, np.nan)
+        chosen = list(dict.fromkeys([int(i) for i in np.argsort(before)[::-1][:5]] +
+                                    ([int(i) for i in np.argsort(after)[::-1][:5]] if after is not None else [])))
+        chosen.sort(key=lambda i: -max(before[i], 0 if np.isnan(after_values[i]) else after_values[i]))
+        chosen = chosen[:6]
+        self.setRowCount(len(chosen))
+        bold = QFont()
+        bold.setBold(True)
+        top_before = int(np.argmax(before))
+        top_after = None if after is None else int(np.argmax(after))
+        for row, index in enumerate(chosen):
+            delta = after_values[index] - before[index]
+            values = [classes[index], f"{before[index]:.3f}",
+                      "" if np.isnan(after_values[index]) else f"{after_values[index]:.3f}",
+                      "" if np.isnan(delta) else f"{delta:+.3f}"]
+            for column, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if column:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if (column == 1 and index == top_before) or (column == 2 and index == top_after):
+                    item.setFont(bold)
+                if column == 3 and not np.isnan(delta):
+                    item.setForeground(QColor("#e07070" if delta < 0 else "#70c070"))
+                self.setItem(row, column, item)
+
+
+def summary_lines(summary: RunSummary) -> list[tuple[str, str]]:
+    """The numbers that describe a run, for the comparison and the results summary."""
+    classes = summary.classes
+    config = summary.config
+    record = summary.record or {}
+    rows = [
+        ("Model", summary.model_name),
+        ("Attack", f"{config.get('method', '?').upper()} {config.get('norm', '')} "
+                   f"ε={eps_text(config.get('eps', 0), config.get('norm', 'linf'))}, "
+                   f"{config.get('steps', '?')} steps"),
+        ("Mask", summary.mask_mode),
+        ("Before", f"{classes[summary.prediction_before]} "
+                   f"({summary.probability_before[summary.prediction_before]:.3f})"),
+        ("After", f"{classes[summary.prediction_after]} "
+                  f"({summary.probability_after[summary.prediction_after]:.3f})"),
+        ("Success", "yes" if summary.success else "no"),
+        ("‖δ‖∞", f"{summary.norms.get('linf', 0) * 255:.3g}/255"),
+        ("‖δ‖₂", f"{summary.norms.get('l2', 0):.4g}"),
+        ("Pixels changed", f"{int(summary.norms.get('l0_pixels', 0))}"),
+        ("Wall time", f"{summary.wall_time_s:.2f} s"),
+    ]
+    exported = record.get("exported_png") or {}
+    if exported:
+        rows.append(("8-bit PNG still flips", "yes" if exported.get("still_flips") else "no"))
+    if summary.saliency is not None:
+        rows.append(("Saliency", similarity_text(summary.saliency).replace("<b>", "").replace("</b>", "")))
+    return rows
+
+
+class CompareDialog(QDialog):
+    """Two runs side by side: images on shared scales, the numbers, and both trajectories."""
+
+    def __init__(self, first: RunSummary, second: RunSummary, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(f"Compare run #{first.number} and run #{second.number}")
+        self.resize(1100, 760)
+        runs = (first, second)
+        scale = max(max(float(np.abs(signed_perturbation(r.perturbation)).max()), 1e-6) for r in runs)
+        if all(r.config.get("norm") == "linf" for r in runs):
+            scale = max(float(r.config.get("eps", scale)) for r in runs)
+        salient = [(saliency_map(getattr(r.saliency, "before", None)),
+                    saliency_map(getattr(r.saliency, "after", None))) for r in runs]
+        top = max([float(m.max()) for pair in salient for m in pair if m is not None] + [1e-12])
+        grid = QGridLayout()
+        self.strips = []
+        for column, (run, (before, after)) in enumerate(zip(runs, salient)):
+            title = QLabel(f"<b>{run.title}</b>")
+            title.setWordWrap(True)
+            strip = ImageStrip([("adversarial", "Adversarial"), ("perturbation", "Perturbation δ"),
+                                ("saliency_after", "Saliency after")])
+            strip.set_rgb("adversarial", run.adversarial)
+            strip.set_scalar("perturbation", signed_perturbation(run.perturbation), (-scale, scale), DIVERGING)
+            strip.bars["perturbation"].setLevels((-scale, scale))
+            strip.set_caption("perturbation", f"shared range ±{scale * 255:.3g}/255")
+            strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
+            strip.bars["saliency_after"].setLevels((0.0, top))
+            table = QTableWidget(0, 2)
+            table.horizontalHeader().setVisible(False)
+            table.verticalHeader().setVisible(False)
+            table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+            table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+            lines = summary_lines(run)
+            table.setRowCount(len(lines))
+            for row, (key, value) in enumerate(lines):
+                table.setItem(row, 0, QTableWidgetItem(key))
+                table.setItem(row, 1, QTableWidgetItem(value))
+            grid.addWidget(title, 0, column)
+            grid.addWidget(strip, 1, column)
+            grid.addWidget(table, 2, column)
+            self.strips.append(strip)
+        plot = pg.PlotWidget(background="#1e1f22")
+        plot.setTitle("Confidence in the clean prediction", size="9pt", color="#d0d0d0")
+        plot.setLabel("bottom", "step")
+        plot.setYRange(0, 1)
+        plot.addLegend(offset=(-4, 4))
+        for run, colour in zip(runs, ("#56B4E9", "#E69F00")):
+            values = run.probability_trajectory[:, run.prediction_before]
+            plot.plot(np.arange(len(values)), values, pen=pg.mkPen(colour, width=2),
+                      name=f"#{run.number} {run.classes[run.prediction_before]}")
+        plot.setMinimumHeight(180)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid, 3)
+        layout.addWidget(plot, 2)
+        layout.addWidget(buttons)

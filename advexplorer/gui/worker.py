@@ -1,0 +1,283 @@
+"""Running attacks off the GUI thread, over the same generator the CLI uses.
+
+:func:`run_job` wraps :func:`advexplorer.session.runs.run_steps`: it builds the
+:class:`RunRequest` from copies taken when Run was pressed (so the user can keep painting),
+turns every engine step into a small :class:`StepUpdate` of numpy copies (images only
+about 30 times a second, so a fast attack is not slowed by copies nobody would see),
+and returns a :class:`~advexplorer.session.state.RunSummary`. :class:`RunController`
+drives it in a superqt ``GeneratorWorker``: pause/resume and cancel act between steps.
+
+superqt's worker swallows a ``RuntimeError`` from the generator (it takes it for a
+deleted Qt object) without emitting ``errored`` — and torch raises RuntimeError for most
+failures — so every exception is re-raised as :class:`JobFailed`.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, QThreadPool, Signal
+from superqt.utils import GeneratorWorker
+
+from advexplorer.errors import UserError
+from advexplorer.session.state import RunSummary
+
+#: Seconds between two image snapshots sent to the GUI (the trajectories get every step).
+IMAGE_INTERVAL_S = 1 / 30
+
+
+class JobFailed(Exception):
+    """An exception raised inside a worker, carried to the GUI thread with its traceback."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+        self.is_user_error = isinstance(error, UserError)
+        self.details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+    @property
+    def message(self) -> str:
+        if self.is_user_error:
+            return str(self.error)
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+@dataclass
+class RunJob:
+    """What one run needs, all of it copied on the GUI thread when Run was pressed."""
+
+    model: Any                               # advexplorer.io.models.LoadedModel
+    image_path: Path
+    config_kwargs: dict
+    allowed_at_file_size: np.ndarray | None  # H×W uint8 at file size (None = no mask)
+    mask_mode: str                           # 'none' | 'allowed' | 'protect'
+    diagnostic_at_file_size: np.ndarray | None = None
+    mask_path: Path | None = None
+    diagnostic_path: Path | None = None
+    label: int | None = None
+    saliency: str | None = None
+    number: int = 0
+    command_line: list[str] = field(default_factory=lambda: ["advexplorer", "gui"])
+
+
+@dataclass
+class StepUpdate:
+    """One engine step, as numpy copies the GUI may keep (single image)."""
+
+    index: int
+    restart: int
+    total_steps: int
+    restarts: int
+    probabilities: np.ndarray         # K
+    loss: float
+    success: bool
+    elapsed_s: float
+    adversarial: np.ndarray | None    # H×W×C float32 (None between image snapshots)
+    perturbation: np.ndarray | None   # H×W×C float32
+    original: np.ndarray | None = None
+
+
+def _hwc(tensor) -> np.ndarray:
+    """First image of an N×C×H×W tensor as a contiguous H×W×C float32 numpy copy."""
+    return np.ascontiguousarray(tensor[0].detach().float().cpu().permute(1, 2, 0).numpy())
+
+
+def build_request(job: RunJob):
+    """The :class:`RunRequest` the CLI would build for the same inputs (engine needed)."""
+    from advexplorer.core.attacks import AttackConfig
+    from advexplorer.io.images import load_image, mask_to_model
+    from advexplorer.session.runs import RunRequest
+
+    card = job.model.card
+    image = load_image(job.image_path, card)
+    width, height = image.file_size
+    allowed = diagnostic = None
+    for name, array in (("mask", job.allowed_at_file_size), ("diagnostic region", job.diagnostic_at_file_size)):
+        if array is not None and array.shape != (height, width):
+            raise UserError(f"The {name} is {array.shape[1]}×{array.shape[0]} but {image.name} is "
+                            f"{width}×{height}; repaint or reload the mask for this image.")
+    if job.allowed_at_file_size is not None:
+        allowed = mask_to_model(job.allowed_at_file_size, card)
+        if not bool(allowed.any()):
+            raise UserError("At the model's input size the mask leaves no pixel for the attack to "
+                            "change. Protect less, or allow a larger region.")
+    if job.diagnostic_at_file_size is not None:
+        diagnostic = mask_to_model(job.diagnostic_at_file_size, card)
+        if not bool(diagnostic.any()):
+            diagnostic = None
+    config = AttackConfig(**job.config_kwargs).validate()
+    return RunRequest(model=job.model, image=image, config=config, allowed_mask=allowed,
+                      mask_mode=job.mask_mode if allowed is not None else "none",
+                      mask_path=job.mask_path, diagnostic_mask=diagnostic,
+                      diagnostic_path=job.diagnostic_path, label=job.label,
+                      saliency=job.saliency, command_line=list(job.command_line))
+
+
+def run_job(job: RunJob, image_interval_s: float = IMAGE_INTERVAL_S
+            ) -> Generator[StepUpdate, None, RunSummary]:
+    """Yield a :class:`StepUpdate` per engine step; return the finished :class:`RunSummary`."""
+    try:
+        return (yield from _run_job(job, image_interval_s))
+    except GeneratorExit:
+        raise
+    except Exception as error:  # see the module docstring: never let a RuntimeError through
+        raise JobFailed(error) from error
+
+
+def _run_job(job: RunJob, image_interval_s: float):
+    from advexplorer.session.runs import build_record, run_steps
+
+    started = time.perf_counter()
+    request = build_request(job)
+    steps = run_steps(request)
+    last_images = -float("inf")
+    original = None
+    restarts = int(request.config.restarts)
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            outcome = stop.value
+            break
+        now = time.perf_counter()
+        final = step.index == step.total_steps and step.restart == restarts - 1
+        with_images = final or step.index == 0 or now - last_images >= image_interval_s
+        adversarial = perturbation = None
+        if with_images:
+            last_images = now
+            adversarial = _hwc(step.adversarial)
+            perturbation = _hwc(step.adversarial - step.images)
+            if original is None:
+                original = _hwc(step.images)
+        yield StepUpdate(
+            index=int(step.index), restart=int(step.restart), total_steps=int(step.total_steps),
+            restarts=restarts, probabilities=step.probabilities[0].detach().float().cpu().numpy().copy(),
+            loss=float(step.loss[0]), success=bool(step.success[0]), elapsed_s=now - started,
+            adversarial=adversarial, perturbation=perturbation,
+            original=original if step.index == 0 and step.restart == 0 else None)
+    record = build_record(request, outcome)
+    return summarize(job, request, outcome, record)
+
+
+def summarize(job: RunJob, request, outcome, record: dict) -> RunSummary:
+    """Turn the engine's outcome into the numpy-only :class:`RunSummary` the GUI keeps."""
+    from advexplorer.core.attacks import perturbation_norms
+
+    result = outcome.result
+    norms = {k: float(v[0]) for k, v in perturbation_norms(result.perturbation).items()}
+    steps = getattr(result, "trajectory_steps", None) or []
+    step_index = np.array([index for _, index in steps], dtype=np.int64) if steps else \
+        np.arange(result.loss_trajectory.shape[0])
+    return RunSummary(
+        number=job.number, image_path=Path(job.image_path), model_name=request.model.card.name,
+        classes=tuple(request.model.card.classes), config=result.config.to_json(),
+        mask_mode=request.mask_mode,
+        original=_hwc(result.images), adversarial=_hwc(result.adversarial),
+        perturbation=_hwc(result.perturbation),
+        probability_trajectory=result.probability_trajectory[:, 0].detach().float().cpu().numpy().copy(),
+        loss_trajectory=result.loss_trajectory[:, 0].detach().float().cpu().numpy().copy(),
+        step_index=step_index,
+        prediction_before=int(result.clean_prediction[0]),
+        prediction_after=int(result.adversarial_prediction[0]),
+        probability_before=result.clean_probabilities[0].detach().float().cpu().numpy().copy(),
+        probability_after=result.adversarial_probabilities[0].detach().float().cpu().numpy().copy(),
+        success=bool(result.success[0]), label=request.label,
+        target=None if result.targets is None else int(result.targets[0]),
+        norms=norms, wall_time_s=float(outcome.wall_time_s), record=record,
+        saliency=outcome.explanation, request=request, outcome=outcome,
+    )
+
+
+def batch_job(jobs: list[RunJob]) -> Generator[tuple, None, list]:
+    """Run several jobs in turn; yield ``("step", i, update)`` and ``("done", i, summary or JobFailed)``.
+
+    One image failing (a mask that does not fit, say) is reported in its row and the batch
+    goes on with the next image.
+    """
+    summaries = []
+    for position, job in enumerate(jobs):
+        steps = run_job(job, image_interval_s=float("inf"))
+        while True:
+            try:
+                update = next(steps)
+            except StopIteration as stop:
+                summaries.append(stop.value)
+                yield ("done", position, stop.value)
+                break
+            except JobFailed as failure:
+                summaries.append(failure)
+                yield ("done", position, failure)
+                break
+            yield ("step", position, update)
+    return summaries
+
+
+class RunController(QObject):
+    """Starts, pauses, resumes and cancels one worker at a time.
+
+    Signals: ``step(object)`` per yielded item, ``finished_run(object)`` with the return
+    value, ``failed(JobFailed)``, ``cancelled()``, ``stopped()`` (always, last), and
+    ``paused_changed(bool)``.
+    """
+
+    step = Signal(object)
+    finished_run = Signal(object)
+    failed = Signal(object)
+    cancelled = Signal()
+    stopped = Signal()
+    paused_changed = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.worker: GeneratorWorker | None = None
+        self.pool = QThreadPool.globalInstance()
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    @property
+    def paused(self) -> bool:
+        return self.worker is not None and self.worker.is_paused
+
+    def start(self, generator_function, *args) -> None:
+        """Run ``generator_function(*args)`` in the thread pool."""
+        if self.worker is not None:
+            raise RuntimeError("a run is already in progress")
+        worker = GeneratorWorker(generator_function, *args)
+        worker.yielded.connect(self.step)
+        worker.returned.connect(self.finished_run)
+        worker.errored.connect(self._errored)
+        worker.aborted.connect(self.cancelled)
+        worker.paused.connect(lambda: self.paused_changed.emit(True))
+        worker.resumed.connect(lambda: self.paused_changed.emit(False))
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        worker.start()
+
+    def _errored(self, error: Exception) -> None:
+        self.failed.emit(error if isinstance(error, JobFailed) else JobFailed(error))
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.stopped.emit()
+
+    def toggle_pause(self) -> None:
+        if self.worker is not None:
+            self.worker.toggle_pause()
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; it does between two steps."""
+        if self.worker is not None:
+            self.worker.quit()
+
+    def stop_and_wait(self, timeout_ms: int = 10000) -> bool:
+        """Cancel and block until the worker thread has ended (closing the window)."""
+        self.cancel()
+        return self.pool.waitForDone(timeout_ms)
