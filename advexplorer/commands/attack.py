@@ -175,7 +175,9 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
                      f"top-10% overlap {s.get('topk_intersection', float('nan')):.3f} — {s.get('verdict')}")
     if "robustness" in record:
         r = record["robustness"]
-        lines.append("robust   " + ", ".join(f"{k} {v:.4g}" for k, v in r.items() if isinstance(v, (int, float))))
+        keys = ("margin", "gradient_norm", "lipschitz_estimate", "radius_estimate", "noise_flip_rate")
+        lines.append("robust   " + ", ".join(f"{k.replace('_', ' ')} {r[k]:.4g}" for k in keys
+                                             if isinstance(r.get(k), (int, float))))
     lines.append(f"wrote    {out_dir}/ ({', '.join(sorted(record['files'].values()))}, record.json)"
                  f" in {record['wall_time_s']:.2f}s")
     for report in reports:
