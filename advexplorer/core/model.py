@@ -40,7 +40,7 @@ def extract_logits(output) -> torch.Tensor:
         logits = tensors[0]
     elif hasattr(output, "logits") and isinstance(getattr(output, "logits"), torch.Tensor):
         logits = output.logits
-    elif isinstance(output, Sequence) and len(output) > 0:
+    elif isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and len(output) > 0:
         return extract_logits(output[0])
     else:
         raise UserError(

@@ -1,0 +1,175 @@
+"""The Classifier wrapper: normalisation inside the model, the logit rule, eval mode, devices."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from advexplorer.core.attacks import AttackConfig, run_attack
+from advexplorer.core.model import Classifier, extract_logits, pick_device
+from advexplorer.errors import UserError
+
+
+class Returns(nn.Module):
+    """A model whose raw output is ``wrap(logits)`` for a fixed linear map."""
+
+    def __init__(self, wrap, classes: int = 3, channels: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(channels * 4 * 4, classes)
+        self.wrap = wrap
+
+    def forward(self, x):
+        return self.wrap(self.linear(x.flatten(1)))
+
+
+Output = namedtuple("Output", ["logits", "aux"])
+AuxFirst = namedtuple("AuxFirst", ["main", "aux"])
+
+
+@dataclass
+class HuggingFaceLikeOutput:  # e.g. transformers' ImageClassifierOutput
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("tensor", lambda z: z),
+    ("tuple, logits first", lambda z: (z, z * 0 + 7)),
+    ("list", lambda z: [z]),
+    ("nested tuple", lambda z: ((z, None), "extra")),
+    ("dict with logits", lambda z: {"features": z * 0 + 3, "logits": z}),
+    ("dict with out", lambda z: {"aux": z * 0 - 1, "out": z}),
+    ("dict, first tensor", lambda z: {"note": "x", "scores": z}),
+    ("namedtuple with logits field", lambda z: Output(logits=z, aux=z * 0 + 5)),
+    ("namedtuple, first field", lambda z: AuxFirst(main=z, aux=z * 0 + 5)),
+    ("object with .logits", lambda z: HuggingFaceLikeOutput(loss=None, logits=z)),
+])
+def test_logit_rule_finds_the_logits(name, wrap):
+    images = torch.rand(2, 3, 4, 4)
+    plain = Classifier(Returns(lambda z: z), [0.0] * 3, [1.0] * 3)
+    wrapped = Classifier(Returns(wrap), [0.0] * 3, [1.0] * 3)
+    assert torch.equal(wrapped(images), plain(images)), name
+
+
+def test_single_logit_sigmoid_head_becomes_two_classes():
+    images = torch.rand(5, 3, 4, 4)
+    classifier = Classifier(Returns(lambda z: z, classes=1), [0.0] * 3, [1.0] * 3)
+    logits = classifier(images)
+    assert logits.shape == (5, 2)
+    with torch.no_grad():
+        z = classifier.model(images)[:, 0]
+    probabilities = torch.softmax(logits, dim=1)
+    assert torch.allclose(probabilities[:, 1], torch.sigmoid(z), atol=1e-7)
+    assert torch.allclose(probabilities[:, 0], 1 - torch.sigmoid(z), atol=1e-7)
+
+
+def test_sigmoid_head_can_be_attacked():
+    """An untargeted attack on a 1-logit model flips the predicted side of the sigmoid."""
+    classifier = Classifier(Returns(lambda z: z * 20, classes=1), [0.0] * 3, [1.0] * 3)
+    images = torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    result = run_attack(classifier, images, None, None, AttackConfig(eps=0.3, steps=20))
+    assert torch.all(result.flipped)
+
+
+@pytest.mark.parametrize("name, wrap", [
+    ("segmentation map", lambda z: {"out": z[:, :, None, None].expand(-1, -1, 4, 4)}),
+    ("one number per image", lambda z: z[:, 0]),
+    ("a string", lambda z: "logits"),
+    ("dict without tensors", lambda z: {"label": "cat"}),
+    ("empty tuple", lambda z: ()),
+])
+def test_outputs_that_are_not_class_logits_are_refused(name, wrap):
+    classifier = Classifier(Returns(wrap), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(UserError, match="logits|N×C"):
+        classifier(torch.rand(2, 3, 4, 4))
+
+
+def test_extract_logits_on_raw_outputs():
+    z = torch.randn(3, 5)
+    assert torch.equal(extract_logits({"logits": z}), z)
+    assert torch.equal(extract_logits((z,)), z)
+    assert extract_logits(z[:, :1]).shape == (3, 2)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_normalisation_is_applied_inside(channels):
+    mean = [0.485, 0.456, 0.406][:channels]
+    std = [0.229, 0.224, 0.225][:channels]
+    network = Returns(lambda z: z, channels=channels)
+    classifier = Classifier(network, mean, std)
+    images = torch.rand(3, channels, 4, 4)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    with torch.no_grad():
+        expected = network((images - m) / s)
+    assert torch.allclose(classifier(images), expected, atol=1e-5, rtol=1e-5)
+    # …and gradients flow to the [0,1] input through the normalisation.
+    x = images.clone().requires_grad_(True)
+    gradient = torch.autograd.grad(classifier(x).sum(), x)[0]
+    x_ref = images.clone().requires_grad_(True)
+    reference = torch.autograd.grad(network((x_ref - m) / s).sum(), x_ref)[0]
+    assert torch.allclose(gradient, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_parameters_are_frozen_and_model_stays_in_eval_mode():
+    network = nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.BatchNorm1d(8), nn.Dropout(0.5),
+                            nn.Linear(8, 3))
+    network.train()
+    classifier = Classifier(network, [0.0] * 3, [1.0] * 3)
+    assert all(not p.requires_grad for p in classifier.parameters())
+    classifier.train()  # a caller switching modes must not enable dropout/batch statistics
+    assert not classifier.training and not network.training
+    assert all(not module.training for module in network.modules())
+    images = torch.rand(4, 3, 4, 4)
+    assert torch.equal(classifier(images), classifier(images))  # no dropout noise
+    # An input gradient does not build weight gradients.
+    x = images.clone().requires_grad_(True)
+    classifier(x).sum().backward()
+    assert all(p.grad is None for p in network.parameters())
+    assert x.grad is not None
+
+
+def test_identity_normalisation_is_exact():
+    network = Returns(lambda z: z)
+    classifier = Classifier(network, [0.0] * 3, [1.0] * 3)
+    images = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(classifier(images), network(images))
+
+
+def test_classes_are_kept():
+    classifier = Classifier(Returns(lambda z: z), [0.0] * 3, [1.0] * 3, classes=["a", "b", "c"])
+    assert classifier.classes == ("a", "b", "c")
+
+
+def test_pick_device():
+    assert pick_device("cpu") == torch.device("cpu")
+    chosen = pick_device("auto")
+    if torch.cuda.is_available():
+        assert chosen.type == "cuda"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        assert chosen.type == "mps"
+    else:
+        assert chosen == torch.device("cpu")
+    with pytest.raises(UserError, match="Unknown device"):
+        pick_device("tpu-please")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_a_missing_gpu_is_a_user_error():
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        pick_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_attack_on_gpu_matches_cpu(make_tiny_cnn, images):
+    """Same seed, same draw on any device (random starts are drawn on the CPU)."""
+    config = AttackConfig(eps=0.03, steps=5, random_start=True, seed=5)
+    cpu = run_attack(make_tiny_cnn(), images, None, None, config)
+    gpu = run_attack(make_tiny_cnn().cuda(), images.cuda(), None, None, config)
+    assert torch.allclose(gpu.adversarial.cpu(), cpu.adversarial, atol=1e-5)
