@@ -270,7 +270,7 @@ class MinimalEps:
     ``eps_max`` did not: ``found`` is False); ``bracket`` = (largest ε that failed below
     it, ``eps``), so the true minimal ε *for this attack* lies in the bracket, whose
     relative width is at most ``tolerance``. ``result`` is the attack at ``eps`` (one
-    image). ``evaluations`` lists every (ε, success) tried, round by round.
+    image; at ``eps_max`` when nothing was found). ``evaluations`` lists every (ε, success) tried, round by round.
     """
 
     eps: float | None
@@ -305,16 +305,29 @@ class MinimalEps:
 
 
 def _select(result: AttackResult, row: int) -> AttackResult:
-    """One image's slice of a batched attack result."""
+    """One image's slice of a batched attack result, as if it had been attacked alone.
+
+    Its trajectories end where early stop froze it, and its pass counts are its own (one
+    forward per evaluation, one backward per gradient step), not the whole batch's.
+    """
     one = slice(row, row + 1)
+    probabilities = result.probability_trajectory[:, row]
+    evaluations = probabilities.shape[0]
+    if bool(result.success[row]) and result.config.early_stop and result.config.restarts == 1:
+        reference = result.reference[row] if result.targets is None else result.targets[row]
+        hits = probabilities.argmax(dim=1) != reference if result.targets is None else \
+            probabilities.argmax(dim=1) == reference
+        evaluations = int(hits.nonzero()[0, 0]) + 1 if bool(hits.any()) else evaluations
     return replace(
         result, images=result.images[one], adversarial=result.adversarial[one],
         clean_probabilities=result.clean_probabilities[one],
         adversarial_probabilities=result.adversarial_probabilities[one],
         reference=result.reference[one], targets=None if result.targets is None else result.targets[one],
         success=result.success[one], loss=result.loss[one], steps_run=result.steps_run[one],
-        loss_trajectory=result.loss_trajectory[:, one],
-        probability_trajectory=result.probability_trajectory[:, one], eps=result.eps[one])
+        forward_passes=evaluations, backward_passes=int(result.steps_run[row]),
+        loss_trajectory=result.loss_trajectory[:evaluations, one],
+        probability_trajectory=result.probability_trajectory[:evaluations, one], eps=result.eps[one],
+        trajectory_steps=list(result.trajectory_steps[:evaluations]))
 
 
 DEFAULT_EPS_MAX = {"linf": 64 / 255, "l2": 8.0}
@@ -384,7 +397,7 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
             # Every tried value below the first success failed: the highest is the new lo.
             lo = tried[first - 1] if first > 0 else lo
         elif hi is None:
-            lo = tried[-1]
+            lo, best = tried[-1], _select(result, len(tried) - 1)  # the attack at eps_max
             break
         else:
             lo = tried[-1]
@@ -400,5 +413,5 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
         result=best, evaluations=tuple(evaluations), rounds=rounds, norm=norm, method=method,
         steps=config.effective_steps, tolerance=float(tolerance), eps_max=eps_max, seed=int(seed),
         reference=int(reference) if reference is not None else -1,
-        adversarial_prediction=None if best is None else int(best.adversarial_prediction[0]),
+        adversarial_prediction=None if hi is None else int(best.adversarial_prediction[0]),
     )

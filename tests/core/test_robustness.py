@@ -137,7 +137,8 @@ def test_minimal_eps_reports_not_found_when_eps_max_is_too_small():
     model, image, w = linear_problem()
     exact = 0.4 / float((w[0] - w[1]).abs().sum())
     found = minimal_eps(model, image, eps_max=exact / 2, grid=4)
-    assert not found.found and found.eps is None and found.result is None
+    assert not found.found and found.eps is None
+    assert not bool(found.result.success[0]) and float(found.result.eps[0]) == pytest.approx(exact / 2)
     assert found.bracket == (pytest.approx(exact / 2), None)
     assert found.to_json()["found"] is False
 
