@@ -51,6 +51,9 @@ def write_report(path: str | os.PathLike, run_dirs_or_views: Sequence[RunView | 
     # Refuse early, before the (slow) rendering, if the file may not be written.
     check_destination(path, overwrite=overwrite)
     views = _views(run_dirs_or_views)
+    if any(path.resolve() in view.input_files() for view in views):
+        raise UserError(f"{path} is an input of a run (its record, image, mask or model); a report "
+                        "never replaces it. Choose another file name.")
     if suffix in (".html", ".htm"):
         atomic_write_text(path, render_html(views, title=title), overwrite=overwrite)
     elif suffix == ".json":

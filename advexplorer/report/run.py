@@ -79,6 +79,20 @@ class RunView:
             return Path(str(image_path)).name
         return self.run_dir.name if self.run_dir is not None else "run"
 
+    def input_files(self) -> set[Path]:
+        """Every file this run was made from or consists of: a report never replaces one."""
+        record = self.record
+        paths: set[Path] = set()
+        if self.run_dir is not None:
+            paths.add((self.run_dir / "record.json").resolve())
+            paths |= {(self.run_dir / name).resolve() for name in (record.get("files") or {}).values()
+                      if isinstance(name, str)}
+        for entry in (record.get("model"), record.get("image"), record.get("mask"), record.get("diagnostic")):
+            for key in ("path", "card_path"):
+                if isinstance(entry, dict) and entry.get(key):
+                    paths.add(Path(str(entry[key])).expanduser().resolve())
+        return paths
+
     @classmethod
     def from_outcome(cls, request, outcome, record: dict[str, Any] | None = None,
                      run_dir: str | Path | None = None) -> "RunView":
