@@ -1,0 +1,362 @@
+"""The cohort report: flip rate and robust accuracy vs ε with intervals, table, worst cases.
+
+One self-contained HTML page in the house style (the report package's stylesheet, its
+escaping, pictures and colour maps): the curves are inline SVG drawn here, the worst cases
+are embedded PNG thumbnails (clean with the allowed region outlined, adversarial, and the
+signed perturbation on the diverging map). Every text that comes from files or cards goes
+through :func:`advexplorer.report.html.esc`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+import advexplorer
+from advexplorer.core.screening import ImageRow, WorstCase, eps_label
+from advexplorer.io.atomic import atomic_path, atomic_write_text
+from advexplorer.report import figures
+from advexplorer.report.content import percent
+from advexplorer.report.html import CSP, esc
+
+#: Series colours: attack (red), robust accuracy (blue), noise baseline (grey).
+FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR = "#e15759", "#4e79a7", "#8c8c8c"
+#: Per-image rows listed in the HTML; the CSV has all of them.
+MAX_TABLE_ROWS = 300
+
+
+def _stylesheet() -> str:
+    return resources.files("advexplorer.report").joinpath("templates/report.css").read_text(encoding="utf-8")
+
+
+def curves_svg(per_eps: Sequence[dict], *, width: int = 640, height: int = 300,
+               title: str | None = None) -> str:
+    """Flip rate (and robust accuracy, noise flip rate when present) vs ε with 95 % bands.
+
+    ``per_eps`` is the ``summary.json`` list. ε is on a linear axis labelled with the grid
+    values; each series is a line with dots, and its Wilson interval a shaded band.
+    """
+    left, right, top, bottom = 56, 16, 28 if title else 12, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    eps = [float(e["eps"]) for e in per_eps]
+    low, high = (min(eps), max(eps)) if eps else (0.0, 1.0)
+    span = high - low if high > low else 1.0
+
+    def x_of(value: float) -> float:
+        return left + plot_w * ((value - low) / span if high > low else 0.5)
+
+    def y_of(value: float) -> float:
+        return top + plot_h * (1.0 - min(max(value, 0.0), 1.0))
+
+    series = [("flip rate (attack)", "flip_rate", "flip_rate_ci95", FLIP_COLOUR, "")]
+    if per_eps and "robust_accuracy" in per_eps[0]:
+        series.append(("robust accuracy", "robust_accuracy", "robust_accuracy_ci95", ROBUST_COLOUR, ""))
+    if per_eps and "noise_flip_rate" in per_eps[0]:
+        series.append(("flip rate (random noise)", "noise_flip_rate", "noise_flip_rate_ci95",
+                       NOISE_COLOUR, ' stroke-dasharray="5 4"'))
+    total_h = height + 22
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" '
+           f'viewBox="0 0 {width} {total_h}" font-family="Helvetica, Arial, sans-serif" '
+           f'font-size="11" role="img">',
+           f'<rect x="0" y="0" width="{width}" height="{total_h}" fill="#ffffff"/>']
+    if title:
+        out.append(f'<text x="{left}" y="16" font-size="12" font-weight="bold" fill="#222">{esc(title)}</text>')
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = y_of(tick)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#e3e6ea"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{int(tick * 100)} %</text>')
+    last_x = -1e9
+    for value in eps:
+        x = x_of(value)
+        out.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#888"/>')
+        if x - last_x >= 34:  # keep labels of crowded small budgets from overlapping
+            out.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+                       f'fill="#555">{esc(eps_label(value))}</text>')
+            last_x = x
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 34}" text-anchor="middle" '
+               f'fill="#333">budget ε (pixel units)</text>')
+    out.append(f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" '
+               f'text-anchor="middle" fill="#333">share of images</text>')
+    for _, key, ci_key, colour, _dash in series:
+        points = [(x_of(float(e["eps"])), e[ci_key]) for e in per_eps if e.get(key) is not None]
+        if len(points) > 1:
+            upper = " ".join(f"{x:.1f},{y_of(ci[1]):.1f}" for x, ci in points)
+            lower = " ".join(f"{x:.1f},{y_of(ci[0]):.1f}" for x, ci in reversed(points))
+            out.append(f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.16" stroke="none"/>')
+        for x, ci in points:  # the interval as a whisker too, so single points show it
+            out.append(f'<line x1="{x:.1f}" y1="{y_of(ci[0]):.1f}" x2="{x:.1f}" y2="{y_of(ci[1]):.1f}" '
+                       f'stroke="{colour}" stroke-width="1" stroke-opacity="0.7"/>')
+    for _, key, _ci, colour, dash in series:
+        points = [(x_of(float(e["eps"])), y_of(e[key])) for e in per_eps if e.get(key) is not None]
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+        for x, y in points:
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
+    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9aa3ad"/>')
+    for k, (name, _key, _ci, colour, dash) in enumerate(series):
+        x = left + k * (plot_w / 3)
+        y = height + 4
+        out.append(f'<line x1="{x:.1f}" y1="{y + 6}" x2="{x + 18:.1f}" y2="{y + 6}" stroke="{colour}" '
+                   f'stroke-width="3"{dash}/>')
+        out.append(f'<text x="{x + 24:.1f}" y="{y + 10}" fill="#222">{esc(name)} ± 95 % CI</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _kv(rows: Sequence[tuple[str, object]], mono: bool = False) -> str:
+    cls = ' class="mono"' if mono else ""
+    return '<table class="kv">' + "".join(
+        f"<tr><th>{esc(k)}</th><td{cls}>{esc(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _interval(value, interval) -> str:
+    if value is None:
+        return "—"
+    return f"{percent(value)} [{100 * interval[0]:.1f}–{100 * interval[1]:.1f} %]"
+
+
+def _eps_table(per_eps: Sequence[dict]) -> str:
+    labelled = bool(per_eps) and "robust_accuracy" in per_eps[0]
+    noise = bool(per_eps) and "noise_flip_rate" in per_eps[0]
+    head = ["ε", "images", "flipped (cumulative)", "flip rate [95 % CI]", "attacked at this ε"]
+    if labelled:
+        head += ["robust accuracy [95 % CI]"]
+    if noise:
+        head += ["noise flip rate [95 % CI]"]
+    body = []
+    for e in per_eps:
+        cells = [f"{eps_label(e['eps'])} ({e['eps']:.5g})", e["n"], e["flipped"],
+                 _interval(e["flip_rate"], e["flip_rate_ci95"]), e.get("attacked", "—")]
+        if labelled:
+            cells.append(_interval(e.get("robust_accuracy"), e.get("robust_accuracy_ci95", (0, 1))))
+        if noise:
+            cells.append(_interval(e.get("noise_flip_rate"), e.get("noise_flip_rate_ci95", (0, 1))))
+        body.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return ('<table class="data"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
+
+def _worst_case_figures(case: WorstCase, classes: Sequence[str], index: int) -> str:
+    def name(i: int) -> str:
+        return classes[i] if 0 <= i < len(classes) else str(i)
+
+    clean = figures.to_uint8(case.clean.astype(np.float32) / 255.0)
+    adversarial = figures.to_uint8(case.adversarial.astype(np.float32) / 255.0)
+    factor = max(1, min(figures.display_factor(*clean.shape[:2]), 4))
+    clean_picture = figures.mask_overlay(clean, case.allowed_mask, factor=factor) \
+        if case.allowed_mask is not None else figures.enlarge(clean, factor)
+    scale = figures.symmetric_scale(case.perturbation)
+    pictures = [("clean", figures.png_bytes(clean_picture, factor=1),
+                 f"{name(case.clean_prediction)}" + (" · allowed region outlined" if case.allowed_mask is not None else "")),
+                ("adversarial", figures.png_bytes(adversarial, factor=factor),
+                 f"{name(case.adversarial_prediction)} ({percent(case.adversarial_probability)})"),
+                ("perturbation", figures.png_bytes(figures.perturbation_rgb(case.perturbation, scale), factor=factor),
+                 f"blue −, red +, ±{scale * 255:.2g}/255 at the ends")]
+    cells = "".join(f'<figure><div class="title">{esc(title)}</div><img alt="{esc(title)}" '
+                    f'src="{figures.data_uri(png)}"><figcaption>{esc(caption)}</figcaption></figure>'
+                    for title, png, caption in pictures)
+    return (f'<section class="card block"><h3 style="text-transform:none;letter-spacing:0">{index}. {esc(case.file)} — flipped at ε = '
+            f'{esc(eps_label(case.flip_eps))}: {esc(name(case.clean_prediction))} → '
+            f'{esc(name(case.adversarial_prediction))}</h3><div class="figures">{cells}</div></section>')
+
+
+def _image_table(rows: Sequence[ImageRow], classes: Sequence[str], with_min_eps: bool) -> str:
+    def name(i: int | None) -> str:
+        return "—" if i is None else (classes[i] if 0 <= i < len(classes) else str(i))
+
+    ordered = sorted(rows, key=lambda r: (r.flip_eps if r.flip_eps is not None else math.inf, r.file))
+    head = ["file", "label", "clean prediction", "confidence", "first flipping ε", "prediction after"]
+    if with_min_eps:
+        head.append("minimal ε (bisection)")
+    body = []
+    for row in ordered[:MAX_TABLE_ROWS]:
+        cells = [row.file, name(row.label), name(row.clean_prediction), percent(row.clean_probability),
+                 eps_label(row.flip_eps) if row.flip_eps is not None else "not flipped",
+                 name(row.adversarial_prediction[-1]) if row.flipped[-1] else "—"]
+        if with_min_eps:
+            cells.append(f"{row.min_eps * 255:.3g}/255" if row.min_eps is not None else "—")
+        cls = ' class="flipped"' if row.flip_eps is not None else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    more = (f'<p class="note">Showing {MAX_TABLE_ROWS} of {len(rows)} images (most fragile first); '
+            "per_image.csv has all of them.</p>") if len(rows) > MAX_TABLE_ROWS else ""
+    return ('<table class="data"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>" + more)
+
+
+def headline(summary: dict) -> str:
+    """One sentence: what fraction flipped at the largest ε, with interval and baseline."""
+    per_eps = summary["per_eps"]
+    last = per_eps[-1]
+    mask = summary["images"]["mask"]["mode"]
+    where = {"protect": "outside the protected region only", "allowed": "inside the allowed masks only",
+             "none": "anywhere in the image"}.get(mask, "")
+    text = (f"At ε = {eps_label(last['eps'])}, {summary['attack']['method'].upper()} changing pixels "
+            f"{where} flipped {last['flipped']} of {last['n']} images "
+            f"({_interval(last['flip_rate'], last['flip_rate_ci95'])}).")
+    if "noise_flip_rate" in last:
+        text += (f" Random noise of the same budget flipped {last['noise_flipped']} "
+                 f"({_interval(last['noise_flip_rate'], last['noise_flip_rate_ci95'])}).")
+    if "robust_accuracy" in last:
+        text += (f" Robust accuracy {_interval(last['robust_accuracy'], last['robust_accuracy_ci95'])} "
+                 f"against clean accuracy {percent(per_eps[0]['robust_accuracy'] if per_eps[0]['eps'] == 0 else None)}.")
+    return text
+
+
+def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Sequence[WorstCase],
+                       classes: Sequence[str]) -> str:
+    """The cohort report as one self-contained HTML page (no script, no external resource)."""
+    model = summary["model"]
+    images = summary["images"]
+    title = f"Cohort screen: {model.get('name') or Path(model['path']).name} on {Path(images['source']).name}"
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f'<header class="masthead"><div class="product">AdvExplorer · cohort screen</div>'
+             f'<h1>{esc(title)}</h1><div class="meta">{esc(images["screened"])} images · generated '
+             f'{esc(generated)} · advexplorer {esc(advexplorer.__version__)}</div></header>',
+             f'<p class="headline {"flipped" if summary["per_eps"][-1]["flipped"] else "held"}">'
+             f'{esc(headline(summary))}</p>']
+    warnings = []
+    if images.get("skipped"):
+        warnings.append(f"{len(images['skipped'])} image(s) could not be read and were skipped: "
+                        + "; ".join(f"{s['file']} ({s['reason']})" for s in images["skipped"][:10]))
+    verification = summary["monotone_shortcut"]["verification"]
+    if isinstance(verification, dict) and verification.get("disagreements"):
+        warnings.append(f"The monotone shortcut disagreed on {verification['disagreements']} of "
+                        f"{verification['pairs_checked']} re-attacked (image, larger ε) pairs: the "
+                        "attack did not flip those images again at the larger budget.")
+    if warnings:
+        parts.append('<div class="warnings"><strong>Check before relying on this screen:</strong><ul>'
+                     + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul></div>")
+    parts.append('<section class="block card"><h3 style="text-transform:none;letter-spacing:0">Flip rate and robust accuracy vs ε</h3>'
+                 f'<div class="plot">{curves_svg(summary["per_eps"])}</div>'
+                 '<p class="note">Flipped = the prediction differs from the clean prediction at this ε '
+                 "or a smaller one (cumulative). Bands and whiskers are Wilson 95 % intervals. Robust "
+                 "accuracy counts labelled images that are correct when clean and not flipped.</p></section>")
+    parts.append(f'<section class="block"><h2>Per budget</h2>{_eps_table(summary["per_eps"])}</section>')
+    if worst_cases:
+        parts.append("<h2>Worst cases</h2><p class=\"note\">Images flipped at the smallest budget, most "
+                     "confident wrong class first.</p>")
+        parts.extend(_worst_case_figures(case, classes, k) for k, case in enumerate(worst_cases, start=1))
+    parts.append(f'<section class="block"><h2>Images</h2>'
+                 f'{_image_table(rows, classes, summary.get("min_eps") is not None)}</section>')
+    attack = summary["attack"]
+    shortcut = summary["monotone_shortcut"]
+    verification_text = (f"{verification['pairs_checked']} pairs re-attacked on {verification['images_checked']} "
+                         f"images, {verification['disagreements']} disagreement(s)"
+                         if isinstance(verification, dict) else str(verification))
+    parameters = [
+        ("attack", f"{attack['method']} {attack['norm']}, {attack['steps']} step(s), step size "
+                   f"{attack['step_size'] if attack['step_size'] is not None else '2.5·ε/steps'}, "
+                   f"restarts {attack['restarts']}, random start {attack['random_start']}, seed {attack['seed']}"),
+        ("budgets ε", ", ".join(eps_label(e) for e in summary["eps"])),
+        ("mask", f"{images['mask']['mode']}" + (f" ({images['mask']['source']})" if images["mask"]["source"] else "")),
+        ("images", f"{images['source']} ({images['layout']}, {images['count']} files, labels: "
+                   f"{'yes' if images['labels'] else 'no'})"),
+        ("monotone shortcut", shortcut["how"]),
+        ("shortcut check", verification_text),
+        ("device", summary.get("device", "")),
+        ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
+    ]
+    hashes = [("model", model["sha256"]), ("model card", model.get("card_sha256") or "—"),
+              ("image set", images["fingerprint_sha256"])]
+    environment = [(k, v) for k, v in summary.get("versions", {}).items()]
+    command = " ".join(summary.get("command_line") or [])
+    parts.append('<section class="card block"><h3>Reproducibility</h3>'
+                 + (f'<pre class="command">{esc(command)}</pre>' if command else "")
+                 + f"{_kv(parameters)}<h3 style=\"margin-top:10px\">SHA-256</h3>{_kv(hashes, mono=True)}"
+                 f"<h3 style=\"margin-top:10px\">Environment</h3>{_kv(environment)}</section>")
+    parts.append("<footer>Self-contained report: pictures are embedded, nothing is loaded from elsewhere, "
+                 "no script. Numbers come from summary.json and per_image.csv in the screen folder.</footer>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{_stylesheet()}</style></head>"
+            f"<body><main>{''.join(parts)}</main></body></html>\n")
+
+
+def write_cohort_report(out_dir: str | os.PathLike, summary: dict, rows: Sequence[ImageRow],
+                        worst_cases: Sequence[WorstCase], card, *, pdf: bool = False) -> dict[str, str]:
+    """Write ``report.html`` (and ``report.pdf`` with ``pdf=True``) atomically into ``out_dir``.
+
+    Returns the names written, keyed ``report`` / ``report_pdf``.
+    """
+    out_dir = Path(out_dir)
+    html = render_cohort_html(summary, rows, worst_cases, card.classes)
+    atomic_write_text(out_dir / "report.html", html, overwrite=True)
+    written = {"report": "report.html"}
+    if pdf:
+        with atomic_path(out_dir / "report.pdf", overwrite=True) as temporary:
+            _html_to_pdf(html, temporary)
+        written["report_pdf"] = "report.pdf"
+    return written
+
+
+def _html_to_pdf(html: str, path: Path) -> None:
+    """Print the page to PDF with Qt's rich-text engine and PDF writer.
+
+    PySide6 is imported here only, by name (``importlib``), when a PDF is asked for: the
+    report package stays importable without Qt, as the architecture requires. Qt's rich
+    text understands a subset of HTML/CSS, no inline SVG and no ``data:`` URIs, so the
+    curves are rasterised with Qt's SVG renderer and every picture becomes a document
+    resource.
+    """
+    import base64
+    import importlib
+    import re
+
+    from advexplorer.errors import UserError
+
+    try:
+        qt_core = importlib.import_module("PySide6.QtCore")
+        qt_gui = importlib.import_module("PySide6.QtGui")
+        qt_svg = importlib.import_module("PySide6.QtSvg")
+    except ImportError:
+        raise UserError("A PDF report needs PySide6 (pip install 'advexplorer[gui]'); the HTML "
+                        "report was written.") from None
+    if qt_gui.QGuiApplication.instance() is None:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        _html_to_pdf.application = qt_gui.QGuiApplication([])  # must outlive the printing
+
+    def svg_to_png(svg: str) -> tuple[bytes, int]:
+        renderer = qt_svg.QSvgRenderer(qt_core.QByteArray(svg.encode("utf-8")))
+        size = renderer.defaultSize()
+        image = qt_gui.QImage(size.width() * 2, size.height() * 2, qt_gui.QImage.Format.Format_ARGB32)
+        image.fill(0xFFFFFFFF)
+        painter = qt_gui.QPainter(image)
+        renderer.render(painter)
+        painter.end()
+        buffer = qt_core.QBuffer()
+        buffer.open(qt_core.QIODevice.OpenModeFlag.WriteOnly)
+        image.save(buffer, "PNG")
+        return bytes(buffer.data()), size.width()
+
+    resources_: list[bytes] = []
+
+    def as_resource(data: bytes) -> str:
+        resources_.append(data)
+        return f"res://picture{len(resources_) - 1}"
+
+    def replace_svg(match: re.Match) -> str:
+        png, width = svg_to_png(match.group(0))
+        return f'<img width="{min(width, 640)}" src="{as_resource(png)}">'
+
+    printable = re.sub(r"<svg.*?</svg>", replace_svg, html, flags=re.S)
+    printable = re.sub(r'src="data:image/png;base64,([^"]*)"',
+                       lambda m: f'src="{as_resource(base64.b64decode(m.group(1)))}"', printable)
+    printable = re.sub(r"<style>.*?</style>", "<style>table{border-collapse:collapse} "
+                       "td,th{padding:2px 6px;border-bottom:1px solid #ccc}</style>", printable, flags=re.S)
+    document = qt_gui.QTextDocument()
+    for k, data in enumerate(resources_):
+        document.addResource(qt_gui.QTextDocument.ResourceType.ImageResource,
+                             qt_core.QUrl(f"res://picture{k}"), qt_gui.QImage.fromData(data))
+    document.setHtml(printable)
+    writer = qt_gui.QPdfWriter(str(path))
+    writer.setPageSize(qt_gui.QPageSize(qt_gui.QPageSize.PageSizeId.A4))
+    writer.setResolution(110)
+    document.print_(writer)
