@@ -280,4 +280,7 @@ class RunController(QObject):
     def stop_and_wait(self, timeout_ms: int = 10000) -> bool:
         """Cancel and block until the worker thread has ended (closing the window)."""
         self.cancel()
-        return self.pool.waitForDone(timeout_ms)
+        done = self.pool.waitForDone(timeout_ms)
+        if done:  # the worker's own "finished" arrives later through the (stopped) event loop
+            self.worker = None
+        return done
