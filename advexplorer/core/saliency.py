@@ -218,19 +218,28 @@ def attribution_map(model: nn.Module, image: torch.Tensor, class_index: int,
     ``options``: SmoothGrad ``samples``/``noise`` (σ in pixel units), IG ``steps``/
     ``baseline`` (a grey level). ``seed`` fixes SmoothGrad's noise.
     """
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
-
     if method not in SALIENCY_METHODS:
         raise UserError(f"Unknown saliency method {method!r}; choose one of {', '.join(SALIENCY_METHODS)}.")
     image = _check_image(model, image)
     opts = _options(method, options)
     batch = max(1, int(internal_batch_size))
-    with torch.no_grad():
-        num_classes = model(image).shape[1]
     class_index = int(class_index)
-    if not 0 <= class_index < num_classes:
-        raise UserError(f"Class index {class_index} is out of range: the model has {num_classes} "
-                        f"classes (0 to {num_classes - 1}).")
+    if class_index < 0:  # a negative index would silently explain a class counted from the end
+        raise UserError(f"Class index {class_index} is out of range: classes are numbered from 0.")
+    try:
+        return _attribute(model, image, class_index, method, opts, batch, layer, seed)
+    except (IndexError, RuntimeError):
+        # Checked only on failure, so a valid call pays no extra forward pass.
+        with torch.no_grad():
+            num_classes = model(image).shape[1]
+        if class_index >= num_classes:
+            raise UserError(f"Class index {class_index} is out of range: the model has {num_classes} "
+                            f"classes (0 to {num_classes - 1}).") from None
+        raise
+
+
+def _attribute(model, image, class_index, method, opts, batch, layer, seed) -> np.ndarray:
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
     # Captum needs grad mode; a GUI worker thread may be running under no_grad.
     with torch.enable_grad():
