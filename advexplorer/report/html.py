@@ -32,6 +32,11 @@ def _stylesheet() -> str:
     return resources.files("advexplorer.report").joinpath("templates/report.css").read_text(encoding="utf-8")
 
 
+def _inline_svg(svg: str) -> str:
+    """Inline SVG needs no namespace in HTML5; dropping it keeps every URL out of the page."""
+    return svg.replace(' xmlns="http://www.w3.org/2000/svg"', "", 1)
+
+
 def _kv(rows: Rows, *, mono_values: bool = False) -> str:
     cls = ' class="mono"' if mono_values else ""
     body = "".join(f"<tr><th>{esc(k)}</th><td{cls}>{esc(v)}</td></tr>" for k, v in rows)
@@ -95,9 +100,9 @@ def _run(content: RunContent, number: int | None) -> str:
     parts.append('<section class="block"><h3>Pictures</h3><div class="figures">'
                  + "".join(_figure(p) for p in content.pictures) + "</div></section>")
     if content.trajectory_svg:
-        loss = f'<div class="plot">{content.loss_svg}</div>' if content.loss_svg else ""
+        loss = f'<div class="plot">{_inline_svg(content.loss_svg)}</div>' if content.loss_svg else ""
         parts.append('<section class="block card"><h3>Confidence trajectory</h3>'
-                     f'<div class="plot">{content.trajectory_svg}</div>{loss}'
+                     f'<div class="plot">{_inline_svg(content.trajectory_svg)}</div>{loss}'
                      f'<p class="note">{esc(content.trajectory_note)}</p></section>')
     for section in content.sections:
         extra = ""
