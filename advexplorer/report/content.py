@@ -225,7 +225,7 @@ def _norm_rows(record: dict, view: RunView) -> Rows:
     allowed_pixels = round(fraction * height * width) if finite(fraction) else height * width
     rows: Rows = [
         ("L∞ (largest change of one value)", budget(norms.get("linf"))),
-        ("L2 (Euclidean length)", f"{number(norms.get('l2'))} ({over_255(norms.get('l2'))})"),
+        ("L2 (Euclidean length)", number(norms.get("l2"))),
     ]
     if "l0" in norms:
         rows.append(("L0 (values changed)", f"{number(norms['l0'])} of {number(height * width * channels)}"))
@@ -680,8 +680,9 @@ def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
     return words
 
 
-def run_content(view: RunView) -> RunContent:
-    """Everything one run's section of a report shows."""
+def run_content(view: RunView, number: int | None = None) -> RunContent:
+    """Everything one run's section of a report shows (``number``: its place in a report
+    of several runs, which then appears in the title)."""
     record = view.record
     before = _prediction(record.get("prediction_before"))
     after = _prediction(record.get("prediction_after"))
@@ -695,7 +696,8 @@ def run_content(view: RunView) -> RunContent:
     if outside is not None and outside > 0:
         warnings.append(f"The perturbation is non-zero outside the allowed region (up to {outside:.3g}).")
     return RunContent(
-        title=f"{view.name} — {card.get('name', 'model')}",
+        title=f"{view.name} — {card.get('name', 'model')}" if number is None else
+        f"{run_label(view, number)} — {card.get('name', 'model')}",
         headline=_headline(record), flipped=record.get("flipped"), success=record.get("success"),
         question=_question_rows(record), before=before, after=after, answer=_answer_rows(record),
         norms=_norm_rows(record, view), pictures=_pictures(view),
@@ -712,8 +714,25 @@ COMPARISON_COLUMNS = ("Run", "Model", "Mask", "Attack", "Before", "After", "Flip
                       "Pixels changed", "8-bit PNG flips", "Explanation", "R ≈ m/2L")
 
 
-def comparison_rows(views: list[RunView]) -> list[list[str]]:
-    """One row per run for the comparison table (columns: :data:`COMPARISON_COLUMNS`)."""
+@dataclass
+class Comparison:
+    """The comparison table: columns that differ between runs, and what all runs share."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    flipped: list[bool]
+    shared: Rows
+
+
+def run_label(view: RunView, number: int) -> str:
+    """'2. pgd_protect (tissue.png)': the run folder tells runs of one image apart."""
+    if view.run_dir is not None and view.run_dir.name != view.name:
+        return f"{number}. {view.run_dir.name} ({view.name})"
+    return f"{number}. {view.name}"
+
+
+def comparison(views: list[RunView]) -> Comparison:
+    """One row per run; a column with the same value for every run moves to ``shared``."""
     rows = []
     for number_, view in enumerate(views, start=1):
         record = view.record
@@ -726,7 +745,7 @@ def comparison_rows(views: list[RunView]) -> list[list[str]]:
         exported = record.get("exported_png") or {}
         mode = mask.get("mode", "none")
         rows.append([
-            f"{number_}. {view.name}", str(card.get("name", "—")),
+            run_label(view, number_), str(card.get("name", "—")),
             mode if mode == "none" else f"{mode} ({percent(mask.get('allowed_fraction'), 0)} free)",
             f"{METHOD_NAMES.get(attack.get('method'), (attack.get('method'),))[0]} "
             f"{NORM_NAMES.get(attack.get('norm'), '')} ε={over_255(attack.get('eps'))}",
@@ -737,5 +756,9 @@ def comparison_rows(views: list[RunView]) -> list[list[str]]:
             str(saliency.get("verdict", "—")),
             over_255(robustness.get("radius_estimate")) if robustness else "—",
         ])
-    return rows
-
+    keep = [0] + [c for c in range(1, len(COMPARISON_COLUMNS))
+                  if len(views) == 1 or len({row[c] for row in rows}) > 1]
+    shared = [(COMPARISON_COLUMNS[c], rows[0][c]) for c in range(1, len(COMPARISON_COLUMNS)) if c not in keep]
+    return Comparison(columns=[COMPARISON_COLUMNS[c] for c in keep],
+                      rows=[[row[c] for c in keep] for row in rows],
+                      flipped=[bool(v.record.get("flipped")) for v in views], shared=shared)

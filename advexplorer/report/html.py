@@ -16,8 +16,8 @@ from importlib import resources
 
 import advexplorer
 from advexplorer.report import figures
-from advexplorer.report.content import (COMPARISON_COLUMNS, ColourScale, Picture, Prediction, Rows,
-                                        RunContent, Section, comparison_rows, percent, run_content)
+from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
+                                        comparison, percent, run_content)
 from advexplorer.report.run import RunView
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -80,7 +80,7 @@ def _section(section: Section, extra: str = "") -> str:
 
 
 def _run(content: RunContent, number: int | None) -> str:
-    title = f"{number}. {content.title}" if number is not None else content.title
+    title = content.title
     tone = "flipped" if content.flipped else ("held" if content.flipped is False else "")
     parts = [f'<article class="run" id="run-{number or 1}">']
     if number is not None:  # a single run's title is already the page's title
@@ -134,12 +134,17 @@ def _run(content: RunContent, number: int | None) -> str:
 
 
 def _comparison(views: Sequence[RunView]) -> str:
-    head = "".join(f"<th>{esc(c)}</th>" for c in COMPARISON_COLUMNS)
+    table = comparison(list(views))
+    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
     body = []
-    for view, row in zip(views, comparison_rows(list(views))):
-        cls = ' class="flipped"' if view.record.get("flipped") else ""
+    for flipped, row in zip(table.flipped, table.rows):
+        cls = ' class="flipped"' if flipped else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-    return ('<section class="block"><h2>Comparison</h2><table class="data">'
+    shared = ""
+    if table.shared:
+        shared = ('<p class="note">Same for every run: '
+                  + "; ".join(f"<strong>{esc(k)}</strong> {esc(v)}" for k, v in table.shared) + ".</p>")
+    return ('<section class="block"><h2>Comparison</h2>' + shared + '<table class="data">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
             '<p class="note">One row per run; details of each follow. A red edge marks a flipped '
             "prediction.</p></section>")
@@ -150,7 +155,7 @@ def render_html(runs: Sequence[RunView] | RunView, *, title: str | None = None) 
     views = [runs] if isinstance(runs, RunView) else list(runs)
     if not views:
         raise ValueError("render_html needs at least one run")
-    contents = [run_content(v) for v in views]
+    contents = [run_content(v, n if len(views) > 1 else None) for n, v in enumerate(views, start=1)]
     if title is None:
         title = "Adversarial robustness report" if len(views) > 1 else contents[0].title
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import advexplorer
 from advexplorer.errors import UserError
-from advexplorer.report.content import (COMPARISON_COLUMNS, ColourScale, Picture, Prediction, Rows,
-                                        RunContent, Section, comparison_rows, percent, run_content)
+from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
+                                        comparison, percent, run_content)
 from advexplorer.report.html import esc
 from advexplorer.report.run import RunView
 
@@ -153,7 +153,7 @@ def _section(section: Section, extra: str = "") -> str:
 
 def _run(content: RunContent, number: int | None, resources: _Resources, first: bool) -> str:
     parts = []
-    title = f"{number}. {content.title}" if number is not None else None
+    title = content.title if number is not None else None
     if title:
         brk = "" if first else "page-break-before:always;"
         parts.append(f'<h2 style="{brk}font-size:13pt;margin-top:6px;">{esc(title)}</h2>')
@@ -179,7 +179,8 @@ def _run(content: RunContent, number: int | None, resources: _Resources, first: 
         if content.loss_svg:
             name, width, height = resources.svg(content.loss_svg)
             plot += f'<br><img src="{name}" width="{int(width * 0.8)}" height="{int(height * 0.8)}">'
-        parts.append(_heading("Confidence trajectory") + plot +
+        # No separate heading: the plot carries its own title, so the two never part at a page end.
+        parts.append(plot +
                      f'<p style="color:{MUTED};font-size:7.5pt;">{esc(content.trajectory_note)}</p>')
     for section in content.sections:
         extra = ""
@@ -211,16 +212,21 @@ def _run(content: RunContent, number: int | None, resources: _Resources, first: 
 
 
 def _comparison(views: Sequence[RunView]) -> str:
+    table = comparison(list(views))
     head = "".join(f'<th align="left" bgcolor="#eef1f4" style="font-size:7pt;">{esc(c)}</th>'
-                   for c in COMPARISON_COLUMNS)
+                   for c in table.columns)
     body = []
-    for view, row in zip(views, comparison_rows(list(views))):
-        colour = BAD if view.record.get("flipped") else "#1d232b"
+    for flipped, row in zip(table.flipped, table.rows):
+        colour = BAD if flipped else "#1d232b"
         body.append("<tr>" + "".join(f'<td style="font-size:7pt;color:{colour};">{esc(c)}</td>'
                                      for c in row) + "</tr>")
-    return (_heading("Comparison") +
+    shared = ""
+    if table.shared:
+        shared = (f'<p style="color:{MUTED};font-size:7.5pt;">Same for every run: '
+                  + "; ".join(f"<b>{esc(k)}</b> {esc(v)}" for k, v in table.shared) + ".</p>")
+    return (_heading("Comparison") + shared +
             '<table width="100%" cellspacing="0" cellpadding="3" border="1" '
-            f'style="border-color:#d9dee4;border-style:solid;">'
+            'style="border-color:#d9dee4;border-style:solid;">'
             f"<tr>{head}</tr>{''.join(body)}</table>"
             f'<p style="color:{MUTED};font-size:7.5pt;">One row per run (flipped predictions in red); '
             "details of each run follow.</p>")
@@ -228,7 +234,7 @@ def _comparison(views: Sequence[RunView]) -> str:
 
 def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = None) -> str:
     """The QTextDocument flavour of the report (tables, resource images, no CSS layout)."""
-    contents = [run_content(v) for v in views]
+    contents = [run_content(v, n if len(views) > 1 else None) for n, v in enumerate(views, start=1)]
     if title is None:
         title = "Adversarial robustness report" if len(views) > 1 else contents[0].title
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -250,6 +256,46 @@ def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = 
             f'<body style="font-size:8.5pt;color:#1d232b;">{"".join(parts)}</body></html>')
 
 
+def _paint_pages(document, writer, QtCore, QtGui, footer: str) -> None:
+    """Lay the document out on A4 pages and paint each with a 'page n of N' footer.
+
+    Done by hand rather than with ``QTextDocument.print_`` so the margins are ours (print_
+    adds 2 cm to an unpaginated document) and every page carries the footer.
+    """
+    screen = QtGui.QGuiApplication.primaryScreen()
+    dpi = screen.logicalDotsPerInchY() if screen is not None else 96.0
+    paint = writer.pageLayout().paintRect(QtGui.QPageLayout.Unit.Point)
+    footer_height = 16.0  # points kept free at the bottom of the paint area
+    page_width = paint.width() * dpi / 72.0
+    page_height = (paint.height() - footer_height) * dpi / 72.0
+    document.setPageSize(QtCore.QSizeF(page_width, page_height))
+    scale = writer.resolution() / dpi  # document pixels → PDF device pixels
+    pages = document.pageCount()
+    painter = QtGui.QPainter(writer)
+    try:
+        small = QtGui.QFont(document.defaultFont())
+        small.setPointSizeF(7.0)
+        for page in range(pages):
+            if page:
+                writer.newPage()
+            painter.save()
+            painter.scale(scale, scale)
+            painter.translate(0, -page * page_height)
+            document.drawContents(painter, QtCore.QRectF(0, page * page_height, page_width, page_height))
+            painter.restore()
+            painter.save()
+            painter.setFont(small)
+            painter.setPen(QtGui.QColor(MUTED))
+            box = QtCore.QRectF(0, page_height * scale, page_width * scale, footer_height / 72.0 * writer.resolution())
+            painter.drawText(box, int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignBottom),
+                             footer)
+            painter.drawText(box, int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignBottom),
+                             f"page {page + 1} of {pages}")
+            painter.restore()
+    finally:
+        painter.end()
+
+
 def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
               title: str | None = None) -> Path:
     """Write the report of ``views`` as an A4 PDF at ``path`` (not atomic by itself:
@@ -269,11 +315,11 @@ def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
 
     writer = QtGui.QPdfWriter(str(path))
     writer.setPageSize(QtGui.QPageSize(QtGui.QPageSize.PageSizeId.A4))
-    writer.setPageMargins(QtCore.QMarginsF(12, 12, 12, 12), QtGui.QPageLayout.Unit.Millimeter)
+    writer.setPageMargins(QtCore.QMarginsF(14, 12, 14, 10), QtGui.QPageLayout.Unit.Millimeter)
     writer.setResolution(300)
     writer.setTitle(title or "AdvExplorer report")
     writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
-    document.print_(writer)
+    _paint_pages(document, writer, QtCore, QtGui, title or "AdvExplorer report")
     del writer  # finishes and closes the file
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UserError(f"Qt could not write the PDF {path}; check the folder is writable.")

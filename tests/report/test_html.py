@@ -126,7 +126,8 @@ def test_several_runs_make_one_report_with_a_comparison(protect_run_dir, plain_r
     table = re.search(r"<table class=\"data\">(.*?)</table>", page, re.S).group(1)
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
     assert len(rows) == 3  # header + one row per run
-    assert "protect" in rows[2] and "none" in rows[1]
+    assert "2. protect (tissue &lt;1&gt;.png)" in rows[2] and "none" in rows[1]
+    assert "Same for every run" in text and "Tiny <b>demo</b> CNN" in text  # shared columns
     for view in views:
         assert view.record["prediction_after"]["class"] in text
     assert page.count('<article class="run"') == 2

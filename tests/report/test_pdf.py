@@ -66,4 +66,6 @@ def test_pdf_of_several_runs_has_a_comparison(protect_run_dir, plain_run_dir, tm
     path = write_report(tmp_path / "both.pdf", [protect_run_dir, plain_run_dir])
     text = squeeze(pdf_text(path))
     assert "COMPARISON" in text
-    assert squeeze("1. tissue <1>.png") in text and squeeze("2. tissue <1>.png") in text
+    # Runs of one image are told apart by their folder names.
+    assert squeeze("1. protect (tissue <1>.png)") in text and squeeze("2. plain (tissue <1>.png)") in text
+    assert squeeze("Same for every run: Model Tiny <b>demo</b> CNN") in text
