@@ -41,7 +41,10 @@ def application() -> QApplication:
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     style = Path(__file__).with_name("style.qss")
     if style.is_file():
-        app.setStyleSheet(style.read_text(encoding="utf-8"))
+        from advexplorer.gui.icons import ICONS_DIR
+
+        # Style sheets need absolute paths for images; the icons live in resources/icons.
+        app.setStyleSheet(style.read_text(encoding="utf-8").replace("@ICONS@", ICONS_DIR.as_posix()))
     return app
 
 

@@ -124,27 +124,30 @@ class AttackPanel(QWidget):
         self.error_label.setVisible(False)
         self.set_classes(())
 
-        eps_row = QHBoxLayout()
-        eps_row.setContentsMargins(0, 0, 0, 0)
-        eps_row.addWidget(self.eps, 1)
-        eps_row.addWidget(self.eps_scale, 1)
-        random_row = QHBoxLayout()
-        random_row.setContentsMargins(0, 0, 0, 0)
-        random_row.addWidget(self.random_start)
-        random_row.addWidget(QLabel("seed"))
-        random_row.addWidget(self.seed, 1)
+        def row(*widgets):
+            layout = QHBoxLayout()
+            layout.setContentsMargins(0, 0, 0, 0)
+            for widget, stretch in widgets:
+                layout.addWidget(widget, stretch)
+            return layout
 
-        form = QFormLayout()
+        step_size_label = QLabel("step size")
+        step_size_label.setToolTip(TIPS["step_size"])
+        seed_label = QLabel("seed")
+        seed_label.setToolTip(TIPS["seed"])
+        self.form = form = QFormLayout()
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.setVerticalSpacing(5)
         rows = [
             ("Method", self.method, "method"), ("Norm", self.norm, "norm"),
-            ("ε", eps_row, "eps"), ("Step size", self.step_size, "step_size"),
-            ("Steps", self.steps, "steps"), ("Momentum μ", self.decay, "decay"),
+            ("ε", row((self.eps, 1), (self.eps_scale, 1)), "eps"),
+            ("Steps", row((self.steps, 1), (step_size_label, 0), (self.step_size, 1)), "steps"),
+            ("Momentum μ", self.decay, "decay"),
             ("True class", self.label, "label"), ("Target", self.target, "target"),
-            ("Start", random_row, "random_start"), ("Restarts", self.restarts, "restarts"),
-            ("Early stop", self.early_stop, "early_stop"), ("Device", self.device, "device"),
-            ("Saliency", self.saliency, "saliency"),
+            ("Start", row((self.random_start, 0), (seed_label, 0), (self.seed, 1)), "random_start"),
+            ("Restarts", row((self.restarts, 1), (self.early_stop, 0)), "restarts"),
+            ("Device", self.device, "device"), ("Saliency", self.saliency, "saliency"),
         ]
         self._row_labels = {}
         for text, field, tip in rows:
@@ -284,6 +287,8 @@ class AttackPanel(QWidget):
         self.steps.setEnabled(iterative)
         self.step_size.setEnabled(iterative)
         self.decay.setEnabled(method == "mifgsm")
+        if hasattr(self, "form"):  # not yet during construction
+            self.form.setRowVisible(self._row_labels["decay"], method == "mifgsm")
         self.random_start.setEnabled(method in ("pgd", "mifgsm"))
         self._update_eps_scale()
         error = ""

@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self._run_entry: ImageEntry | None = None
         self._run_started = 0.0
         self._run_steps = 0
+        self._run_saliency = None
         self._latest: StepUpdate | None = None
         self._latest_images: StepUpdate | None = None
         self._original_shown = False
@@ -196,6 +197,8 @@ class MainWindow(QMainWindow):
         # Run history
         self.history = QListWidget()
         self.history.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.history.setWordWrap(True)
+        self.history.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.history.setToolTip("Finished runs on this image. Click one to show it; select two "
                                 "and press Compare to see them side by side.")
         self.compare_button = QPushButton("Compare")
@@ -709,10 +712,13 @@ class MainWindow(QMainWindow):
         entries = []
         if good:
             before = self.session.current
+            known = {id(entry) for entry in self.session.images}
             entries = self.session.add_images([p for p, _, _ in good])
             for entry, (_, width, height) in zip(entries, good):
-                if entry.masks is None:
+                if id(entry) not in known:
+                    known.add(id(entry))
                     entry.ensure_masks(width, height)
+                    self._load_companions(entry)
                 self._remember("recent_images", str(entry.path))
             if before is None and self.session.current is not None:
                 self._show_entry(self.session.current)
@@ -724,6 +730,18 @@ class MainWindow(QMainWindow):
                             (f"\n… and {len(problems) - 10} more" if len(problems) > 10 else ""))
         self._update_enabled()
         return entries
+
+    def _load_companions(self, entry: ImageEntry) -> None:
+        """Masks saved beside the image (``scan_protect.png``, ``scan_diagnostic.png``) load with it."""
+        from advexplorer.session.state import companion_masks
+
+        found = companion_masks(entry.path)
+        for role in ("protect", "allowed"):
+            if role in found:
+                self._load_mask_into(entry, "attack", found[role], role)
+                break
+        if "diagnostic" in found:
+            self._load_mask_into(entry, "diagnostic", found["diagnostic"])
 
     def remove_selected_images(self) -> None:
         rows = sorted({index.row() for index in self.image_list.selectedIndexes()})
@@ -906,6 +924,7 @@ class MainWindow(QMainWindow):
         config = job.config_kwargs
         steps = 1 if config["method"] == "fgsm" else config["steps"]
         self._mode = "run"
+        self._run_saliency = job.saliency
         self._run_entry = entry
         self._run_started = time.perf_counter()
         self._run_steps = 0
@@ -974,6 +993,9 @@ class MainWindow(QMainWindow):
         restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
         self.step_label.setText(f"step {update.index}/{update.total_steps}{restart}")
         self.run_progress.setValue(self._run_steps)
+        if update.index == update.total_steps and update.restart == update.restarts - 1:
+            extra = " and computing the saliency maps and robustness numbers" if self._run_saliency else ""
+            self.result_summary.setText(f"Last step done; scoring the 8-bit export{extra}…")
 
     def _on_finished(self, result) -> None:
         if self._mode == "batch":

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
+    QSizePolicy, QDialog, QDialogButtonBox, QGridLayout, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -76,11 +76,19 @@ class ImageStrip(pg.GraphicsLayoutWidget):
             self.addItem(label, row=0, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
             view = self.addViewBox(row=1, col=column, lockAspect=True, invertY=True, enableMenu=False)
             view.setMouseEnabled(False, False)
+            # Equal preferred widths, so a narrow strip shrinks every panel alike.
+            view.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+            view.setMinimumWidth(40)
+            view.setPreferredWidth(100)
             item = pg.ImageItem(axisOrder="row-major")
             view.addItem(item)
             caption = pg.LabelItem("", size="8pt", color="#a8a8a8")
+            for text_item in (label, caption):  # long captions must not widen their column
+                text_item.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             self.addItem(caption, row=2, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
             self.items[key], self.views[key] = item, view
+            self.ci.layout.setColumnStretchFactor(column, 10)
+            self.ci.layout.setColumnMinimumWidth(column, 60)
             self.titles[key], self.captions[key] = label, caption
             column += 1
             if key in ("perturbation", "saliency_after"):
@@ -90,6 +98,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
                                       colorMapMenu=False)
                 self.addItem(bar, row=1, col=column)
                 self.bars[key] = bar
+                self.ci.layout.setColumnStretchFactor(column, 0)
                 column += 1
         self.setMinimumHeight(170)
 
@@ -131,7 +140,7 @@ class LiveViews(QWidget):
         super().__init__(parent)
         self.strip = ImageStrip([("original", "Original (model input)"),
                                  ("adversarial", "Adversarial"),
-                                 ("perturbation", "Perturbation δ"),
+                                 ("perturbation", "Perturbation δ (channel mean)"),
                                  ("saliency_before", "Saliency before"),
                                  ("saliency_after", "Saliency after")])
         self.verdict = QLabel("")
@@ -166,8 +175,7 @@ class LiveViews(QWidget):
         self.strip.set_scalar("perturbation", delta, (-scale, scale), DIVERGING)
         self.strip.bars["perturbation"].setLevels((-scale, scale))
         amplification = 0.5 / scale
-        self.strip.set_caption("perturbation", f"channel mean · colour range ±{scale * 255:.3g}/255 "
-                                               f"(×{amplification:.3g})")
+        self.strip.set_caption("perturbation", f"range ±{scale * 255:.3g}/255 (×{amplification:.3g})")
         if caption:
             self.strip.set_caption("adversarial", caption)
 
@@ -186,8 +194,8 @@ class LiveViews(QWidget):
         self.strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
         self.strip.bars["saliency_after"].setLevels((0.0, top))
         method = getattr(explanation, "method", "")
-        self.strip.set_caption("saliency_before", f"{method} · shared scale 0–{top:.3g}")
-        self.strip.set_caption("saliency_after", "same scale as before")
+        self.strip.set_caption("saliency_before", f"{method}, scale 0–{top:.3g}")
+        self.strip.set_caption("saliency_after", "same scale")
         self.verdict.setText(similarity_text(explanation))
 
     def show_summary(self, summary: RunSummary) -> None:
@@ -202,25 +210,22 @@ class LiveViews(QWidget):
 
 
 def similarity_text(explanation) -> str:
-    """The saliency comparison numbers and verdict, in one line, from ``to_json()``."""
+    """The saliency comparison numbers and the verdict in one line (from ``to_json()``)."""
     try:
         data = explanation.to_json()
     except Exception:
-        data = {}
-    parts = []
-    verdict = None
-    for key, value in data.items():
-        if key in ("before", "after", "method"):
-            continue
-        if key == "verdict":
-            verdict = value
-        elif isinstance(value, bool):
-            parts.append(f"{key.replace('_', ' ')}: {'yes' if value else 'no'}")
-        elif isinstance(value, (int, float)):
-            parts.append(f"{key.replace('_', ' ')} {value:.3g}")
+        return ""
+    names = (("spearman", "Spearman ρ {:.2f}"), ("topk_intersection", "top-10 % overlap {:.2f}"),
+             ("ssim", "SSIM {:.2f}"), ("center_of_mass_shift_px", "centre shift {:.1f} px"))
+    parts = [template.format(data[key]) for key, template in names
+             if isinstance(data.get(key), (int, float))]
+    if isinstance(data.get("relevance_mass_before"), (int, float)):
+        parts.append(f"relevance in diagnostic region {data['relevance_mass_before']:.2f} → "
+                     f"{data.get('relevance_mass_after', float('nan')):.2f}")
+    verdict = data.get("verdict")
     text = " · ".join(parts)
     if verdict:
-        text = f"<b>{verdict}</b>" + (f" — {text}" if text else "")
+        text = f"<b>Verdict: {verdict}</b>" + (f" — {text}" if text else "")
     return text
 
 

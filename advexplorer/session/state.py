@@ -114,15 +114,43 @@ class ImageEntry:
         return self.masks
 
 
+#: Companion mask files beside an image: ``scan.png`` → ``scan_protect.png`` etc.
+COMPANION_SUFFIXES = {"protect": "_protect", "allowed": "_allowed", "diagnostic": "_diagnostic"}
+
+
+def companion_masks(image_path: Path) -> dict[str, Path]:
+    """The mask files saved beside an image under the companion names, if they exist."""
+    found = {}
+    for role, suffix in COMPANION_SUFFIXES.items():
+        candidate = image_path.with_name(f"{image_path.stem}{suffix}.png")
+        if candidate.is_file():
+            found[role] = candidate
+    return found
+
+
+def _is_companion(path: Path, names: set[str]) -> bool:
+    for suffix in COMPANION_SUFFIXES.values():
+        if path.stem.endswith(suffix):
+            base = path.stem[: -len(suffix)]
+            if any(f"{base}{ext}" in names for ext in IMAGE_SUFFIXES):
+                return True
+    return False
+
+
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files (sorted) directly inside any folder given."""
+    """Files as given, and the image files (sorted) directly inside any folder given.
+
+    In a folder, companion masks (``scan_protect.png`` beside ``scan.png``) are not
+    listed as images of their own.
+    """
     out: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir()
-                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                              and not p.name.startswith(".")))
+            files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                     and not p.name.startswith(".")]
+            names = {p.name for p in files}
+            out.extend(sorted(p for p in files if not _is_companion(p, names)))
         else:
             out.append(path)
     return out

@@ -219,3 +219,17 @@ def test_gui_modules_do_not_import_torch():
     code = ("import sys; import advexplorer.gui.app, advexplorer.gui.main_window, advexplorer.commands.gui; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_saliency_before_and_after_share_one_scale(qtbot, window):
+    window.attack_panel.set_values(method="pgd", eps="16/255", steps=3, saliency="gradient")
+    assert window.attack_panel.saliency_method == "gradient"
+    with qtbot.waitSignal(window.run_finished, timeout=60000) as finished:
+        window.start_run()
+    summary = finished.args[0]
+    assert summary.saliency is not None and "saliency" in summary.record
+    before = window.live.strip.items["saliency_before"]
+    after = window.live.strip.items["saliency_after"]
+    assert before.image is not None and after.image is not None
+    assert tuple(before.getLevels()) == tuple(after.getLevels())
+    assert "Verdict" in window.live.verdict.text() and "Spearman" in window.live.verdict.text()

@@ -116,3 +116,12 @@ def test_session_adds_folders_without_duplicates(tmp_path):
     assert seen == [session.images[0]]
     session.remove_images([session.images[0]])
     assert session.current.name == "b.png"
+
+
+def test_folder_skips_companion_masks(tmp_path):
+    from advexplorer.session.state import companion_masks, expand_image_paths
+
+    for name in ("scan.png", "scan_protect.png", "scan_diagnostic.png", "other_protect.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_image_paths([tmp_path])] == ["other_protect.png", "scan.png"]
+    assert set(companion_masks(tmp_path / "scan.png")) == {"protect", "diagnostic"}
