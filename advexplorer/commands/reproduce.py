@@ -65,6 +65,7 @@ class Reproduction:
     wall_time_s: float = 0.0
     request: Any = None
     outcome: Any = None
+    note: str = ""
 
     @property
     def matches(self) -> bool:
@@ -232,6 +233,9 @@ def reproduce_run(run_dir: str | Path, *, device: str | None = None, tolerance: 
                           device=str(request.model.device), wall_time_s=elapsed,
                           request=request, outcome=outcome)
     checks = report.checks
+    if "min_eps" in record:
+        report.note = ("a min-eps record: the attack at the minimal ε it found is re-run; the search "
+                       "itself is not repeated (run advexplorer min-eps again for that).")
 
     # The perturbation in C×H×W, exactly as the run folder stores it.
     recorded_perturbation = np.load(Path(run_dir) / (record.get("files") or {}).get(
@@ -296,6 +300,8 @@ def summary_text(report: Reproduction, verified: list[str] | None = None) -> str
         lines.append(f"re-ran     {config.method.upper()} {config.norm} ε={budget(config.eps)}, "
                      f"{config.effective_steps} step(s), seed {config.seed} on {report.device} "
                      f"in {report.wall_time_s:.2f}s")
+    if report.request is not None and report.note:
+        lines.append(f"note       {report.note}")
     if report.exact:
         lines.append("compare    bit for bit (CPU, recorded versions)")
     else:

@@ -115,7 +115,7 @@ def over_255(value: float | None) -> str:
     scaled = float(value) * 255.0
     if abs(scaled - round(scaled)) < 1e-4:
         return f"{int(round(scaled))}/255"
-    return f"{scaled:.3g}/255"
+    return f"{scaled:.4g}/255"  # 4 digits: 12.05/255 must not read as 12/255
 
 
 def budget(value: float | None) -> str:
