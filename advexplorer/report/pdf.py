@@ -42,7 +42,7 @@ def _qt():
 
 
 def _ensure_application():
-    """A QGuiApplication must exist for fonts; start an offscreen one if there is none."""
+    """A Qt application must exist for fonts; start an offscreen one if there is none."""
     global _APP
     QtCore, QtGui, _ = _qt()
     application = QtGui.QGuiApplication.instance()
@@ -52,7 +52,13 @@ def _ensure_application():
         and sys.platform.startswith("linux")
     if headless and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    _APP = QtGui.QGuiApplication(["advexplorer-report"])
+    # A full QApplication (not just QGuiApplication): a later QWidget in the same process,
+    # e.g. the GUI or a pytest-qt test after a PDF export, needs one and cannot replace ours.
+    try:
+        from PySide6.QtWidgets import QApplication
+    except ImportError:  # pragma: no cover - QtWidgets ships with every PySide6 wheel
+        QApplication = QtGui.QGuiApplication
+    _APP = QApplication(["advexplorer-report"])
     return _APP
 
 

@@ -69,3 +69,13 @@ def test_pdf_of_several_runs_has_a_comparison(protect_run_dir, plain_run_dir, tm
     # Runs of one image are told apart by their folder names.
     assert squeeze("1. protect (tissue <1>.png)") in text and squeeze("2. plain (tissue <1>.png)") in text
     assert squeeze("Same for every run: Model Tiny <b>demo</b> CNN") in text
+
+
+def test_pdf_export_leaves_an_application_widgets_can_use(protect_pdf):
+    # The PDF writer may have started Qt; a window opened later in the same process (the GUI,
+    # or a GUI test after this one) needs a QApplication, not a bare QGuiApplication.
+    from PySide6.QtWidgets import QApplication, QLabel
+
+    assert isinstance(QApplication.instance(), QApplication)
+    label = QLabel("after a PDF export")
+    assert label.text() == "after a PDF export"
