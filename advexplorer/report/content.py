@@ -511,9 +511,12 @@ def _sections(view: RunView) -> list[Section]:
         note = None
         if isinstance(thresholds, dict) and thresholds:
             note = "Thresholds: " + "; ".join(f"{k.replace('_', ' ')} {number(v)}" for k, v in thresholds.items())
+        # A flip the explanation did not follow is the worrying case; "no flip" is neutral.
         good = None
-        if verdict:
-            good = "stayed" not in verdict  # a flip the explanation ignored is the worrying case
+        if verdict and "stayed" in verdict:
+            good = False
+        elif verdict and "followed" in verdict:
+            good = True
         sections.append(Section("Explanation before and after", _generic_rows(
             saliency, SALIENCY_LABELS, {"verdict", "thresholds", "flipped"}, classes), verdict, good, note))
     robustness = record.get("robustness")
