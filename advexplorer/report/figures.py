@@ -182,7 +182,7 @@ def format_tick(value: float) -> str:
     magnitude = abs(value)
     if magnitude >= 1000 or magnitude < 1e-3:
         return f"{value:.1e}"
-    return f"{value:.3g}"
+    return f"{value:.4g}"  # 1.025 must not be labelled 1.02
 
 
 def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -190,7 +190,7 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         return [low]
     raw = (high - low) / max(count - 1, 1)
     magnitude = 10 ** math.floor(math.log10(raw))
-    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw), default=raw)
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-9)), default=raw)
     first = math.ceil(low / step - 1e-9) * step
     ticks = []
     value = first
