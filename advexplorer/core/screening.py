@@ -322,13 +322,16 @@ def screen_steps(
     images_total: int | None = None,
     worst_cases: int = 8,
     keep_rows: bool = True,
+    early_stop: bool = True,
 ) -> Generator[ScreenProgress, None, ScreenResult]:
     """Screen a cohort: attack every image at every ε (with the monotone shortcut).
 
     ``batches`` yields :class:`CohortBatch` (images on any device; they are moved to the
     model's). ``eps_list`` is sorted and de-duplicated; ε = 0 is the clean image.
     ``config`` gives the attack (method, norm, steps, step size, restarts, random start,
-    seed); its ε is ignored and early stop is always on (see the module docstring).
+    seed); its ε and early stop are ignored: early stop is on (an image counts as flipped if
+    any iterate flips it) unless ``early_stop=False``, which judges the last iterate only, as
+    torchattacks does (the benchmark uses it to compare flip counts exactly).
     ``done`` holds file ids already screened (read back from ``per_image.csv``); they are
     skipped. ``min_eps`` adds, for every flipped image, a bisection between the largest ε
     that did not flip it and the smallest that did. ``verify_monotone=N`` re-attacks up to
@@ -342,7 +345,7 @@ def screen_steps(
     caller that consumes ``rows_done`` does not need a second copy).
     """
     eps = check_eps_list(eps_list, config.norm)
-    config = replace(config, eps=eps[-1], early_stop=True).validate()
+    config = replace(config, eps=eps[-1], early_stop=early_stop).validate()
     noise_config = replace(config, method="noise", random_start=False, restarts=1)
     positive = [j for j, e in enumerate(eps) if e > 0]
     first_positive = positive[0]

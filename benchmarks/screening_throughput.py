@@ -1,0 +1,217 @@
+"""Throughput of the cohort screen (images/s) against two baselines measured in this process.
+
+What is compared, for PGD-10 (L∞, no random start, step 2.5·ε/10) over a cohort with a
+different allowed mask per image and three budgets ε:
+
+* **screen** — :func:`advexplorer.core.screening.screen_steps`: (image, ε) pairs packed into
+  full engine batches with a per-image ε, the monotone shortcut (an image flipped at ε_i is
+  not attacked at larger ε) and early stop inside each call (the default of
+  ``advexplorer screen``; an image counts as flipped if any iterate flips it).
+* **per-image loop** — the same engine called on one image at a time, ε ascending, stopping
+  at the first ε that flips the image (so it has the shortcut and early stop too; only the
+  batching differs).
+* **torchattacks** — ``torchattacks.PGD`` run batch-wise, once per ε over the whole cohort
+  (it has no early stop and no ε sweep). The mask is applied by hand through a model
+  wrapper ``m(x) = model(x0 + mask⊙(x − x0))``: the gradient with respect to x is then
+  mask⊙∇, whose sign is 0 outside the mask, so torchattacks' iterates never change a
+  pixel outside the mask and are exactly the masked PGD iterates. torchattacks judges the
+  **last iterate**, so for an exact comparison of flip counts the screen is also run with
+  ``early_stop=False`` (last iterate; the shortcut still applies) — "screen (last iterate)".
+
+Flip counts are cumulative (flipped at this ε or a smaller one) and must be identical
+between the methods that share a definition; the script checks and prints them.
+
+Usage: ``python benchmarks/screening_throughput.py [--small N] [--large N] [--large-arch A]``.
+Defaults suit a 2-core CPU: the 224 px case uses ``mobilenet_v3_small`` (random init) and 16
+images, because ResNet-18 at 224 px costs ~0.4 s per forward+backward per image on two
+cores (≈ 15 min per method for 64 images); pass ``--large 64 --large-arch resnet18`` on a
+bigger machine or a GPU for the full case of the issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torchvision
+from torch import nn
+
+from advexplorer.core.attacks import AttackConfig, run_attack
+from advexplorer.core.model import Classifier, pick_device
+from advexplorer.core.screening import CohortBatch, run_screen
+
+EPS = (1 / 255, 2 / 255, 4 / 255)
+STEPS = 10
+
+
+class SmallCNN(nn.Module):
+    """Four conv layers, global pooling, linear head: a typical small 64 px classifier."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        layers, channels = [], 3
+        for width in (8, 16, 32, 32):
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class MaskedInput(nn.Module):
+    """``model(x0 + mask⊙(x − x0))``: torchattacks' gradient becomes the masked gradient."""
+
+    def __init__(self, model: nn.Module, x0: torch.Tensor, mask: torch.Tensor):
+        super().__init__()
+        self.model, self.x0, self.mask = model, x0, mask
+
+    def forward(self, x):
+        return self.model(self.x0 + self.mask * (x - self.x0))
+
+
+def make_cohort(n: int, size: int, device, seed: int = 0):
+    """Smooth random images (upsampled noise) and per-image masks protecting a centred box."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, max(2, size // 8), max(2, size // 8), generator=generator)
+    images = nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    images = (images + 0.05 * torch.randn(n, 3, size, size, generator=generator)).clamp(0, 1)
+    masks = torch.ones(n, size, size)
+    for i in range(n):
+        half = int(size * (0.15 + 0.25 * torch.rand(1, generator=generator).item()))
+        centre = size // 2
+        masks[i, centre - half:centre + half, centre - half:centre + half] = 0.0  # protected
+    return images.to(device), masks.to(device)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(function, device):
+    """Wall seconds and process CPU seconds (all threads) of one call.
+
+    On a shared CPU the wall time depends on what else runs; the CPU time counts only
+    this process's work, so both are printed and both give ratios.
+    """
+    sync(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    value = function()
+    sync(device)
+    return (time.perf_counter() - start, time.process_time() - cpu_start), value
+
+
+def screen(model, images, masks, batch_size, early_stop):
+    batches = [CohortBatch(ids=[f"{i:05d}" for i in range(b, min(b + batch_size, len(images)))],
+                           images=images[b:b + batch_size], allowed_masks=masks[b:b + batch_size])
+               for b in range(0, len(images), batch_size)]
+    result = run_screen(model, batches, (0.0, *EPS), AttackConfig(method="pgd", steps=STEPS),
+                        batch_size=batch_size, worst_cases=0, early_stop=early_stop)
+    flags = {row.file: row.flipped[1:] for row in result.rows}
+    return [sum(flags[f"{i:05d}"][j] for i in range(len(images))) for j in range(len(EPS))]
+
+
+def per_image_loop(model, images, masks, early_stop):
+    counts = [0] * len(EPS)
+    for i in range(len(images)):
+        for j, eps in enumerate(EPS):
+            result = run_attack(model, images[i:i + 1], masks[i:i + 1], None,
+                                AttackConfig(method="pgd", eps=eps, steps=STEPS, early_stop=early_stop))
+            if bool(result.flipped[0]):
+                for k in range(j, len(EPS)):
+                    counts[k] += 1
+                break
+    return counts
+
+
+def torchattacks_pgd(model, images, masks, batch_size):
+    import torchattacks
+
+    with torch.no_grad():
+        clean = torch.cat([model(images[b:b + batch_size]).argmax(1)
+                           for b in range(0, len(images), batch_size)])
+    flipped = torch.zeros(len(images), dtype=torch.bool, device=images.device)
+    counts = []
+    for eps in EPS:
+        for b in range(0, len(images), batch_size):
+            x0, mask = images[b:b + batch_size], masks[b:b + batch_size, None]
+            wrapper = MaskedInput(model, x0, mask).eval()
+            attack = torchattacks.PGD(wrapper, eps=eps, alpha=2.5 * eps / STEPS, steps=STEPS,
+                                      random_start=False)
+            adversarial = attack(x0, clean[b:b + batch_size])
+            with torch.no_grad():
+                changed = model(adversarial).argmax(1) != clean[b:b + batch_size]
+            flipped[b:b + batch_size] |= changed
+        counts.append(int(flipped.sum()))
+    return counts
+
+
+def case(name, model, n, size, batch_size, device, loop_count):
+    images, masks = make_cohort(n, size, device)
+    # Warm-up (allocator, kernels) outside the timings.
+    screen(model, images[:2], masks[:2], 2, True)
+    print(f"\n== {name}: {n} images at {size} px, PGD-{STEPS} L∞, ε = 1/255, 2/255, 4/255, "
+          f"per-image masks, batch {batch_size}, device {device} ==")
+    rows = []
+    seconds, counts = timed(lambda: screen(model, images, masks, batch_size, True), device)
+    rows.append(("screen (early stop)", n, seconds, counts))
+    loop_images = images[:loop_count]
+    seconds, loop_counts = timed(lambda: per_image_loop(model, loop_images, masks[:loop_count], True), device)
+    rows.append((f"per-image loop (early stop){'' if loop_count == n else f', first {loop_count}'}",
+                 loop_count, seconds, loop_counts))
+    seconds, last_counts = timed(lambda: screen(model, images, masks, batch_size, False), device)
+    rows.append(("screen (last iterate)", n, seconds, last_counts))
+    seconds, ta_counts = timed(lambda: torchattacks_pgd(model, images, masks, batch_size), device)
+    rows.append(("torchattacks PGD (last iterate)", n, seconds, ta_counts))
+    wall = {label: count / seconds[0] for label, count, seconds, _ in rows}
+    cpu = {label: count / seconds[1] for label, count, seconds, _ in rows}
+    print(f"{'method':<40} {'images':>6} {'wall s':>8} {'img/s':>7} {'CPU s':>8} {'img/CPU-s':>9}"
+          "  flipped per ε (cumulative)")
+    for label, count, seconds, flips in rows:
+        print(f"{label:<40} {count:>6} {seconds[0]:>8.2f} {count / seconds[0]:>7.2f} {seconds[1]:>8.2f} "
+              f"{count / seconds[1]:>9.2f}  {flips}")
+    loop_label = rows[1][0]
+    ta = "torchattacks PGD (last iterate)"
+    for text, a, b in (("screen / per-image loop (both early stop)", "screen (early stop)", loop_label),
+                       ("screen (last iterate) / torchattacks (last iterate)", "screen (last iterate)", ta),
+                       ("screen (early stop, the default) / torchattacks", "screen (early stop)", ta)):
+        print(f"ratio {text:<52} wall {wall[a] / wall[b]:5.2f}×   CPU {cpu[a] / cpu[b]:5.2f}×")
+    screen_subset = screen(model, loop_images, masks[:loop_count], batch_size, True) \
+        if loop_count != n else counts
+    same_loop = screen_subset == loop_counts
+    same_ta = last_counts == ta_counts
+    print(f"flip counts identical: screen vs per-image loop {same_loop} "
+          f"({screen_subset} vs {loop_counts}); screen (last iterate) vs torchattacks {same_ta}")
+    return same_loop and same_ta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=256, help="images in the 64 px case (default 256)")
+    parser.add_argument("--large", type=int, default=16, help="images in the 224 px case (default 16)")
+    parser.add_argument("--large-arch", default="mobilenet_v3_small",
+                        help="torchvision architecture for 224 px (default mobilenet_v3_small; resnet18 in the issue)")
+    parser.add_argument("--loop", type=int, default=None,
+                        help="images timed in the per-image loop (default: all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    small = Classifier(SmallCNN(), [0.5] * 3, [0.25] * 3).to(device)
+    ok = case("small CNN", small, args.small, 64, 64, device, min(args.loop or args.small, args.small))
+    if not args.skip_large:
+        torch.manual_seed(0)
+        network = getattr(torchvision.models, args.large_arch)(num_classes=10)
+        large = Classifier(network, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).to(device)
+        ok &= case(f"{args.large_arch} (random init)", large, args.large, 224, 16, device,
+                   min(args.loop or args.large, args.large))
+    print("\nall flip counts identical" if ok else "\nFLIP COUNTS DIFFER (see above)")
+
+
+if __name__ == "__main__":
+    main()
