@@ -253,8 +253,8 @@ def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = 
     if len(views) > 1:
         parts.append(_comparison(views))
     for number, content in enumerate(contents, start=1):
-        parts.append(_run(content, number if len(views) > 1 else None, resources,
-                          first=len(views) == 1))
+        # Each run of several starts on a new page, except the first (it follows the table).
+        parts.append(_run(content, number if len(views) > 1 else None, resources, first=number == 1))
     parts.append(f'<hr><p style="color:{MUTED};font-size:7pt;">Perturbation pictures are amplified '
                  "as stated; saliency maps before and after share one colour scale. Numbers come from "
                  "the run record (record.json) in each run folder.</p>")
