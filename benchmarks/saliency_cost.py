@@ -13,7 +13,8 @@ prediction. For each method three variants run:
   NoiseTunnel 5 samples σ=1.0; IG 50 steps, no internal batch; LayerGradCam on layer4 +
   LayerAttribution.interpolate).
 
-Time: median wall time of ``--repeats`` calls after one warm-up call, all variants
+Time: median wall time of ``--repeats`` calls (more for cheap methods, up to 25) after one
+warm-up call, all variants
 interleaved **in this one process** (so machine load affects them alike).
 Peak memory: on the CPU, torch's allocations are invisible to ``tracemalloc``, so each
 (method, variant) runs once in a **fresh subprocess** and reports the growth of the
@@ -171,11 +172,18 @@ def main() -> int:
     methods = [m for m in args.methods.split(",") if m]
     model, image, target = build(args.device)
     times: dict[tuple[str, str], list[float]] = {(m, v): [] for m in methods for v in VARIANTS}
+    repeats = {}
     for method in methods:  # warm-up: first calls pay one-off costs (Captum imports, kernels)
+        start = time.perf_counter()
         for variant in VARIANTS:
             call(variant, method, model, image, target)
-    for _ in range(args.repeats):
+        # Cheap methods get more repeats (≈3 s per method in all), so their medians are stable.
+        per_round = time.perf_counter() - start
+        repeats[method] = max(args.repeats, min(25, int(3.0 / max(per_round, 1e-3))))
+    for round_number in range(max(repeats.values())):
         for method in methods:
+            if round_number >= repeats[method]:
+                continue
             for variant in VARIANTS:
                 _sync(args.device)
                 start = time.perf_counter()
@@ -186,7 +194,7 @@ def main() -> int:
         (m, v): memory_in_subprocess(m, v, args) for m in methods for v in VARIANTS}
 
     print(f"resnet18 (random init) at 224×224 on {args.device}, torch threads {torch.get_num_threads()}, "
-          f"median of {args.repeats} calls; memory = peak "
+          f"median of {args.repeats} to 25 calls ({', '.join(f'{m} {n}' for m, n in repeats.items())}); memory = peak "
           f"{'CUDA allocation' if args.device.startswith('cuda') else 'RSS'} growth in a fresh process")
     header = f"{'method':<22}{'variant':<16}{'time s':>9}{'peak MiB':>10}{'time ×':>9}{'mem ×':>8}"
     print(header)

@@ -119,6 +119,10 @@ def test_minimal_eps_search_lands_within_one_percent_of_the_exact_value(norm, du
     assert found.cost["backward_passes"] > 0 and found.cost["forward_passes"] >= found.cost["backward_passes"]
     assert found.cost["images_attacked"] == len(found.evaluations) == 8 * found.rounds
     assert found.to_json()["eps"] == found.eps
+    # The result reads as a single-image attack: its trajectory ends at the flip.
+    predictions = found.result.probability_trajectory[:, 0].argmax(dim=1)
+    assert predictions.shape[0] == found.result.forward_passes
+    assert int(predictions[-1]) == 1 and bool((predictions[:-1] == 0).all())
 
 
 def test_minimal_eps_attacks_only_the_allowed_region():
