@@ -173,23 +173,21 @@ def main() -> int:
     model, image, target = build(args.device)
     times: dict[tuple[str, str], list[float]] = {(m, v): [] for m in methods for v in VARIANTS}
     repeats = {}
-    for method in methods:  # warm-up: first calls pay one-off costs (Captum imports, kernels)
-        start = time.perf_counter()
-        for variant in VARIANTS:
+    for method in methods:
+        for variant in VARIANTS:  # warm-up: first calls pay one-off costs (imports, kernels)
             call(variant, method, model, image, target)
-        # Cheap methods get more repeats (≈3 s per method in all), so their medians are stable.
-        per_round = time.perf_counter() - start
-        repeats[method] = max(args.repeats, min(25, int(3.0 / max(per_round, 1e-3))))
-    for round_number in range(max(repeats.values())):
-        for method in methods:
-            if round_number >= repeats[method]:
-                continue
+        # At least --repeats rounds; cheap methods repeat for ≈3 s (at most 25) so their
+        # medians are stable. Variants alternate within a round, so load hits them alike.
+        began, rounds = time.perf_counter(), 0
+        while rounds < args.repeats or (time.perf_counter() - began < 3.0 and rounds < 25):
             for variant in VARIANTS:
                 _sync(args.device)
                 start = time.perf_counter()
                 call(variant, method, model, image, target)
                 _sync(args.device)
                 times[(method, variant)].append(time.perf_counter() - start)
+            rounds += 1
+        repeats[method] = rounds
     memory = {} if args.no_memory else {
         (m, v): memory_in_subprocess(m, v, args) for m in methods for v in VARIANTS}
 
