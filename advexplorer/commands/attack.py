@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="margin, gradient norm, local Lipschitz estimate, radius, noise flip rate")
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the run")
-    output.add_argument("--report", action="append", default=[], metavar="FILE.html|FILE.pdf",
+    output.add_argument("--report", action="append", default=[], metavar="FILE.html|.pdf|.json",
                         help="also write a report (repeatable)")
     output.add_argument("--overwrite", action="store_true", help="allow replacing existing report files")
     output.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -101,15 +101,12 @@ def build_request(args) -> "RunRequest":  # noqa: F821 (imported lazily)
 
 def _check_reports(paths: list[str], overwrite: bool) -> None:
     from advexplorer.errors import UserError
+    from advexplorer.io.atomic import check_destination
 
     for name in paths:
-        path = Path(name)
-        if path.suffix.lower() not in (".html", ".htm", ".pdf"):
-            raise UserError(f"--report {name}: the file must end in .html or .pdf.")
-        if path.exists() and not overwrite:
-            raise UserError(f"--report {name} already exists; pass --overwrite to replace it.")
-        if not path.parent.exists():
-            raise UserError(f"--report {name}: folder {path.parent} does not exist.")
+        if Path(name).suffix.lower() not in (".html", ".htm", ".pdf", ".json"):
+            raise UserError(f"--report {name}: the file must end in .html, .pdf or .json.")
+        check_destination(name, overwrite=overwrite)
 
 
 def run(args) -> int:

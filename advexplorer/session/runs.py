@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import torch
 import advexplorer
 from advexplorer.core.attacks import AttackConfig, AttackResult, AttackStep, attack_steps, perturbation_norms
 from advexplorer.errors import UserError
+from advexplorer.io.atomic import atomic_directory
 from advexplorer.io.images import LoadedImage, save_mask_png, save_png, to_uint8
 from advexplorer.io.models import LoadedModel
 
@@ -196,6 +195,7 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         "advexplorer_record": RECORD_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": request.command_line,
+        "cwd": os.getcwd(),
         "model": {"path": str(request.model.path), "sha256": request.model.sha256,
                   "format": request.model.format,
                   "card_path": str(request.model.card_path) if request.model.card_path else None,
@@ -281,11 +281,11 @@ def check_output_dir(out_dir: str | Path) -> Path:
 
 def write_run_dir(out_dir: str | Path, request: RunRequest, outcome: RunOutcome,
                   record: dict[str, Any] | None = None) -> Path:
-    """Write a run folder atomically: everything goes into a temporary sibling folder first."""
+    """Write a run folder atomically: everything goes into a temporary sibling folder first,
+    which is renamed into place only when complete."""
     out_dir = check_output_dir(out_dir)
     record = record if record is not None else build_record(request, outcome)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as staging:
         np.save(staging / "input.npy", request.image.tensor.numpy().astype(np.float32))
         np.save(staging / "perturbation.npy", outcome.perturbation.astype(np.float32))
         save_png(staging / "adversarial.png", outcome.exported)
@@ -299,10 +299,4 @@ def write_run_dir(out_dir: str | Path, request: RunRequest, outcome: RunOutcome,
             np.save(staging / "saliency_before.npy", np.asarray(outcome.explanation.before, dtype=np.float32))
             np.save(staging / "saliency_after.npy", np.asarray(outcome.explanation.after, dtype=np.float32))
         (staging / "record.json").write_text(json.dumps(record, indent=2, allow_nan=True), encoding="utf-8")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
