@@ -159,12 +159,14 @@ def _worst_case_figures(case: WorstCase, classes: Sequence[str], index: int) -> 
                  f"{name(case.adversarial_prediction)} ({percent(case.adversarial_probability)})"),
                 ("perturbation", figures.png_bytes(figures.perturbation_rgb(case.perturbation, scale), factor=factor),
                  f"blue −, red +, ±{scale * 255:.2g}/255 at the ends")]
-    cells = "".join(f'<figure><div class="title">{esc(title)}</div><img alt="{esc(title)}" '
-                    f'src="{figures.data_uri(png)}"><figcaption>{esc(caption)}</figcaption></figure>'
+    # A table row rather than a CSS grid: Qt's rich text (the PDF) lays out tables only.
+    cells = "".join(f'<td style="vertical-align:top;width:33%;border:none"><figure><div class="title">'
+                    f'{esc(title)}</div><img alt="{esc(title)}" width="180" src="{figures.data_uri(png)}">'
+                    f'<figcaption>{esc(caption)}</figcaption></figure></td>'
                     for title, png, caption in pictures)
     return (f'<section class="card block"><h3 style="text-transform:none;letter-spacing:0">{index}. {esc(case.file)} — flipped at ε = '
             f'{esc(eps_label(case.flip_eps))}: {esc(name(case.clean_prediction))} → '
-            f'{esc(name(case.adversarial_prediction))}</h3><div class="figures">{cells}</div></section>')
+            f'{esc(name(case.adversarial_prediction))}</h3><table><tr>{cells}</tr></table></section>')
 
 
 def _image_table(rows: Sequence[ImageRow], classes: Sequence[str], with_min_eps: bool) -> str:
@@ -298,65 +300,47 @@ def write_cohort_report(out_dir: str | os.PathLike, summary: dict, rows: Sequenc
 
 
 def _html_to_pdf(html: str, path: Path) -> None:
-    """Print the page to PDF with Qt's rich-text engine and PDF writer.
+    """Print the cohort page to an A4 PDF with the report package's Qt machinery.
 
-    PySide6 is imported here only, by name (``importlib``), when a PDF is asked for: the
-    report package stays importable without Qt, as the architecture requires. Qt's rich
-    text understands a subset of HTML/CSS, no inline SVG and no ``data:`` URIs, so the
-    curves are rasterised with Qt's SVG renderer and every picture becomes a document
-    resource.
+    Reuses :mod:`advexplorer.report.pdf` (its Qt import, offscreen application, picture
+    resources and hand-laid pages with a footer; PySide6 is imported only there, only now).
+    Qt's rich text understands a subset of HTML/CSS, no inline SVG and no ``data:`` URIs,
+    so the curves are rasterised and every picture becomes a document resource.
     """
     import base64
-    import importlib
     import re
 
-    from advexplorer.errors import UserError
+    from advexplorer.report import pdf
 
-    try:
-        qt_core = importlib.import_module("PySide6.QtCore")
-        qt_gui = importlib.import_module("PySide6.QtGui")
-        qt_svg = importlib.import_module("PySide6.QtSvg")
-    except ImportError:
-        raise UserError("A PDF report needs PySide6 (pip install 'advexplorer[gui]'); the HTML "
-                        "report was written.") from None
-    if qt_gui.QGuiApplication.instance() is None:
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-        _html_to_pdf.application = qt_gui.QGuiApplication([])  # must outlive the printing
-
-    def svg_to_png(svg: str) -> tuple[bytes, int]:
-        renderer = qt_svg.QSvgRenderer(qt_core.QByteArray(svg.encode("utf-8")))
-        size = renderer.defaultSize()
-        image = qt_gui.QImage(size.width() * 2, size.height() * 2, qt_gui.QImage.Format.Format_ARGB32)
-        image.fill(0xFFFFFFFF)
-        painter = qt_gui.QPainter(image)
-        renderer.render(painter)
-        painter.end()
-        buffer = qt_core.QBuffer()
-        buffer.open(qt_core.QIODevice.OpenModeFlag.WriteOnly)
-        image.save(buffer, "PNG")
-        return bytes(buffer.data()), size.width()
-
-    resources_: list[bytes] = []
-
-    def as_resource(data: bytes) -> str:
-        resources_.append(data)
-        return f"res://picture{len(resources_) - 1}"
+    QtCore, QtGui, QtSvg = pdf._qt()
+    pdf._ensure_application()
+    document = QtGui.QTextDocument()
+    font = QtGui.QFont()
+    font.setFamilies(["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
+    font.setPointSizeF(8.5)
+    document.setDefaultFont(font)
+    resources = pdf._Resources(document, QtCore, QtGui, QtSvg)
 
     def replace_svg(match: re.Match) -> str:
-        png, width = svg_to_png(match.group(0))
-        return f'<img width="{min(width, 640)}" src="{as_resource(png)}">'
+        name, width, _height = resources.svg(match.group(0))
+        return f'<img width="{min(width, 640)}" src="{name}">'
 
     printable = re.sub(r"<svg.*?</svg>", replace_svg, html, flags=re.S)
     printable = re.sub(r'src="data:image/png;base64,([^"]*)"',
-                       lambda m: f'src="{as_resource(base64.b64decode(m.group(1)))}"', printable)
+                       lambda m: f'src="{resources.png(base64.b64decode(m.group(1)))}"', printable)
+    # The screen stylesheet uses CSS Qt does not know; a few plain rules read better on paper.
     printable = re.sub(r"<style>.*?</style>", "<style>table{border-collapse:collapse} "
-                       "td,th{padding:2px 6px;border-bottom:1px solid #ccc}</style>", printable, flags=re.S)
-    document = qt_gui.QTextDocument()
-    for k, data in enumerate(resources_):
-        document.addResource(qt_gui.QTextDocument.ResourceType.ImageResource,
-                             qt_core.QUrl(f"res://picture{k}"), qt_gui.QImage.fromData(data))
+                       "td,th{padding:2px 6px;border-bottom:1px solid #ccc;text-align:left}"
+                       "h1{font-size:16pt} h2{font-size:12pt} h3{font-size:9.5pt;color:#1f5f8b}"
+                       "</style>", printable, flags=re.S)
     document.setHtml(printable)
-    writer = qt_gui.QPdfWriter(str(path))
-    writer.setPageSize(qt_gui.QPageSize(qt_gui.QPageSize.PageSizeId.A4))
-    writer.setResolution(110)
-    document.print_(writer)
+    title = "AdvExplorer cohort screen"
+    document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle, title)
+    writer = QtGui.QPdfWriter(str(path))
+    writer.setPageSize(QtGui.QPageSize(QtGui.QPageSize.PageSizeId.A4))
+    writer.setPageMargins(QtCore.QMarginsF(14, 12, 14, 10), QtGui.QPageLayout.Unit.Millimeter)
+    writer.setResolution(300)
+    writer.setTitle(title)
+    writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
+    pdf._paint_pages(document, writer, QtCore, QtGui, title)
+    del writer  # finishes and closes the file

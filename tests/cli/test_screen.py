@@ -60,7 +60,7 @@ def read_csv(path):
 
 def test_screen_writes_csv_summary_and_report(setup, tmp_path, capsys):
     out = tmp_path / "run"
-    assert screen(setup, out, "--noise-baseline", "--verify-monotone", "3") == 0
+    assert screen(setup, out, "--noise-baseline", "--verify-monotone", "3", "--pdf") == 0
     rows = read_csv(out / "per_image.csv")
     assert sorted(r["file"] for r in rows) == sorted(f"{CLASSES[k % 2]}/tile{k}.png" for k in range(10))
     summary = json.loads((out / "summary.json").read_text())
@@ -83,6 +83,8 @@ def test_screen_writes_csv_summary_and_report(setup, tmp_path, capsys):
     assert len(summary["images"]["fingerprint_sha256"]) == 64 and summary["model"]["sha256"]
     html = (out / "report.html").read_text()
     assert "<svg" in html and "outside the protected region" in html and "<script" not in html
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
+    assert summary["files"]["report_pdf"] == "report.pdf"
     printed = capsys.readouterr().out
     assert "flip rate" in printed and "6/255" in printed
 
