@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     screen.add_argument("--batch-size", type=int, default=32,
                         help="(image, ε) pairs per engine call and images per loaded batch (default 32)")
     screen.add_argument("--workers", type=int, default=None,
-                        help="image-loading processes (default min(2, CPUs−1); 0 = main process)")
+                        help="image-loading processes (default min(2, CPUs); 0 = main process)")
     screen.add_argument("--noise-baseline", action="store_true",
                         help="also screen random noise of the same budget (flip rate of chance)")
     screen.add_argument("--min-eps", action="store_true",

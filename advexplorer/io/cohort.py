@@ -353,8 +353,9 @@ def _worker_init(_worker_id: int) -> None:
 
 
 def default_workers() -> int:
-    """Loader processes: ``min(2, CPUs - 1)``, 0 on a single core."""
-    return max(0, min(2, (os.cpu_count() or 1) - 1))
+    """Loader processes: ``min(2, CPUs)``, 0 on a single core (nothing to overlap with)."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus < 2 else min(2, cpus)
 
 
 class CohortLoader:
