@@ -40,8 +40,9 @@ _SSIM_K1, _SSIM_K2 = 0.01, 0.03
 
 @dataclass(frozen=True)
 class MapComparison:
-    """How similar two maps are. ``relevance_mass_*`` are None without a diagnostic region;
-    ``center_of_mass_shift_px`` is None when a map has no attribution at all."""
+    """How similar two maps are. ``relevance_mass_*`` are None without a diagnostic region
+    (``has_region`` False) or for a map with no attribution at all, and so is
+    ``center_of_mass_shift_px`` when either map is all zero."""
 
     spearman: float
     topk_intersection: float
@@ -50,6 +51,7 @@ class MapComparison:
     center_of_mass_shift_px: float | None
     relevance_mass_before: float | None = None
     relevance_mass_after: float | None = None
+    has_region: bool = False
 
     def to_json(self) -> dict:
         data = {
@@ -58,7 +60,7 @@ class MapComparison:
             "ssim": self.ssim,
             "center_of_mass_shift_px": self.center_of_mass_shift_px,
         }
-        if self.relevance_mass_before is not None:
+        if self.has_region:
             data["relevance_mass_before"] = self.relevance_mass_before
             data["relevance_mass_after"] = self.relevance_mass_after
         return data
@@ -111,15 +113,22 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def topk_intersection(a: np.ndarray, b: np.ndarray, fraction: float = 0.1) -> float:
     """Share of the ``fraction``·N most relevant pixels of ``a`` that are also in ``b``'s.
 
-    Ties are broken by pixel position (a stable sort), so equal maps score exactly 1.
+    Pixels with zero attribution are never "most relevant" (an all-zero map — Grad-CAM
+    when no evidence for the class is left — has an empty top set and scores 0 against any
+    other map); remaining ties are broken by pixel position. Equal maps score exactly 1.
     """
     if not 0 < fraction <= 1:
         raise UserError(f"Top-k fraction {fraction:g} must be in (0, 1] (e.g. 0.1 for 10 % of pixels).")
     a, b = np.ravel(a), np.ravel(b)
+    if np.array_equal(a, b):
+        return 1.0
     k = max(1, int(math.ceil(fraction * a.size)))
-    top_a = np.argsort(-a, kind="stable")[:k]
-    top_b = np.argsort(-b, kind="stable")[:k]
-    return float(np.intersect1d(top_a, top_b, assume_unique=True).size / k)
+
+    def top(values):
+        order = np.argsort(-values, kind="stable")[:k]
+        return order[values[order] > 0]
+
+    return float(np.intersect1d(top(a), top(b), assume_unique=True).size / k)
 
 
 def _unit_range(a: np.ndarray) -> np.ndarray:
@@ -159,10 +168,10 @@ def center_of_mass(a: np.ndarray) -> tuple[float, float] | None:
     return tuple(float(c) for c in ndimage.center_of_mass(a))
 
 
-def relevance_mass(a: np.ndarray, region: np.ndarray) -> float:
-    """Share of the total attribution inside ``region`` (0 for an all-zero map)."""
+def relevance_mass(a: np.ndarray, region: np.ndarray) -> float | None:
+    """Share of the total attribution inside ``region``; None for an all-zero map (no mass)."""
     total = float(a.sum())
-    return float(a[region].sum() / total) if total > 0 else 0.0
+    return float(a[region].sum() / total) if total > 0 else None
 
 
 def compare_maps(before, after, *, topk: float = 0.1, diagnostic_mask=None) -> MapComparison:
@@ -184,4 +193,5 @@ def compare_maps(before, after, *, topk: float = 0.1, diagnostic_mask=None) -> M
         center_of_mass_shift_px=shift,
         relevance_mass_before=None if region is None else relevance_mass(a, region),
         relevance_mass_after=None if region is None else relevance_mass(b, region),
+        has_region=region is not None,
     )

@@ -70,6 +70,13 @@ def test_constant_maps_compare_as_equal_and_flat_vs_structured_as_unrelated():
     structured = np.arange(256.0).reshape(16, 16)
     assert compare_maps(flat, structured).spearman == 0.0
     assert compare_maps(flat, structured).center_of_mass_shift_px is None
+    # An all-zero map (Grad-CAM with no evidence left) shares no top pixels with anything,
+    # and has no relevance mass to share out.
+    assert compare_maps(structured, flat).topk_intersection == 0.0
+    region = np.ones((16, 16))
+    empty = compare_maps(structured, flat, diagnostic_mask=region)
+    assert empty.relevance_mass_before == 1.0 and empty.relevance_mass_after is None
+    assert "relevance_mass_after" in empty.to_json()
 
 
 def test_ssim_agrees_with_scikit_image_on_the_paper_settings():
