@@ -204,6 +204,7 @@ def build_card(recipe: Recipe, mean, std, clean: float, robust: float, n_held: i
             "tiles_per_epoch": recipe.tiles_per_epoch,
             "batch_size": recipe.batch_size,
             "optimizer": f"AdamW lr {recipe.lr}, weight decay 5e-4, cosine schedule",
+            "batchnorm_momentum": 0.1,
             "adversarial": None if not robust_training else {
                 "method": "pgd", "norm": "linf", "eps": recipe.train_eps, "eps_text": recipe.train_eps_text,
                 "steps": recipe.train_steps, "step_size": f"2.5·ε/{recipe.train_steps}",
