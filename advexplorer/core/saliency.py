@@ -149,6 +149,13 @@ def find_gradcam_layer(model: nn.Module, image: torch.Tensor | None = None,
             "Grad-CAM needs to hook one of the model's layers, and a TorchScript model does not "
             "allow that. Use --saliency gradient, smoothgrad or integrated-gradients, or load the "
             "model as a state_dict with its architecture named in the model card.")
+    if isinstance(network, torch.fx.GraphModule):
+        # torch.export's module keeps the weights but runs one flat graph: no layer to hook.
+        raise UserError(
+            "Grad-CAM needs to hook one of the model's layers, and an exported (.pt2) model runs "
+            "as one flat graph without them. Use --saliency gradient, smoothgrad or "
+            "integrated-gradients, or load the model as a state_dict with its architecture named "
+            "in the model card.")
     if layer:
         name = layer[len("model."):] if layer.startswith("model.") and network is not model else layer
         try:

@@ -232,6 +232,15 @@ def test_gradcam_on_torchscript_says_why_and_what_to_use_instead(image):
     assert attribution_map(model, image, 0, "gradient").shape == (16, 16)
 
 
+def test_gradcam_on_an_exported_model_says_why_and_what_to_use_instead(image):
+    network = small_cnn().model
+    exported = torch.export.export(network, ((image - 0.5) / 0.25,)).module()
+    model = Classifier(exported, [0.5] * 3, [0.25] * 3)
+    with pytest.raises(UserError, match="exported.*gradient"):
+        attribution_map(model, image, 0, "gradcam")
+    assert attribution_map(model, image, 0, "gradient").shape == (16, 16)
+
+
 # --------------------------------------------------------------------------- explanation
 
 def test_explain_attack_puts_both_maps_on_one_scale_and_gives_the_verdict():
