@@ -64,6 +64,20 @@ def test_a_map_compared_with_itself_scores_one_on_every_similarity():
     assert other.center_of_mass_shift_px > 0
 
 
+def test_comparison_does_not_depend_on_the_shared_scale():
+    # Both maps are divided by one shared maximum for display; the numbers must not change.
+    rng = np.random.default_rng(1)
+    a, b = rng.random((24, 24)), rng.random((24, 24)) ** 2
+    plain, scaled = compare_maps(a, b), compare_maps(a / 7.0, b / 7.0)
+    assert scaled.spearman == pytest.approx(plain.spearman)
+    assert scaled.topk_intersection == plain.topk_intersection
+    assert scaled.ssim == pytest.approx(plain.ssim)
+    assert scaled.center_of_mass_shift_px == pytest.approx(plain.center_of_mass_shift_px)
+    assert compare_maps(a, 3.0 * a).spearman == 1.0
+    assert compare_maps(a, 3.0 * a).topk_intersection == 1.0
+    assert compare_maps(a, 3.0 * a).ssim == pytest.approx(1.0)
+
+
 def test_constant_maps_compare_as_equal_and_flat_vs_structured_as_unrelated():
     flat = np.zeros((16, 16))
     assert compare_maps(flat, flat).spearman == 1.0
