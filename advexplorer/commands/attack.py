@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     explain = parser.add_argument_group("explanation and robustness")
     explain.add_argument("--saliency", choices=SALIENCY_CHOICES,
                          help="attribution map before and after, compared (implies --robustness)")
+    explain.add_argument("--saliency-class", default="clean",
+                         choices=("clean", "adversarial", "label", "target", "each"),
+                         help="class the maps explain: the clean prediction (default), the "
+                              "adversarial prediction, the label, the target, or each image's own")
     explain.add_argument("--diagnostic", metavar="D.png",
                          help="diagnostic-region mask: report the share of attribution inside it")
     explain.add_argument("--robustness", action="store_true",
@@ -95,6 +99,7 @@ def build_request(args) -> "RunRequest":  # noqa: F821 (imported lazily)
     return RunRequest(model=loaded, image=image, config=config, allowed_mask=allowed,
                       mask_mode=mask_mode, mask_path=mask_path, diagnostic_mask=diagnostic,
                       diagnostic_path=diagnostic_path, label=label, saliency=args.saliency,
+                      saliency_class=getattr(args, "saliency_class", "clean"),
                       robustness=args.robustness or bool(args.saliency),
                       command_line=getattr(args, "command_line", None))
 

@@ -30,6 +30,9 @@ from advexplorer.io.models import LoadedModel
 
 RECORD_VERSION = 1
 MASK_MODES = ("none", "allowed", "protect")
+#: Which class the saliency maps explain: the clean prediction (both maps), the adversarial
+#: prediction (both maps), the label, the target, or ``each`` image's own prediction.
+SALIENCY_CLASSES = ("clean", "adversarial", "label", "target", "each")
 
 
 @dataclass
@@ -46,6 +49,7 @@ class RunRequest:
     diagnostic_path: Path | None = None
     label: int | None = None
     saliency: str | None = None
+    saliency_class: str = "clean"
     robustness: bool = False
     command_line: list[str] | None = None
 
@@ -61,6 +65,12 @@ class RunRequest:
             self.label = self.model.card.class_index(self.label)
         if self.config.targeted is not None:
             self.model.card.class_index(self.config.targeted)
+        if self.saliency_class not in SALIENCY_CLASSES:
+            raise UserError(f"Saliency class must be one of {', '.join(SALIENCY_CLASSES)}.")
+        if self.saliency_class == "label" and self.label is None:
+            raise UserError("Saliency for the label needs a label (--label CLASS).")
+        if self.saliency_class == "target" and self.config.targeted is None:
+            raise UserError("Saliency for the target needs a targeted attack (--targeted CLASS).")
 
 
 @dataclass
@@ -112,9 +122,16 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
     if request.saliency:
         from advexplorer.core.saliency import explain_attack
 
+        clean_class = int(result.clean_prediction[0])
+        adversarial_class = int(result.adversarial_prediction[0])
+        class_before = {"clean": clean_class, "each": clean_class, "adversarial": adversarial_class,
+                        "label": request.label,
+                        "target": None if result.targets is None else int(result.targets[0]),
+                        }[request.saliency_class]
+        class_after = adversarial_class if request.saliency_class == "each" else class_before
         explanation = explain_attack(
             classifier, images, result.adversarial.detach(), method=request.saliency,
-            class_index=int(result.clean_prediction[0]),
+            class_index=class_before, class_index_after=class_after,
             diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]),
             seed=result.seed)
     if request.robustness or request.saliency:
