@@ -295,27 +295,41 @@ class HistologySample:
         return float(1.0 - self.protect.mean())
 
 
+def unstained_background(corner: tuple[int, int]) -> float:
+    """Share of a tile's pixels that are bright and unstained (mean RGB > 0.8): lumen, stroma."""
+    y, x = corner
+    tile = load_slide()[y:y + TILE, x:x + TILE].astype(np.float32) / 255.0
+    return float((tile.mean(axis=2) > 0.8).mean())
+
+
 def choose_histology_samples(per_class: int = 3, min_free: float = 0.30,
                              max_free: float = 0.80) -> list[HistologySample]:
     """Pick clear-cut held-out tiles of both classes whose protect mask leaves 30–80 % free.
 
-    Deterministic: positives are clearly positive (stained fraction ≥ 0.20), negatives
-    clearly negative (≤ 0.02); within each class, candidates are ranked by how far their
-    free fraction is from 55 % and spread out (corners ≥ 48 px apart). The order is
-    positive, negative, positive, ...: the first (the app's default) is a DAB-positive tile
-    with stained cells to protect and background to attack.
+    Deterministic and model-independent: positives are clearly but not maximally positive
+    (stained fraction 0.20–0.30, two to three times the cut-off, like a gland's edge rather
+    than its saturated centre), negatives clearly negative (≤ 0.02). Within each class,
+    positives are ranked by their share of bright, unstained background (a gland's edge
+    against stroma shows the "protect the cells, attack the background" idea best), then —
+    like the negatives — by how close their free fraction is to 60 %; picks are kept ≥ 48 px
+    apart. The order is positive, negative, positive, ...: the
+    first (the app's default) is a DAB-positive tile with stained cells to protect and
+    background to attack.
     """
     held = histology_held_out()
     picked: dict[int, list[HistologySample]] = {0: [], 1: []}
     candidates = []
     for (y, x), label, fraction in zip(held.corners, held.labels.tolist(), held.dab_fraction):
-        clear = fraction >= 2 * POSITIVE_FRACTION if label == 1 else fraction <= 0.02
+        clear = 2 * POSITIVE_FRACTION <= fraction <= 3 * POSITIVE_FRACTION if label == 1 \
+            else fraction <= 0.02
         if not clear:
             continue
         protect = stained_cells_mask((int(y), int(x)))
         free = 1.0 - protect.mean()
         if min_free <= free <= max_free:
-            candidates.append((abs(free - 0.55), int(y), int(x), label, float(fraction), protect))
+            background = unstained_background((int(y), int(x))) if label == 1 else 0.0
+            candidates.append(((-round(background, 3), round(abs(free - 0.60), 4)), int(y), int(x),
+                               label, float(fraction), protect))
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     for _, y, x, label, fraction, protect in candidates:
         chosen = picked[label]
