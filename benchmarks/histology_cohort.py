@@ -11,13 +11,17 @@ given and prints flip rate (background-only attack) and robust accuracy vs ε wi
 Usage::
 
     python benchmarks/histology_cohort.py --out /tmp/histology-screen \\
-        models/histology_standard.pt models/histology_robust.pt [-- extra screen options]
+        models/histology_standard.pt models/histology_robust.pt \\
+        [--screen-args "--verify-monotone 16 --min-eps"]
+
+A model whose screen folder already holds a ``summary.json`` is not screened again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,17 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the tiles and one screen per model")
     parser.add_argument("--eps", default="0,1/255,2/255,4/255,8/255")
     parser.add_argument("--steps", default="10")
-    args, extra = parser.parse_known_args(argv)
+    parser.add_argument("--screen-args", default="", help="more options for advexplorer screen, quoted")
+    args = parser.parse_args(argv)
+    extra = shlex.split(args.screen_args)
     from advexplorer.cli import main as cli
 
     out = Path(args.out)
-    images, protect = export_tiles(out)
+    images, protect = (out / "tiles", out / "protect") if (out / "tiles").is_dir() else export_tiles(out)
     summaries = {}
     for model in args.models:
         name = Path(model).stem
+        if (out / f"screen_{name}" / "summary.json").is_file():
+            summaries[name] = json.loads((out / f"screen_{name}" / "summary.json").read_text())
+            continue
         code = cli(["screen", "--model", model, "--images", str(images), "--protect-dir", str(protect),
                     "--eps", args.eps, "--steps", args.steps, "--noise-baseline", "--out",
-                    str(out / f"screen_{name}"), *[e for e in extra if e != "--"]])
+                    str(out / f"screen_{name}"), *extra])
         if code != 0:
             return code
         summaries[name] = json.loads((out / f"screen_{name}" / "summary.json").read_text())
