@@ -193,3 +193,24 @@ def test_per_image_csv_round_trip_and_cut_line(tmp_path, card):
     assert path.read_text().splitlines()[0].split(",") == csv_columns(eps, noise_baseline=True, min_eps=True)
     with pytest.raises(UserError, match="other ε values"):
         read_per_image_csv(path, (0.0, 4 / 255), card.classes, noise_baseline=True, min_eps=True)
+
+
+def test_loader_falls_back_to_the_main_process(tmp_path, card, monkeypatch):
+    """If worker processes cannot start, every image still arrives once, with a note."""
+    from advexplorer.io import cohort as cohort_module
+
+    for k in range(5):
+        write_image(tmp_path / "images" / f"t{k}.png", k)
+    real = cohort_module.DataLoader
+
+    class NoWorkers(real):
+        def __iter__(self):
+            if self.num_workers > 0:
+                raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+            return super().__iter__()
+
+    monkeypatch.setattr(cohort_module, "DataLoader", NoWorkers)
+    loader = open_cohort(tmp_path / "images", card).loader(2, num_workers=2)
+    _, ids, _ = collect(loader)
+    assert ids == [f"t{k}.png" for k in range(5)]
+    assert any("main process" in note for note in loader.notes)
