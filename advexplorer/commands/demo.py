@@ -18,7 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screenshot", metavar="FILE.png",
                         help="save a screenshot of the window after the last step, then exit")
     parser.add_argument("--steps", type=int, default=20, help="PGD iterations (default 20)")
-    parser.add_argument("--eps", type=number, default=8 / 255, help="L∞ budget (default 8/255)")
+    parser.add_argument("--eps", type=number, default=8 / 255,
+                        help="L∞ budget (default 8/255, which flips the bundled sample even "
+                             "with its protect mask)")
+    parser.add_argument("--saliency", default="smoothgrad",
+                        help="saliency method shown before/after, or 'none' (default smoothgrad)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--size", default="1600x1000", metavar="WxH",
                         help="window size for the screenshot (default 1600x1000)")
@@ -45,5 +49,6 @@ def run(args) -> int:
         window.resize(width, height)
 
     options = StartOptions(device=args.device, remember=False)
-    demo = DemoOptions(steps=args.steps, eps=args.eps, screenshot=screenshot)
+    demo = DemoOptions(steps=args.steps, eps=args.eps, screenshot=screenshot,
+                       saliency=None if args.saliency == "none" else args.saliency)
     return run_app(options, demo=demo, on_window=size_window)

@@ -24,7 +24,8 @@ class DemoOptions:
     """``advexplorer demo``: run PGD live on the bundled sample; optionally screenshot and exit."""
 
     steps: int = 20
-    eps: float = 8 / 255
+    eps: float | None = None          # None: the card's suggested ε, else 8/255
+    saliency: str | None = None
     screenshot: Path | None = None
     timeout_s: float = 600.0
 
@@ -38,7 +39,7 @@ def application() -> QApplication:
         app = QApplication(sys.argv[:1])
     app.setApplicationName("AdvExplorer")
     app.setOrganizationName("AdvExplorer")
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
     style = Path(__file__).with_name("style.qss")
     if style.is_file():
         from advexplorer.gui.icons import ICONS_DIR
@@ -77,9 +78,16 @@ class DemoDriver:
         if not enabled or self.started or self.window.session.current is None:
             return
         self.started = True
-        self.window.attack_panel.set_values(method="pgd", norm="linf", eps=f"{self.demo.eps * 255:g}/255",
-                                            steps=self.demo.steps, step_size=None, seed=0,
-                                            random_start=False, restarts=1, early_stop=False)
+        eps = self.demo.eps
+        card = self.window.model.card if self.window.model is not None else None
+        if eps is None and card is not None and isinstance(card.extra.get("suggested_eps"), (int, float)):
+            eps = float(card.extra["suggested_eps"])
+        eps = 8 / 255 if eps is None else eps
+        panel = self.window.attack_panel
+        panel.set_values(method="pgd", norm="linf", eps=f"{eps * 255:g}/255", steps=self.demo.steps,
+                         step_size=None, seed=0, random_start=False, restarts=1, early_stop=False)
+        if self.demo.saliency and panel.saliency.findData(self.demo.saliency) >= 0:
+            panel.set_values(saliency=self.demo.saliency)
         self.window.start_run()
 
     def _finished(self, _summary) -> None:

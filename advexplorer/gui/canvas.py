@@ -31,6 +31,26 @@ def _lut(rgb: tuple[int, int, int]) -> np.ndarray:
     return lut
 
 
+def _outline_lut(rgb: tuple[int, int, int]) -> np.ndarray:
+    """0 transparent, 1 a faint fill, 2 the opaque edge: the diagnostic region reads as an
+    outline, so it does not hide the tissue or the attack mask under it."""
+    lut = np.zeros((3, 4), dtype=np.uint8)
+    lut[1] = (*rgb, 50)
+    lut[2] = (*rgb, 255)
+    return lut
+
+
+def _with_outline(mask: np.ndarray) -> np.ndarray:
+    """mask + its 4-connected inner boundary (values 0, 1, 2)."""
+    inside = mask.astype(bool)
+    interior = inside.copy()
+    interior[1:, :] &= inside[:-1, :]
+    interior[:-1, :] &= inside[1:, :]
+    interior[:, 1:] &= inside[:, :-1]
+    interior[:, :-1] &= inside[:, 1:]
+    return inside.astype(np.uint8) + (inside & ~interior).astype(np.uint8)
+
+
 class _CanvasViewBox(pg.ViewBox):
     """A ViewBox whose left button paints with the current tool (unless panning)."""
 
@@ -111,7 +131,7 @@ class MaskCanvas(pg.GraphicsView):
         self.active_layer = "attack"  # or "diagnostic"
         self.tool = "brush"
         self.brush_size = 20  # diameter in image pixels
-        self.opacity = 0.45
+        self.opacity = 0.4
         self.space_held = False
         self._last_point: QPointF | None = None
         self._press_point: QPointF | None = None
@@ -171,10 +191,11 @@ class MaskCanvas(pg.GraphicsView):
             self.attack_item.setLookupTable(_lut(LAYER_COLOURS[masks.mode]))
             self.attack_item.setImage(masks.attack.data, autoLevels=False, levels=(0, 1))
         if "diagnostic" in self._dirty:
-            self.diagnostic_item.setLookupTable(_lut(LAYER_COLOURS["diagnostic"]))
-            self.diagnostic_item.setImage(masks.diagnostic.data, autoLevels=False, levels=(0, 1))
+            self.diagnostic_item.setLookupTable(_outline_lut(LAYER_COLOURS["diagnostic"]))
+            self.diagnostic_item.setImage(_with_outline(masks.diagnostic.data), autoLevels=False,
+                                          levels=(0, 2))
         self.attack_item.setOpacity(self.opacity)
-        self.diagnostic_item.setOpacity(self.opacity * 0.8)
+        self.diagnostic_item.setOpacity(min(1.0, self.opacity * 2))
         self._dirty.clear()
 
     @property
@@ -210,7 +231,7 @@ class MaskCanvas(pg.GraphicsView):
     def set_opacity(self, opacity: float) -> None:
         self.opacity = float(min(max(opacity, 0.0), 1.0))
         self.attack_item.setOpacity(self.opacity)
-        self.diagnostic_item.setOpacity(self.opacity * 0.8)
+        self.diagnostic_item.setOpacity(min(1.0, self.opacity * 2))
 
     def paints_with_left_button(self) -> bool:
         return self.tool != "pan" and not self.space_held and self.layer is not None

@@ -99,6 +99,8 @@ class MainWindow(QMainWindow):
         self._run_started = 0.0
         self._run_steps = 0
         self._run_saliency = None
+        self._run_done = False
+        self._status_time = 0.0
         self._latest: StepUpdate | None = None
         self._latest_images: StepUpdate | None = None
         self._original_shown = False
@@ -645,14 +647,17 @@ class MainWindow(QMainWindow):
         card = loaded.card
         self.model_card = card
         self.model_name.setText(card.name)
-        accuracy = f" · clean accuracy {card.clean_accuracy:.1%}" if card.clean_accuracy is not None else ""
+        accuracy = f"\nclean accuracy {card.clean_accuracy:.1%}" if card.clean_accuracy is not None else ""
+        robust = card.extra.get("robust_accuracy")
+        if isinstance(robust, dict) and isinstance(robust.get("value"), (int, float)):
+            accuracy += f", robust {robust['value']:.1%} at ε={robust.get('eps_text', robust.get('eps'))}"
         classes = ", ".join(card.classes[:6]) + (" …" if len(card.classes) > 6 else "")
         self.model_info.setText(
             f"{Path(loaded.path).name} ({loaded.format}) on {loaded.device}\n"
             f"{card.num_classes} classes: {classes}\n"
-            f"input {card.input_size[1]}×{card.input_size[0]}×{card.channels}, {card.resize}{accuracy}"
-            + (f"\n{card.description}" if card.description else ""))
-        self.model_info.setToolTip(f"sha256 {loaded.sha256}")
+            f"input {card.input_size[1]}×{card.input_size[0]}×{card.channels}, {card.resize}{accuracy}")
+        self.model_info.setToolTip("\n\n".join(t for t in (card.description, card.training_data,
+                                                            f"sha256 {loaded.sha256}") if t))
         self.attack_panel.set_classes(card.classes)
         current = self.session.current
         if current is not None and current.label is not None:
@@ -924,6 +929,7 @@ class MainWindow(QMainWindow):
         config = job.config_kwargs
         steps = 1 if config["method"] == "fgsm" else config["steps"]
         self._mode = "run"
+        self._run_done = False
         self._run_saliency = job.saliency
         self._run_entry = entry
         self._run_started = time.perf_counter()
@@ -989,11 +995,15 @@ class MainWindow(QMainWindow):
                                 caption=f"{classes[top]} ({images.probabilities[top]:.2f})")
             self._latest_images = None
         elapsed = max(update.elapsed_s, 1e-9)
-        self.steps_label.setText(f"{self._run_steps / elapsed:.1f} steps/s")
+        now = time.perf_counter()
+        if now - self._status_time > 0.25:  # text that changes 30×/s is unreadable anyway
+            self._status_time = now
+            self.steps_label.setText(f"{self._run_steps / elapsed:.1f} steps/s")
         restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
         self.step_label.setText(f"step {update.index}/{update.total_steps}{restart}")
         self.run_progress.setValue(self._run_steps)
-        if update.index == update.total_steps and update.restart == update.restarts - 1:
+        if (update.index == update.total_steps and update.restart == update.restarts - 1
+                and self.controller.running and not self._run_done):
             extra = " and computing the saliency maps and robustness numbers" if self._run_saliency else ""
             self.result_summary.setText(f"Last step done; scoring the 8-bit export{extra}…")
 
@@ -1003,7 +1013,9 @@ class MainWindow(QMainWindow):
             return
         summary: RunSummary = result
         entry = self._run_entry
+        self._redraw.cancel()  # a throttled redraw still pending must not paint over the result
         self._redraw_live()
+        self._run_done = True
         if entry is not None and entry in self.session.images:
             self.session.add_run(entry, summary)
         if entry is self.session.current:

@@ -63,13 +63,15 @@ class ImageStrip(pg.GraphicsLayoutWidget):
     def __init__(self, titles: list[tuple[str, str]], parent=None):
         super().__init__(parent)
         self.setBackground("#1e1f22")
-        self.ci.setContentsMargins(2, 2, 2, 2)
+        self.ci.setContentsMargins(2, 2, 26, 2)  # room for the last colour bar's labels
         self.ci.layout.setHorizontalSpacing(4)
         self.items: dict[str, pg.ImageItem] = {}
         self.views: dict[str, pg.ViewBox] = {}
         self.titles: dict[str, pg.LabelItem] = {}
         self.captions: dict[str, pg.LabelItem] = {}
         self.bars: dict[str, pg.ColorBarItem] = {}
+        self._view_columns: list[int] = []
+        self._bar_columns: list[int] = []
         column = 0
         for key, title in titles:
             label = pg.LabelItem(title, size="9pt", color="#d0d0d0")
@@ -87,8 +89,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
                 text_item.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             self.addItem(caption, row=2, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
             self.items[key], self.views[key] = item, view
-            self.ci.layout.setColumnStretchFactor(column, 10)
-            self.ci.layout.setColumnMinimumWidth(column, 60)
+            self._view_columns.append(column)
             self.titles[key], self.captions[key] = label, caption
             column += 1
             if key in ("perturbation", "saliency_after"):
@@ -98,9 +99,26 @@ class ImageStrip(pg.GraphicsLayoutWidget):
                                       colorMapMenu=False)
                 self.addItem(bar, row=1, col=column)
                 self.bars[key] = bar
-                self.ci.layout.setColumnStretchFactor(column, 0)
+                self._bar_columns.append(column)
                 column += 1
         self.setMinimumHeight(170)
+
+    BAR_WIDTH = 72
+
+    def resizeEvent(self, event):  # noqa: N802
+        """Give every image panel the same width (the grid would favour some columns)."""
+        if not getattr(self, "_view_columns", None):  # still being constructed
+            super().resizeEvent(event)
+            return
+        layout = self.ci.layout
+        spacing = layout.horizontalSpacing() * (len(self._view_columns) + len(self._bar_columns))
+        free = event.size().width() - 56 - spacing - self.BAR_WIDTH * len(self._bar_columns)
+        width = max(40.0, free / max(len(self._view_columns), 1))
+        for column in self._view_columns:
+            layout.setColumnFixedWidth(column, width)
+        for column in self._bar_columns:
+            layout.setColumnFixedWidth(column, self.BAR_WIDTH)
+        super().resizeEvent(event)
 
     def set_rgb(self, key: str, image_hwc: np.ndarray | None) -> None:
         item = self.items[key]
@@ -120,12 +138,15 @@ class ImageStrip(pg.GraphicsLayoutWidget):
             return
         first = item.image is None
         item.setImage(np.ascontiguousarray(array, dtype=np.float32), autoLevels=False, levels=levels)
-        item.setColorMap(pg.colormap.get(colour_map))
+        if getattr(item, "_colour_map_name", None) != colour_map:
+            item.setColorMap(pg.colormap.get(colour_map))
+            item._colour_map_name = colour_map
         if first:
             self.views[key].autoRange(padding=0.0)
 
     def set_caption(self, key: str, text: str) -> None:
-        self.captions[key].setText(text)
+        if self.captions[key].text != text:  # setText re-lays out the whole strip
+            self.captions[key].setText(text)
 
     def clear_all(self) -> None:
         for key, item in self.items.items():
@@ -153,11 +174,13 @@ class LiveViews(QWidget):
         layout.addWidget(self.verdict)
         self.scale = 1.0
         self.norm = "linf"
+        self._bar_scale = None
 
     def start(self, eps: float, norm: str, original: np.ndarray | None = None) -> None:
         """A new run: fix the perturbation's colour scale to ±ε (L∞) for the whole run."""
         self.norm = norm
         self.scale = float(eps) if norm == "linf" else 0.0
+        self._bar_scale = None
         self.strip.clear_all()
         self.verdict.setText("")
         if original is not None:
@@ -173,9 +196,10 @@ class LiveViews(QWidget):
             self.scale = max(self.scale, float(np.abs(delta).max()), 1e-6)
         scale = max(self.scale, 1e-6)
         self.strip.set_scalar("perturbation", delta, (-scale, scale), DIVERGING)
-        self.strip.bars["perturbation"].setLevels((-scale, scale))
-        amplification = 0.5 / scale
-        self.strip.set_caption("perturbation", f"range ±{scale * 255:.3g}/255 (×{amplification:.3g})")
+        if scale != self._bar_scale:  # the colour bar re-renders on every setLevels: only on change
+            self._bar_scale = scale
+            self.strip.bars["perturbation"].setLevels((-scale, scale))
+            self.strip.set_caption("perturbation", f"range ±{scale * 255:.3g}/255 (×{0.5 / scale:.3g})")
         if caption:
             self.strip.set_caption("adversarial", caption)
 
@@ -234,7 +258,7 @@ class TrajectoryPlots(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        pg.setConfigOptions(antialias=True)
+        pg.setConfigOptions(antialias=False)
         self.confidence = pg.PlotWidget(background="#1e1f22")
         self.confidence.setTitle("Confidence per class", size="9pt", color="#d0d0d0")
         self.confidence.setLabel("bottom", "step")
@@ -275,6 +299,9 @@ class TrajectoryPlots(QWidget):
         self.reference: int | None = None
         self.target: int | None = None
         self.label: int | None = None
+        self._y_ranges: dict[str, tuple[float, float]] = {}
+        for plot in (self.loss, self.margin):
+            plot.enableAutoRange(x=False, y=False)
 
     def start(self, classes, capacity: int, label: int | None = None, target: int | None = None) -> None:
         """A new run with room for ``capacity`` steps (buffers are preallocated)."""
@@ -287,6 +314,7 @@ class TrajectoryPlots(QWidget):
         self.count = 0
         self.label, self.target = label, target
         self.reference = label
+        self._y_ranges: dict[str, tuple[float, float]] = {}
         for curve in self.curves.values():
             self.confidence.removeItem(curve)
         self.legend.clear()
@@ -344,6 +372,23 @@ class TrajectoryPlots(QWidget):
             curve.setData(x, self.probabilities[:n, index])
         self.loss_curve.setData(x, self.losses[:n])
         self.margin_curve.setData(x, self.margins[:n])
+        if n:
+            self._fit_y(self.loss, "loss", self.losses[:n])
+            self._fit_y(self.margin, "margin", self.margins[:n])
+
+    def _fit_y(self, plot, key: str, values: np.ndarray) -> None:
+        """Grow the y range with headroom only when the data leave it: re-ranging (and so
+        re-drawing the axis) on every frame would cost more than the curve itself."""
+        low, high = float(values.min()), float(values.max())
+        current = self._y_ranges.get(key)
+        if current is not None and current[0] <= low and high <= current[1]:
+            return
+        span = max(high - low, abs(high) * 0.05, 1e-3)
+        new = (low - 0.25 * span, high + 0.25 * span)
+        if current is not None:
+            new = (min(new[0], current[0]), max(new[1], current[1]))
+        self._y_ranges[key] = new
+        plot.setYRange(*new, padding=0)
 
     def show_summary(self, summary: RunSummary) -> None:
         trajectory = summary.probability_trajectory

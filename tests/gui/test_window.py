@@ -75,18 +75,32 @@ def test_painting_during_a_run_does_not_change_the_runs_mask(qtbot, window):
     assert masks.attack.data.sum() == 24 * 16
 
 
-def test_cancel_stops_within_a_step_and_keeps_history(qtbot, window):
+def test_cancel_stops_within_a_step_and_keeps_history(qtbot, window, monkeypatch):
+    import advexplorer.gui.main_window as main_window
+
     window.attack_panel.set_values(method="pgd", eps="8/255", steps=3)
     with qtbot.waitSignal(window.run_finished, timeout=30000):
         window.start_run()
     _finish(qtbot, window)
-    window.attack_panel.set_values(steps=5000)
+
+    produced = []  # steps the worker computed (not just those the GUI has drawn yet)
+    real_run_job = main_window.run_job
+
+    def counting_run_job(job):
+        steps = real_run_job(job)
+        for update in steps:
+            produced.append(update.index)
+            yield update
+
+    monkeypatch.setattr(main_window, "run_job", counting_run_job)
+    window.attack_panel.set_values(steps=100000)
     window.start_run()
     qtbot.waitUntil(lambda: window.plots.count >= 3, timeout=30000)
     with qtbot.waitSignal(window.controller.cancelled, timeout=10000):
         window.cancel_run()
+        at_cancel = len(produced)
     _finish(qtbot, window, timeout=10000)
-    assert window.plots.count < 100
+    assert len(produced) - at_cancel <= 1, "the worker stops after at most the step in progress"
     assert len(window.session.current.runs) == 1, "a cancelled run is not added; the earlier one stays"
     assert "cancelled" in window.result_summary.text().lower()
     assert window.run_button.isEnabled()
