@@ -22,6 +22,11 @@ from torch import nn
 
 from advexplorer.core.model import Classifier
 
+# The test models are tiny: one intra-op thread is as fast, and on a busy 2-core machine
+# (CI, or several test runs at once) extra OpenMP threads spin against each other and
+# make the suite 10-20× slower.
+torch.set_num_threads(1)
+
 
 class TinyCNN(nn.Module):
     """conv(3×3) → tanh → conv(3×3, stride 2) → tanh → 2×2 average pool → linear."""

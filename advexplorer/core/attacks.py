@@ -246,21 +246,29 @@ def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _unit_direction(gradient: torch.Tensor, norm: str) -> torch.Tensor:
+    """The step direction (sign, or unit L2 norm per image) as a new tensor."""
     if norm == "linf":
         return gradient.sign()
     norms = gradient.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10  # as torchattacks
     return gradient / norms
 
 
-def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
-    """Project onto the ε-ball around ``images`` and clip to [0,1]."""
-    delta = adversarial - images
+def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: torch.Tensor | float,
+             norm: str) -> torch.Tensor:
+    """Project onto the ε-ball around ``images`` and clip to [0,1], overwriting ``adversarial``.
+
+    ``eps`` is an N×1×1×1 tensor, or a number when the whole batch shares one budget.
+    Callers pass a freshly computed tensor; working in place saves an allocation per
+    operation, and since + and × commute exactly in IEEE arithmetic the result is the same
+    as ``clamp(images + clamp(adversarial − images, −ε, ε), 0, 1)``.
+    """
+    delta = adversarial.sub_(images)
     if norm == "linf":
-        delta = torch.minimum(torch.maximum(delta, -eps), eps)
+        delta.clamp_(-eps, eps)
     else:
         norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        delta = delta * torch.clamp(eps / norms, max=1.0)  # norm 0 → inf → factor 1
-    return torch.clamp(images + delta, 0.0, 1.0)
+        delta.mul_(torch.clamp(eps / norms, max=1.0))  # norm 0 → inf → factor 1
+    return delta.add_(images).clamp_(0.0, 1.0)
 
 
 def _random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator,
@@ -341,6 +349,11 @@ def attack_steps(
     mask = prepare_mask(allowed_mask, images)
     eps_t = _per_image(config.eps if eps is None else eps, n, images)
     alpha_t = _per_image(config.effective_step_size(eps_t.flatten()), n, images)
+    # A budget shared by the whole batch is applied as a Python number: scalar arithmetic
+    # skips broadcasting an N×1×1×1 tensor every step and rounds exactly as it did.
+    shared_budget = bool((eps_t == eps_t[0]).all() & (alpha_t == alpha_t[0]).all())
+    step_eps = float(eps_t[0]) if shared_budget else eps_t
+    step_alpha = float(alpha_t[0]) if shared_budget else alpha_t
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     generator = torch.Generator().manual_seed(int(seed))
     total_steps = config.effective_steps
@@ -372,13 +385,17 @@ def attack_steps(
 
     def succeeded(probabilities: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
         prediction = probabilities.argmax(dim=1)
-        return prediction == objective_class[rows] if targeted else prediction != reference[rows]
+        wanted = objective_class if targeted else reference
+        wanted = wanted if isinstance(rows, slice) else wanted[rows]
+        return prediction == wanted if targeted else prediction != wanted
 
     best_adv = images.clone()
     best_probs = None
     best_loss = torch.full((n,), -float("inf"), device=device)
     best_success = torch.zeros(n, dtype=torch.bool, device=device)
     steps_run = torch.zeros(n, dtype=torch.long, device=device)
+    # Gradient evaluations shared by every image are counted here, not per row on the device.
+    shared_steps = 0
     backward_passes = 0
     loss_rows: list[torch.Tensor] = []
     prob_rows: list[torch.Tensor] = []
@@ -391,6 +408,9 @@ def attack_steps(
             images, eps_t, config.norm)
         momentum = torch.zeros_like(images) if config.method == "mifgsm" else None
         active = torch.ones(n, dtype=torch.bool, device=device)
+        # Only early stop can freeze images; until it does, every step works on the whole
+        # batch, and indexing, device syncs and per-row bookkeeping are skipped.
+        everyone, rows = True, slice(None)
         probabilities = None
         loss = torch.zeros(n, device=device)
         success = torch.zeros(n, dtype=torch.bool, device=device)
@@ -399,8 +419,6 @@ def attack_steps(
 
         for index in range(total_steps + 1):
             need_grad = gradient_method and index < total_steps
-            everyone = bool(active.all())
-            rows = slice(None) if everyone else active.nonzero().squeeze(1)
             x_rows = x if everyone else x[rows]
             if index == 0 and starts_clean and clean_logits is not None:
                 # Step 0 is the clean image, already scored (noise baseline, later restarts).
@@ -413,7 +431,8 @@ def attack_steps(
                     forward_passes += n
             else:
                 logits, objective, gradient, used_class = _evaluate(
-                    model, x_rows, None if objective_class is None else objective_class[rows],
+                    model, x_rows, objective_class if objective_class is None or everyone
+                    else objective_class[rows],
                     targeted, need_grad, check_range=clean_logits is None)
                 forward_passes += x_rows.shape[0]
                 if clean_logits is None:  # first evaluation of a run that shares the clean pass
@@ -423,7 +442,10 @@ def attack_steps(
                     objective_class = used_class
             if need_grad:
                 backward_passes += x_rows.shape[0]
-                steps_run[rows] += 1
+                if everyone:
+                    shared_steps += 1
+                else:
+                    steps_run[rows] += 1
             step_probs = torch.softmax(logits.float(), dim=1)
             step_success = succeeded(step_probs, rows)
             if everyone or probabilities is None:
@@ -456,24 +478,31 @@ def attack_steps(
 
             if config.early_stop:
                 active = active & ~success
-            if index == total_steps or not bool(active.any()):
+                everyone = bool(active.all())
+                if not everyone:
+                    if not bool(active.any()):
+                        break
+                    rows = active.nonzero().squeeze(1)
+            if index == total_steps:
                 break
-            everyone = bool(active.all())
-            rows = slice(None) if everyone else active.nonzero().squeeze(1)
+
+            def pick(value):  # the rows still being attacked
+                return value if everyone or not isinstance(value, torch.Tensor) else value[rows]
+
             if gradient_method:
-                step_gradient = full_gradient[rows]
+                step_gradient = full_gradient if everyone else full_gradient[rows]
                 if momentum is not None:
                     scale = step_gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                    step_gradient = step_gradient / scale + config.decay * momentum[rows]
+                    step_gradient = step_gradient / scale + config.decay * pick(momentum)
                     momentum = step_gradient if everyone else momentum.index_copy(0, rows, step_gradient)
-                moved = x[rows] + alpha_t[rows] * _unit_direction(step_gradient, config.norm)
-                new_rows = _project(moved, images[rows], eps_t[rows], config.norm)
+                # α·u + x, in place on the fresh direction u (the same numbers as x + α·u).
+                moved = _unit_direction(step_gradient, config.norm).mul_(pick(step_alpha)).add_(pick(x))
+                new_rows = _project(moved, pick(images), pick(step_eps), config.norm)
             else:
                 sub_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
-                shape = images[rows].shape
-                delta = _random_delta(shape, eps_t[rows], config.norm, generator, sub_mask,
-                                      full_budget=True)
-                new_rows = torch.clamp(images[rows] + delta, 0.0, 1.0)
+                delta = _random_delta(pick(images).shape, pick(eps_t), config.norm, generator,
+                                      sub_mask, full_budget=True)
+                new_rows = torch.clamp(pick(images) + delta, 0.0, 1.0)
             x = new_rows if everyone else x.index_copy(0, rows, new_rows)
 
         better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
@@ -491,7 +520,7 @@ def attack_steps(
         adversarial=best_adv, clean_probabilities=clean_probabilities,
         adversarial_probabilities=best_probs, reference=reference,
         targets=objective_class if targeted else None, success=best_success, loss=best_loss,
-        steps_run=steps_run, forward_passes=forward_passes, backward_passes=backward_passes,
+        steps_run=steps_run + shared_steps, forward_passes=forward_passes, backward_passes=backward_passes,
         loss_trajectory=torch.stack(loss_rows), probability_trajectory=torch.stack(prob_rows),
         eps=eps_t.flatten(), trajectory_steps=row_steps,
     )
