@@ -351,7 +351,8 @@ def attack_steps(
     alpha_t = _per_image(config.effective_step_size(eps_t.flatten()), n, images)
     # A budget shared by the whole batch is applied as a Python number: scalar arithmetic
     # skips broadcasting an N×1×1×1 tensor every step and rounds exactly as it did.
-    shared_budget = bool((eps_t == eps_t[0]).all() & (alpha_t == alpha_t[0]).all())
+    shared_budget = eps is None or torch.as_tensor(eps).dim() == 0 or \
+        bool((eps_t == eps_t[0]).all() & (alpha_t == alpha_t[0]).all())
     step_eps = float(eps_t[0]) if shared_budget else eps_t
     step_alpha = float(alpha_t[0]) if shared_budget else alpha_t
     seed = config.seed if config.seed is not None else secrets.randbits(31)
@@ -389,10 +390,7 @@ def attack_steps(
         wanted = wanted if isinstance(rows, slice) else wanted[rows]
         return prediction == wanted if targeted else prediction != wanted
 
-    best_adv = images.clone()
-    best_probs = None
-    best_loss = torch.full((n,), -float("inf"), device=device)
-    best_success = torch.zeros(n, dtype=torch.bool, device=device)
+    best_adv = best_probs = best_loss = best_success = None  # set by the first restart
     steps_run = torch.zeros(n, dtype=torch.long, device=device)
     # Gradient evaluations shared by every image are counted here, not per row on the device.
     shared_steps = 0
@@ -505,13 +503,15 @@ def attack_steps(
                 new_rows = torch.clamp(pick(images) + delta, 0.0, 1.0)
             x = new_rows if everyone else x.index_copy(0, rows, new_rows)
 
-        better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
-        b4 = better.view(-1, 1, 1, 1)
-        best_adv = torch.where(b4, run_adv, best_adv)
-        best_probs = run_probs if best_probs is None else \
-            torch.where(better[:, None], run_probs, best_probs)
-        best_loss = torch.where(better, run_loss, best_loss)
-        best_success = best_success | run_success
+        if restart == 0:  # the first run is the best so far
+            best_adv, best_probs, best_loss, best_success = run_adv, run_probs, run_loss, run_success
+        else:
+            better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
+            b4 = better.view(-1, 1, 1, 1)
+            best_adv = torch.where(b4, run_adv, best_adv)
+            best_probs = torch.where(better[:, None], run_probs, best_probs)
+            best_loss = torch.where(better, run_loss, best_loss)
+            best_success = best_success | run_success
         if config.early_stop and bool(best_success.all()):
             break
 
