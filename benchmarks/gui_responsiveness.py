@@ -46,6 +46,7 @@ from pathlib import Path
 app = application()
 window = create_window(StartOptions(model=Path(model) if model else None,
                                     images=[Path(image)] if image else [], remember=False))
+window.non_interactive = True
 marks = {}
 QTimer.singleShot(0, lambda: marks.setdefault("first_window", time.time() - t0))
 def ready(enabled):
@@ -110,6 +111,7 @@ def main() -> int:
     window = create_window(StartOptions(model=model, remember=False,
                                         images=[Path(args.image)] if args.image else []))
     window.resize(1600, 1000)
+    window.non_interactive = True  # an error must end the benchmark, not wait for a click
     deadline = time.time() + 300
     while not window.can_run():
         app.processEvents()

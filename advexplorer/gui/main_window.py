@@ -966,17 +966,17 @@ class MainWindow(QMainWindow):
             self._on_batch_item(item)
             return
         update: StepUpdate = item
-        self._run_steps += 1
-        self.plots.add(update.probabilities, update.loss)
+        self._run_steps += update.count
+        self.plots.add_rows(update.probabilities, update.losses)
         self._latest = update
         if update.adversarial is not None:
             self._latest_images = update
         if update.original is not None:
             self.live.strip.set_rgb("original", update.original)
             if self.model is not None:
-                top = int(np.argmax(update.probabilities))
-                self.live.strip.set_caption("original", f"{self.model.card.classes[top]} "
-                                                        f"({update.probabilities[top]:.2f})")
+                first = update.probabilities[0]
+                top = int(np.argmax(first))
+                self.live.strip.set_caption("original", f"{self.model.card.classes[top]} ({first[top]:.2f})")
         self._redraw()
 
     def _redraw_live(self) -> None:
@@ -990,9 +990,10 @@ class MainWindow(QMainWindow):
         images = self._latest_images
         if images is not None and self.model is not None:
             classes = self.model.card.classes
-            top = int(np.argmax(images.probabilities))
+            latest = images.probabilities[-1]
+            top = int(np.argmax(latest))
             self.live.show_step(images.adversarial, images.perturbation,
-                                caption=f"{classes[top]} ({images.probabilities[top]:.2f})")
+                                caption=f"{classes[top]} ({latest[top]:.2f})")
             self._latest_images = None
         elapsed = max(update.elapsed_s, 1e-9)
         now = time.perf_counter()
@@ -1002,8 +1003,7 @@ class MainWindow(QMainWindow):
         restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
         self.step_label.setText(f"step {update.index}/{update.total_steps}{restart}")
         self.run_progress.setValue(self._run_steps)
-        if (update.index == update.total_steps and update.restart == update.restarts - 1
-                and self.controller.running and not self._run_done):
+        if update.is_last and self.controller.running and not self._run_done:
             extra = " and computing the saliency maps and robustness numbers" if self._run_saliency else ""
             self.result_summary.setText(f"Last step done; scoring the 8-bit export{extra}…")
 

@@ -342,21 +342,32 @@ class TrajectoryPlots(QWidget):
 
     def add(self, probabilities: np.ndarray, loss: float) -> None:
         """Append one step (cheap; the curves are redrawn by :meth:`redraw`)."""
-        if self.count >= len(self.losses):  # more steps than planned (should not happen): grow
+        self.add_rows(np.asarray(probabilities, dtype=np.float32)[None], np.array([loss], np.float32))
+
+    def add_rows(self, probabilities: np.ndarray, losses: np.ndarray) -> None:
+        """Append a batch of steps: probabilities (n×K) and losses (n,)."""
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        n = len(probabilities)
+        if n == 0:
+            return
+        while self.count + n > len(self.losses):  # more steps than planned (should not happen)
             self.start_grow()
-        row = self.count
-        self.probabilities[row, :len(probabilities)] = probabilities
-        self.losses[row] = loss
+        rows = slice(self.count, self.count + n)
+        k = probabilities.shape[1]
+        self.probabilities[rows, :k] = probabilities
+        self.losses[rows] = losses
         if self.reference is None:
-            self.reference = int(np.argmax(probabilities))
+            self.reference = int(np.argmax(probabilities[0]))
         reference = self.target if self.target is not None else self.reference
-        others = np.delete(probabilities, reference)
-        self.margins[row] = probabilities[reference] - (others.max() if others.size else 0.0)
-        if row == 0:  # the classes that matter: top 3 at the start, and any new leader
-            for index in np.argsort(probabilities)[::-1][:3]:
+        others = probabilities.copy()
+        others[:, reference] = -np.inf
+        self.margins[rows] = probabilities[:, reference] - (others.max(axis=1) if k > 1 else 0.0)
+        if self.count == 0:  # the classes that matter: top 3 at the start, and any new leader
+            for index in np.argsort(probabilities[0])[::-1][:3]:
                 self._track(int(index))
-        self._track(int(np.argmax(probabilities)))
-        self.count += 1
+        for index in np.unique(np.argmax(probabilities, axis=1)):
+            self._track(int(index))
+        self.count += n
 
     def start_grow(self) -> None:
         extra = max(len(self.losses), 1)
@@ -393,8 +404,7 @@ class TrajectoryPlots(QWidget):
     def show_summary(self, summary: RunSummary) -> None:
         trajectory = summary.probability_trajectory
         self.start(summary.classes, len(trajectory), summary.label, summary.target)
-        for row in range(len(trajectory)):
-            self.add(trajectory[row], float(summary.loss_trajectory[row]))
+        self.add_rows(trajectory, summary.loss_trajectory)
         self.redraw()
 
 

@@ -2,10 +2,12 @@
 
 :func:`run_job` wraps :func:`advexplorer.session.runs.run_steps`: it builds the
 :class:`RunRequest` from copies taken when Run was pressed (so the user can keep painting),
-turns every engine step into a small :class:`StepUpdate` of numpy copies (images only
-about 30 times a second, so a fast attack is not slowed by copies nobody would see),
-and returns a :class:`~advexplorer.session.state.RunSummary`. :class:`RunController`
-drives it in a superqt ``GeneratorWorker``: pause/resume and cancel act between steps.
+collects the engine's steps as numpy copies and hands them to the GUI in batches about
+30 times a second (:class:`StepUpdate`: every step's probabilities and loss, plus the
+latest images) — so a fast attack does not pay a signal and a Python callback per step
+on the GUI thread — and returns a :class:`~advexplorer.session.state.RunSummary`.
+:class:`RunController` drives it in a superqt ``GeneratorWorker``; a cancel is checked
+after every engine step (a ``threading.Event``), pause/resume between batches.
 
 superqt's worker swallows a ``RuntimeError`` from the generator (it takes it for a
 deleted Qt object) without emitting ``errored`` — and torch raises RuntimeError for most
@@ -14,6 +16,8 @@ failures — so every exception is re-raised as :class:`JobFailed`.
 
 from __future__ import annotations
 
+import inspect
+import threading
 import time
 import traceback
 from collections.abc import Generator
@@ -28,8 +32,8 @@ from superqt.utils import GeneratorWorker
 from advexplorer.errors import UserError
 from advexplorer.session.state import RunSummary
 
-#: Seconds between two image snapshots sent to the GUI (the trajectories get every step).
-IMAGE_INTERVAL_S = 1 / 30
+#: Seconds between two batches sent to the GUI (each carries every step since the last).
+UPDATE_INTERVAL_S = 1 / 30
 
 
 class JobFailed(Exception):
@@ -68,19 +72,40 @@ class RunJob:
 
 @dataclass
 class StepUpdate:
-    """One engine step, as numpy copies the GUI may keep (single image)."""
+    """The engine steps since the last update, as numpy copies the GUI may keep (one image).
 
-    index: int
-    restart: int
+    ``indices``/``restarts_seen``/``losses`` have one entry per step and ``probabilities``
+    one row (K values) per step; ``index``/``restart`` are the latest step's, and the
+    images (H×W×C float32) are the latest step's too (None in batch mode).
+    """
+
+    indices: np.ndarray               # (n,)
+    restarts_seen: np.ndarray         # (n,)
+    probabilities: np.ndarray         # (n, K)
+    losses: np.ndarray                # (n,)
     total_steps: int
     restarts: int
-    probabilities: np.ndarray         # K
-    loss: float
     success: bool
     elapsed_s: float
-    adversarial: np.ndarray | None    # H×W×C float32 (None between image snapshots)
-    perturbation: np.ndarray | None   # H×W×C float32
+    adversarial: np.ndarray | None
+    perturbation: np.ndarray | None
     original: np.ndarray | None = None
+
+    @property
+    def index(self) -> int:
+        return int(self.indices[-1])
+
+    @property
+    def restart(self) -> int:
+        return int(self.restarts_seen[-1])
+
+    @property
+    def count(self) -> int:
+        return len(self.indices)
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.total_steps and self.restart == self.restarts - 1
 
 
 def _hwc(tensor) -> np.ndarray:
@@ -119,48 +144,60 @@ def build_request(job: RunJob):
                       saliency=job.saliency, command_line=list(job.command_line))
 
 
-def run_job(job: RunJob, image_interval_s: float = IMAGE_INTERVAL_S
-            ) -> Generator[StepUpdate, None, RunSummary]:
-    """Yield a :class:`StepUpdate` per engine step; return the finished :class:`RunSummary`."""
+def run_job(job: RunJob, update_interval_s: float = UPDATE_INTERVAL_S, *, with_images: bool = True,
+            stop: threading.Event | None = None) -> Generator[StepUpdate, None, RunSummary | None]:
+    """Yield :class:`StepUpdate` batches; return the finished :class:`RunSummary`.
+
+    ``stop`` is checked after every engine step: once set, the batch so far is yielded at
+    once (so the worker can see its abort flag) and no further step is computed.
+    """
     try:
-        return (yield from _run_job(job, image_interval_s))
+        return (yield from _run_job(job, update_interval_s, with_images, stop))
     except GeneratorExit:
         raise
     except Exception as error:  # see the module docstring: never let a RuntimeError through
         raise JobFailed(error) from error
 
 
-def _run_job(job: RunJob, image_interval_s: float):
+def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: threading.Event | None):
     from advexplorer.session.runs import build_record, run_steps
 
     started = time.perf_counter()
     request = build_request(job)
     steps = run_steps(request)
-    last_images = -float("inf")
-    original = None
     restarts = int(request.config.restarts)
+    last_yield = -float("inf")
+    pending: list = []
+    original_sent = False
     while True:
         try:
             step = next(steps)
-        except StopIteration as stop:
-            outcome = stop.value
+        except StopIteration as stop_iteration:
+            outcome = stop_iteration.value
             break
+        pending.append((int(step.index), int(step.restart),
+                        step.probabilities[0].detach().float().cpu().numpy(), float(step.loss[0])))
         now = time.perf_counter()
         final = step.index == step.total_steps and step.restart == restarts - 1
-        with_images = final or step.index == 0 or now - last_images >= image_interval_s
-        adversarial = perturbation = None
+        stopping = stop is not None and stop.is_set()
+        if not (final or stopping or not original_sent or now - last_yield >= update_interval_s):
+            continue
+        last_yield = now
+        adversarial = perturbation = original = None
         if with_images:
-            last_images = now
             adversarial = _hwc(step.adversarial)
             perturbation = _hwc(step.adversarial - step.images)
-            if original is None:
+            if not original_sent:
                 original = _hwc(step.images)
+        original_sent = True
         yield StepUpdate(
-            index=int(step.index), restart=int(step.restart), total_steps=int(step.total_steps),
-            restarts=restarts, probabilities=step.probabilities[0].detach().float().cpu().numpy().copy(),
-            loss=float(step.loss[0]), success=bool(step.success[0]), elapsed_s=now - started,
-            adversarial=adversarial, perturbation=perturbation,
-            original=original if step.index == 0 and step.restart == 0 else None)
+            indices=np.array([p[0] for p in pending]), restarts_seen=np.array([p[1] for p in pending]),
+            probabilities=np.stack([p[2] for p in pending]), losses=np.array([p[3] for p in pending]),
+            total_steps=int(step.total_steps), restarts=restarts, success=bool(step.success[0]),
+            elapsed_s=now - started, adversarial=adversarial, perturbation=perturbation, original=original)
+        pending = []
+        if stopping:
+            return None  # the worker aborts at the yield above; this only ends a direct caller
     record = build_record(request, outcome)
     return summarize(job, request, outcome, record)
 
@@ -194,7 +231,7 @@ def summarize(job: RunJob, request, outcome, record: dict) -> RunSummary:
     )
 
 
-def batch_job(jobs: list[RunJob]) -> Generator[tuple, None, list]:
+def batch_job(jobs: list[RunJob], *, stop: threading.Event | None = None) -> Generator[tuple, None, list]:
     """Run several jobs in turn; yield ``("step", i, update)`` and ``("done", i, summary or JobFailed)``.
 
     One image failing (a mask that does not fit, say) is reported in its row and the batch
@@ -202,19 +239,23 @@ def batch_job(jobs: list[RunJob]) -> Generator[tuple, None, list]:
     """
     summaries = []
     for position, job in enumerate(jobs):
-        steps = run_job(job, image_interval_s=float("inf"))
+        steps = run_job(job, update_interval_s=0.25, with_images=False, stop=stop)
         while True:
             try:
                 update = next(steps)
-            except StopIteration as stop:
-                summaries.append(stop.value)
-                yield ("done", position, stop.value)
+            except StopIteration as finished:
+                if finished.value is None:  # stopped
+                    return summaries
+                summaries.append(finished.value)
+                yield ("done", position, finished.value)
                 break
             except JobFailed as failure:
                 summaries.append(failure)
                 yield ("done", position, failure)
                 break
             yield ("step", position, update)
+        if stop is not None and stop.is_set():
+            break
     return summaries
 
 
@@ -236,6 +277,7 @@ class RunController(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.worker: GeneratorWorker | None = None
+        self.stop_event = threading.Event()
         self.pool = QThreadPool.globalInstance()
 
     @property
@@ -247,10 +289,18 @@ class RunController(QObject):
         return self.worker is not None and self.worker.is_paused
 
     def start(self, generator_function, *args) -> None:
-        """Run ``generator_function(*args)`` in the thread pool."""
+        """Run ``generator_function(*args)`` in the thread pool.
+
+        A function with a ``stop`` parameter also gets ``stop=event``: :meth:`cancel` sets
+        the event, so it can stop inside a batch instead of at its next yield.
+        """
         if self.worker is not None:
             raise RuntimeError("a run is already in progress")
-        worker = GeneratorWorker(generator_function, *args)
+        self.stop_event = threading.Event()
+        kwargs = {}
+        if "stop" in inspect.signature(generator_function).parameters:
+            kwargs["stop"] = self.stop_event
+        worker = GeneratorWorker(generator_function, *args, **kwargs)
         worker.yielded.connect(self.step)
         worker.returned.connect(self.finished_run)
         worker.errored.connect(self._errored)
@@ -273,9 +323,12 @@ class RunController(QObject):
             self.worker.toggle_pause()
 
     def cancel(self) -> None:
-        """Ask the worker to stop; it does between two steps."""
+        """Ask the worker to stop; it does after the engine step in progress."""
         if self.worker is not None:
+            self.stop_event.set()
             self.worker.quit()
+            if self.worker.is_paused:
+                self.worker.resume()
 
     def stop_and_wait(self, timeout_ms: int = 10000) -> bool:
         """Cancel and block until the worker thread has ended (closing the window)."""
