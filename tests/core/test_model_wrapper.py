@@ -168,8 +168,20 @@ def test_asking_for_a_missing_gpu_is_a_user_error():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_attack_on_gpu_matches_cpu(make_tiny_cnn, images):
-    """Same seed, same draw on any device (random starts are drawn on the CPU)."""
+    """Same seed, same random start on any device (it is drawn on the CPU); the iterates
+    then agree up to the GPU's own rounding (TF32 convolutions may flip the sign of a
+    near-zero gradient entry, so a few entries may differ by a step)."""
+    mask = torch.zeros(16, 16)
+    mask[2:14, 4:12] = 1
     config = AttackConfig(eps=0.03, steps=5, random_start=True, seed=5)
-    cpu = run_attack(make_tiny_cnn(), images, None, None, config)
-    gpu = run_attack(make_tiny_cnn().cuda(), images.cuda(), None, None, config)
-    assert torch.allclose(gpu.adversarial.cpu(), cpu.adversarial, atol=1e-5)
+    cpu_steps, gpu_steps = [], []
+    cpu = run_attack(make_tiny_cnn(), images, mask, None, config,
+                     on_step=lambda s: cpu_steps.append(s.adversarial.clone()))
+    gpu = run_attack(make_tiny_cnn().cuda(), images.cuda(), mask.cuda(), None, config,
+                     on_step=lambda s: gpu_steps.append(s.adversarial.cpu()))
+    assert torch.allclose(gpu_steps[0], cpu_steps[0], atol=1e-6)  # the same random start
+    delta = gpu.perturbation.cpu()
+    assert torch.all(delta[..., mask == 0] == 0)
+    assert float(delta.abs().max()) <= 0.03 + 1e-6
+    agree = (gpu.adversarial.cpu() - cpu.adversarial).abs() <= 1e-5
+    assert float(agree.float().mean()) > 0.95
