@@ -251,3 +251,44 @@ def test_saliency_before_and_after_share_one_scale(qtbot, window):
     assert before.image is not None and after.image is not None
     assert tuple(before.getLevels()) == tuple(after.getLevels())
     assert "Verdict" in window.live.verdict.text() and "Spearman" in window.live.verdict.text()
+
+
+def test_gui_command_line_becomes_start_options(tmp_path):
+    from advexplorer.cli import build_parser
+    from advexplorer.commands.gui import options_from_args
+
+    image = tmp_path / "x.png"
+    args = build_parser("gui").parse_args(["--model", "m.pt", "--image", str(image), "b.png",
+                                           "--protect", "p.png", "--device", "cpu"])
+    options = options_from_args(args)
+    assert options.model.name == "m.pt" and [p.name for p in options.images] == ["x.png", "b.png"]
+    assert options.protect.name == "p.png" and options.mask is None and options.device == "cpu"
+
+
+def test_gui_command_refuses_missing_files(tmp_path):
+    from advexplorer.cli import main
+
+    assert main(["gui", "--image", str(tmp_path / "missing.png")]) == 2
+
+
+def test_demo_screenshot_exits_zero(tmp_path, settings_file):
+    """`advexplorer demo --screenshot` on the bundled model: the window, a live PGD, a PNG."""
+    import os
+    import subprocess
+    import sys
+
+    from advexplorer import paths
+
+    if not paths.DEFAULT_MODEL.is_file():
+        pytest.skip("the bundled histology model is not built")
+    target = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-m", "advexplorer.cli", "demo", "--screenshot", str(target),
+                           "--steps", "3", "--saliency", "none", "--size", "1000x700"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    from PIL import Image
+
+    with Image.open(target) as shot:
+        assert shot.size[0] == 1000  # (the docks set a minimum height)
+        assert len(set(shot.convert("L").getdata())) > 50  # a real picture, not a blank window
