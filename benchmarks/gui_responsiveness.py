@@ -89,7 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model file (default: the bundled histology model)")
     parser.add_argument("--image", help="image file (default: the model card's first sample)")
-    parser.add_argument("--steps", type=int, default=100, help="PGD steps per run (default 100)")
+    parser.add_argument("--steps", type=int, default=200, help="PGD steps per run (default 200)")
     parser.add_argument("--repeats", type=int, default=3, help="live/headless pairs and startup probes")
     args = parser.parse_args()
 

@@ -442,7 +442,7 @@ class MainWindow(QMainWindow):
 
     def _build_status_bar(self) -> None:
         status = self.statusBar()
-        self.engine_label = QLabel("⏳ Loading engine…")
+        self.engine_label = QLabel("Loading engine…")
         self.engine_label.setObjectName("engine_loading")
         self.steps_label = QLabel("")
         self.step_label = QLabel("")
@@ -476,6 +476,7 @@ class MainWindow(QMainWindow):
         self.cancel_button.clicked.connect(self.cancel_run)
         self.attack_panel.changed.connect(self._update_enabled)
         self.attack_panel.device_changed.connect(self._device_changed)
+        self.attack_panel.label.currentIndexChanged.connect(self._label_changed)
         self.canvas.tool_changed.connect(lambda tool: self.tool_actions[tool].setChecked(True))
         self.canvas.brush_size_changed.connect(self.brush_size.setValue)
         self.canvas.mask_edited.connect(self._update_enabled)
@@ -681,6 +682,11 @@ class MainWindow(QMainWindow):
             self.show_error("Could not load the model", failure.message,
                             None if failure.is_user_error else failure.details)
 
+    def _label_changed(self) -> None:
+        entry = self.session.current
+        if entry is not None:
+            entry.label = self.attack_panel.true_label
+
     def _device_changed(self, device: str) -> None:
         if self.model is not None and self.engine.is_ready and not self.model_loading:
             if str(self.model.device) != device or device == "auto":
@@ -798,8 +804,10 @@ class MainWindow(QMainWindow):
         self.mode_combo.blockSignals(True)
         self.mode_combo.setCurrentIndex(self.mode_combo.findData(masks.mode))
         self.mode_combo.blockSignals(False)
-        if entry.label is not None and self.attack_panel.classes:
+        if self.attack_panel.classes:
+            self.attack_panel.label.blockSignals(True)
             self.attack_panel.set_values(label=entry.label)
+            self.attack_panel.label.blockSignals(False)
         self._refresh_history()
         if entry.runs:
             self.show_run(entry.runs[-1])
@@ -899,9 +907,8 @@ class MainWindow(QMainWindow):
         allowed = None if masks is None else masks.allowed_at_file_size()
         diagnostic = None if masks is None else masks.diagnostic_at_file_size()
         mask_mode = "none" if masks is None else masks.mask_mode
-        label = self.attack_panel.true_label
-        if label is None and entry is not self.session.current:
-            label = entry.label
+        # The form shows the current image's true class; other images keep their own.
+        label = self.attack_panel.true_label if entry is self.session.current else entry.label
         return RunJob(
             model=self.model, image_path=entry.path, config_kwargs=self.attack_panel.config_kwargs(),
             allowed_at_file_size=allowed, mask_mode=mask_mode, diagnostic_at_file_size=diagnostic,
