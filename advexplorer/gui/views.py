@@ -259,7 +259,9 @@ class TrajectoryPlots(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         pg.setConfigOptions(antialias=False)
-        # One graphics view for the three plots: each view costs a paint pass per frame.
+        # One graphics view for the three plots: each view costs a paint pass per frame. No
+        # grid: grid lines belong to the axes, which then repaint whenever a curve moves
+        # (measured ~25 % of a frame).
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#1e1f22")
         self.graphics.ci.setContentsMargins(0, 0, 0, 0)
@@ -272,14 +274,11 @@ class TrajectoryPlots(QWidget):
         self.confidence.setLabel("bottom", "step")
         self.confidence.setLabel("left", "probability")
         self.confidence.setYRange(0, 1, padding=0.02)
-        self.confidence.showGrid(x=True, y=True, alpha=0.2)
         self.legend = self.confidence.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=(30, 31, 34, 200))
         self.loss.setTitle("Loss", size="9pt", color="#d0d0d0")
         self.loss.setLabel("bottom", "step")
-        self.loss.showGrid(x=True, y=True, alpha=0.2)
         self.margin.setTitle("Margin p(ref) − max other", size="9pt", color="#d0d0d0")
         self.margin.setLabel("bottom", "step")
-        self.margin.showGrid(x=True, y=True, alpha=0.2)
         self.margin.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#777", style=Qt.PenStyle.DashLine)))
         self.loss_curve = self.loss.plot(pen=pg.mkPen("#E69F00", width=2))
         self.margin_curve = self.margin.plot(pen=pg.mkPen("#56B4E9", width=2))
