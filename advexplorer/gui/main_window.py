@@ -263,6 +263,7 @@ class MainWindow(QMainWindow):
         self.batch_table = QTableWidget(0, 7)
         self.batch_table.setHorizontalHeaderLabels(
             ["Image", "Before", "After", "Flipped", "‖δ‖∞ (/255)", "Time (s)", "Status"])
+        self.batch_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.batch_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.batch_table.verticalHeader().setVisible(False)
         self.batch_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)

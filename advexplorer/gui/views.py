@@ -485,7 +485,7 @@ class CompareDialog(QDialog):
     def __init__(self, first: RunSummary, second: RunSummary, parent=None):
         super().__init__(parent)
         self.setWindowTitle(f"Compare run #{first.number} and run #{second.number}")
-        self.resize(1100, 760)
+        self.resize(1200, 820)
         runs = (first, second)
         scale = max(max(float(np.abs(signed_perturbation(r.perturbation)).max()), 1e-6) for r in runs)
         if all(r.config.get("norm") == "linf" for r in runs):
@@ -493,22 +493,32 @@ class CompareDialog(QDialog):
         salient = [(saliency_map(getattr(r.saliency, "before", None)),
                     saliency_map(getattr(r.saliency, "after", None))) for r in runs]
         top = max([float(m.max()) for pair in salient for m in pair if m is not None] + [1e-12])
+        any_saliency = any(m is not None for pair in salient for m in pair)
         grid = QGridLayout()
         self.strips = []
         for column, (run, (before, after)) in enumerate(zip(runs, salient)):
             title = QLabel(f"<b>{run.title}</b>")
             title.setWordWrap(True)
-            strip = ImageStrip([("adversarial", "Adversarial"), ("perturbation", "Perturbation δ"),
-                                ("saliency_after", "Saliency after")])
+            panels = [("original", "Original"), ("adversarial", "Adversarial"),
+                      ("perturbation", "Perturbation δ")]
+            if any_saliency:
+                panels += [("saliency_before", "Saliency before"), ("saliency_after", "Saliency after")]
+            strip = ImageStrip(panels)
+            strip.setFixedHeight(230)
+            strip.set_rgb("original", run.original)
             strip.set_rgb("adversarial", run.adversarial)
             strip.set_scalar("perturbation", signed_perturbation(run.perturbation), (-scale, scale), DIVERGING)
             strip.bars["perturbation"].setLevels((-scale, scale))
             strip.set_caption("perturbation", f"shared range ±{scale * 255:.3g}/255")
-            strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
-            strip.bars["saliency_after"].setLevels((0.0, top))
+            if any_saliency:
+                strip.set_scalar("saliency_before", before, (0.0, top), SEQUENTIAL)
+                strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
+                strip.bars["saliency_after"].setLevels((0.0, top))
+                strip.set_caption("saliency_after", "shared scale")
             table = QTableWidget(0, 2)
             table.horizontalHeader().setVisible(False)
             table.verticalHeader().setVisible(False)
+            table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
             table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
             table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
             lines = summary_lines(run)
@@ -518,6 +528,7 @@ class CompareDialog(QDialog):
                 table.setItem(row, 1, QTableWidgetItem(value))
             grid.addWidget(title, 0, column)
             grid.addWidget(strip, 1, column)
+            table.setMinimumHeight(200)
             grid.addWidget(table, 2, column)
             self.strips.append(strip)
         plot = pg.PlotWidget(background="#1e1f22")
@@ -529,10 +540,10 @@ class CompareDialog(QDialog):
             values = run.probability_trajectory[:, run.prediction_before]
             plot.plot(np.arange(len(values)), values, pen=pg.mkPen(colour, width=2),
                       name=f"#{run.number} {run.classes[run.prediction_before]}")
-        plot.setMinimumHeight(180)
+        plot.setMinimumHeight(160)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(grid, 3)
-        layout.addWidget(plot, 2)
+        layout.addWidget(plot, 1)
         layout.addWidget(buttons)
