@@ -1154,6 +1154,11 @@ class MainWindow(QMainWindow):
                                               "HTML (*.html);;PDF (*.pdf)")
         if not path:
             return
+        if self.write_report(runs, Path(path)) is not None:
+            self.statusBar().showMessage(f"Wrote {path}", 6000)
+
+    def write_report(self, runs: list[RunSummary], path: Path) -> Path | None:
+        """An HTML/PDF report of finished runs (via their run folders, as the CLI writes them)."""
         import tempfile
 
         try:
@@ -1161,14 +1166,12 @@ class MainWindow(QMainWindow):
 
             with tempfile.TemporaryDirectory(prefix="advexplorer-report-") as tmp:
                 folders = [self._write_temp_run(run, Path(tmp) / f"run{run.number}") for run in runs]
-                write_report(Path(path), folders, overwrite=True)
+                return write_report(path, folders, overwrite=True)
         except UserError as error:
             self.show_error("Could not write the report", str(error))
-            return
         except Exception as error:  # report code is another module; keep the app alive
             self.show_error("Could not write the report", f"{type(error).__name__}: {error}")
-            return
-        self.statusBar().showMessage(f"Wrote {path}", 6000)
+        return None
 
     @staticmethod
     def _write_temp_run(run: RunSummary, folder: Path) -> Path:

@@ -292,3 +292,38 @@ def test_demo_screenshot_exits_zero(tmp_path, settings_file):
     with Image.open(target) as shot:
         assert shot.size[0] == 1000  # (the docks set a minimum height)
         assert len(np.unique(np.asarray(shot.convert("L")))) > 50  # a real picture, not a blank window
+
+
+def test_dropped_folder_and_model_open(qtbot, window, tmp_path, tiny_model_path):
+    from PIL import Image
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name in ("c.png", "d.png"):
+        Image.fromarray(np.full((12, 12, 3), 90, np.uint8)).save(folder / name)
+    protect = np.zeros((12, 12), np.uint8)
+    protect[:6] = 255
+    Image.fromarray(protect).save(folder / "c_protect.png")  # a companion mask, not an image
+    window.model = None
+    window.open_paths([folder, tiny_model_path])
+    assert [e.name for e in window.session.images[-2:]] == ["c.png", "d.png"]
+    entry = window.session.images[-2]
+    assert entry.masks.mode == "protect" and entry.masks.attack.data[:6].all()
+    qtbot.waitUntil(lambda: window.model is not None and not window.model_loading, timeout=30000)
+    assert window.model.card.name == "Tiny test net"
+
+
+def test_run_is_saved_as_a_run_folder_and_report(qtbot, window, tmp_path):
+    import json
+
+    window.attack_panel.set_values(method="pgd", eps="8/255", steps=2)
+    with qtbot.waitSignal(window.run_finished, timeout=30000) as finished:
+        window.start_run()
+    summary = finished.args[0]
+    folder = window.save_run(summary, tmp_path / "run1")
+    record = json.loads((folder / "record.json").read_text())
+    assert record["attack"]["steps"] == 2 and record["command_line"][:2] == ["advexplorer", "gui"]
+    assert (folder / "adversarial.png").is_file()
+    assert window.save_run(summary, folder) is None and "not empty" in window.last_error
+    report = window.write_report([summary], tmp_path / "report.html")
+    assert report is not None and "<html" in report.read_text().lower()
