@@ -410,6 +410,26 @@ def test_mask_of_wrong_size_is_a_user_error(tiny_cnn, images):
         run_attack(tiny_cnn, images, torch.ones(16, 15), None, AttackConfig())
 
 
+def test_mask_shapes_and_values_users_give(tiny_cnn, images):
+    """8-bit masks (255 = allowed), 1×H×W, one mask per image (N×H×W, N×1×H×W) and per-channel
+    masks (a pixel is allowed if any channel is) all mean the same thing."""
+    config = AttackConfig(eps=0.05, steps=2)
+    mask = torch.zeros(16, 16)
+    mask[3:9, 2:14] = 1
+    expected = run_attack(tiny_cnn, images, mask, None, config).adversarial
+    for given in (mask * 255, mask[None], mask.expand(4, 16, 16), mask.expand(4, 1, 16, 16),
+                  torch.stack([mask, torch.zeros(16, 16), mask])[None].expand(4, 3, 16, 16)):
+        assert torch.equal(run_attack(tiny_cnn, images, given, None, config).adversarial, expected)
+    per_image = torch.zeros(4, 16, 16)
+    for i in range(4):
+        per_image[i, 4 * i:4 * i + 4, :] = 1  # a different band for each image
+    result = run_attack(tiny_cnn, images, per_image, None, config)
+    for i in range(4):
+        outside = (per_image[i] == 0).expand(3, 16, 16)
+        assert torch.all(result.perturbation[i][outside] == 0)
+        assert float(result.perturbation[i][~outside].abs().max()) > 0
+
+
 def test_full_mask_equals_no_mask(tiny_cnn, images):
     config = AttackConfig(eps=0.05, steps=3)
     assert torch.equal(run_attack(tiny_cnn, images, torch.ones(16, 16), None, config).adversarial,
