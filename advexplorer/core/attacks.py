@@ -36,6 +36,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -115,31 +116,46 @@ class AttackConfig:
         }
 
 
-@dataclass
 class AttackStep:
     """One evaluation of the attack: the current adversarial batch and what the model says.
 
     ``gradient`` is the masked input gradient of ``loss`` (None where no gradient was
     needed: the last step, and the noise baseline). ``loss`` is the objective the attack
     maximises: cross-entropy of the reference class, or minus that of the target.
+    ``probabilities`` and ``success`` are computed from ``logits`` only when someone reads
+    them, so a consumer that does not look costs the attack nothing.
     Tensors stay on the model's device; copy them (``.cpu().numpy()``) before handing
     them to another thread.
     """
 
-    index: int
-    restart: int
-    images: torch.Tensor
-    adversarial: torch.Tensor
-    probabilities: torch.Tensor
-    loss: torch.Tensor
-    gradient: torch.Tensor | None
-    success: torch.Tensor
-    active: torch.Tensor
-    total_steps: int
+    def __init__(self, *, index: int, restart: int, images: torch.Tensor, adversarial: torch.Tensor,
+                 logits: torch.Tensor, loss: torch.Tensor, gradient: torch.Tensor | None,
+                 active: torch.Tensor, total_steps: int, wanted: torch.Tensor, targeted: bool,
+                 success: torch.Tensor | None = None):
+        self.index, self.restart, self.total_steps = index, restart, total_steps
+        self.images, self.adversarial, self.logits = images, adversarial, logits
+        self.loss, self.gradient, self.active = loss, gradient, active
+        self._wanted, self._targeted = wanted, targeted
+        if success is not None:
+            self.__dict__["success"] = success
+
+    @cached_property
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.logits.float(), dim=1)
+
+    @cached_property
+    def success(self) -> torch.Tensor:
+        return _succeeded(self.logits, self._wanted, self._targeted)
 
     @property
     def perturbation(self) -> torch.Tensor:
         return self.adversarial - self.images
+
+
+def _succeeded(logits: torch.Tensor, wanted: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Targeted: the model predicts the target. Untargeted: it no longer predicts the reference."""
+    prediction = logits.argmax(dim=1)
+    return prediction == wanted if targeted else prediction != wanted
 
 
 @dataclass
@@ -384,20 +400,17 @@ def attack_steps(
         objective_class = objective_class if targeted else reference
     clean_probabilities = None if clean_logits is None else torch.softmax(clean_logits.float(), dim=1)
 
-    def succeeded(probabilities: torch.Tensor, rows: torch.Tensor | slice) -> torch.Tensor:
-        prediction = probabilities.argmax(dim=1)
-        wanted = objective_class if targeted else reference
-        wanted = wanted if isinstance(rows, slice) else wanted[rows]
-        return prediction == wanted if targeted else prediction != wanted
-
-    best_adv = best_probs = best_loss = best_success = None  # set by the first restart
+    best_adv = best_logits = best_loss = best_success = None  # set by the first restart
     steps_run = torch.zeros(n, dtype=torch.long, device=device)
     # Gradient evaluations shared by every image are counted here, not per row on the device.
     shared_steps = 0
     backward_passes = 0
     loss_rows: list[torch.Tensor] = []
-    prob_rows: list[torch.Tensor] = []
+    logit_rows: list[torch.Tensor] = []
     row_steps: list[tuple[int, int]] = []
+    # Success is needed during the run only to freeze images (early stop) or to keep the best
+    # noise draw; otherwise it is worked out once, at the end, from the logits.
+    eager_success = config.early_stop or not gradient_method
 
     for restart in range(config.restarts):
         starts_clean = not (config.random_start and gradient_method)
@@ -409,11 +422,9 @@ def attack_steps(
         # Only early stop can freeze images; until it does, every step works on the whole
         # batch, and indexing, device syncs and per-row bookkeeping are skipped.
         everyone, rows = True, slice(None)
-        probabilities = None
-        loss = torch.zeros(n, device=device)
-        success = torch.zeros(n, dtype=torch.bool, device=device)
+        step_logits = loss = success = None
         # Noise keeps its best draw per image; gradient attacks keep their last iterate.
-        run_adv, run_probs, run_loss, run_success = x, probabilities, loss, success
+        run_adv = run_logits = run_loss = run_success = None
 
         for index in range(total_steps + 1):
             need_grad = gradient_method and index < total_steps
@@ -438,41 +449,42 @@ def attack_steps(
                     clean_probabilities = torch.softmax(logits.float(), dim=1)
                     reference = used_class if reference is None else reference
                     objective_class = used_class
+            wanted = objective_class if targeted else reference
             if need_grad:
                 backward_passes += x_rows.shape[0]
                 if everyone:
                     shared_steps += 1
                 else:
                     steps_run[rows] += 1
-            step_probs = torch.softmax(logits.float(), dim=1)
-            step_success = succeeded(step_probs, rows)
-            if everyone or probabilities is None:
-                probabilities, loss, success = step_probs, objective, step_success
+            if everyone or step_logits is None:
+                step_logits, loss = logits, objective
             else:
-                probabilities = probabilities.index_copy(0, rows, step_probs)
+                step_logits = step_logits.index_copy(0, rows, logits)
                 loss = loss.index_copy(0, rows, objective)
-                success = success.index_copy(0, rows, step_success)
+            if eager_success:
+                success = _succeeded(step_logits, wanted, targeted)
             if gradient is not None and mask is not None:
                 gradient = gradient * (mask if mask.shape[0] == 1 else mask[rows])
             full_gradient = gradient if (gradient is None or everyone) else \
                 torch.zeros_like(images).index_copy(0, rows, gradient)
 
             if gradient_method or index == 0:
-                run_adv, run_probs, run_loss, run_success = x, probabilities, loss, success
+                run_adv, run_logits, run_loss, run_success = x, step_logits, loss, success
             else:
                 better = (success & ~run_success) | ((success == run_success) & (loss > run_loss))
                 b4 = better.view(-1, 1, 1, 1)
                 run_adv = torch.where(b4, x, run_adv)
-                run_probs = torch.where(better[:, None], probabilities, run_probs)
+                run_logits = torch.where(better[:, None], step_logits, run_logits)
                 run_loss = torch.where(better, loss, run_loss)
                 run_success = run_success | success
             loss_rows.append(loss)
-            prob_rows.append(probabilities)
+            logit_rows.append(step_logits)
             row_steps.append((restart, index))
 
             yield AttackStep(index=index, restart=restart, images=images, adversarial=x,
-                             probabilities=probabilities, loss=loss, gradient=full_gradient,
-                             success=success, active=active, total_steps=total_steps)
+                             logits=step_logits, loss=loss, gradient=full_gradient, active=active,
+                             total_steps=total_steps, wanted=wanted, targeted=targeted,
+                             success=success)
 
             if config.early_stop:
                 active = active & ~success
@@ -503,13 +515,15 @@ def attack_steps(
                 new_rows = torch.clamp(pick(images) + delta, 0.0, 1.0)
             x = new_rows if everyone else x.index_copy(0, rows, new_rows)
 
+        if run_success is None:
+            run_success = _succeeded(run_logits, wanted, targeted)
         if restart == 0:  # the first run is the best so far
-            best_adv, best_probs, best_loss, best_success = run_adv, run_probs, run_loss, run_success
+            best_adv, best_logits, best_loss, best_success = run_adv, run_logits, run_loss, run_success
         else:
             better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
             b4 = better.view(-1, 1, 1, 1)
             best_adv = torch.where(b4, run_adv, best_adv)
-            best_probs = torch.where(better[:, None], run_probs, best_probs)
+            best_logits = torch.where(better[:, None], run_logits, best_logits)
             best_loss = torch.where(better, run_loss, best_loss)
             best_success = best_success | run_success
         if config.early_stop and bool(best_success.all()):
@@ -518,10 +532,11 @@ def attack_steps(
     return AttackResult(
         config=replace(config, seed=int(seed)), seed=int(seed), images=images,
         adversarial=best_adv, clean_probabilities=clean_probabilities,
-        adversarial_probabilities=best_probs, reference=reference,
+        adversarial_probabilities=torch.softmax(best_logits.float(), dim=1), reference=reference,
         targets=objective_class if targeted else None, success=best_success, loss=best_loss,
         steps_run=steps_run + shared_steps, forward_passes=forward_passes, backward_passes=backward_passes,
-        loss_trajectory=torch.stack(loss_rows), probability_trajectory=torch.stack(prob_rows),
+        loss_trajectory=torch.stack(loss_rows),
+        probability_trajectory=torch.softmax(torch.stack(logit_rows).float(), dim=2),
         eps=eps_t.flatten(), trajectory_steps=row_steps,
     )
 
