@@ -352,7 +352,10 @@ def screen_steps(
     device = _model_device(model)
     done = frozenset(done)
     rng = random.Random(0 if config.seed is None else config.seed)
-    call_seed = [0 if config.seed is None else int(config.seed)]
+    # One seed stream per track, so the noise baseline's draws do not depend on how many
+    # attack or bisection calls ran before (they still depend on the batch composition).
+    base_seed = 0 if config.seed is None else int(config.seed)
+    call_seed = {"grad": base_seed, "noise": base_seed + 1_000_003}
 
     start = time.perf_counter()
     grad_queue: deque[_Unit] = deque()
@@ -420,9 +423,10 @@ def screen_steps(
             allowed = torch.stack([full if m is None else m for m in masks])
         reference = torch.tensor([u.item.row.clean_prediction for u in units], device=device)
         eps_t = torch.tensor([u.eps for u in units], dtype=images.dtype, device=device)
-        call_seed[0] += 1
+        track = "noise" if attack_config.method == "noise" and config.method != "noise" else "grad"
+        call_seed[track] += 1
         result = run_attack(model, images, allowed, reference,
-                            replace(attack_config, seed=call_seed[0]), eps=eps_t)
+                            replace(attack_config, seed=call_seed[track]), eps=eps_t)
         stats["calls"] += 1
         stats["attacked"] += len(units)
         stats["forward"] += result.forward_passes
