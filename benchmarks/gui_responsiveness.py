@@ -4,7 +4,8 @@ Measured on the bundled histology model and its first sample (protect mask inclu
 
 * **timer latency** — a 10 ms QTimer runs on the GUI thread during a live PGD; each tick's
   lateness (actual interval − 10 ms) is what a user feels as lag. p50 and p99 in ms.
-* **fps** — redraws of the live views per second during the run (throttled to ~30 Hz).
+* **fps** — redraws of the live views per second during the run (throttled to ~30 Hz);
+  the trajectory plots refresh on every third redraw (their rate is printed too).
 * **live_over_headless** — wall time of the run in the GUI (Run pressed → result shown)
   divided by the same run headless in the same process (build the request, run the
   generator to completion, build the record — what ``advexplorer attack`` does), both
@@ -129,7 +130,16 @@ def main() -> int:
     from advexplorer.session.runs import build_record, run
 
     frames = 0
+    plot_frames = 0
     original_redraw = window._redraw_live
+    original_plots = window.plots.redraw
+
+    def counting_plots():
+        nonlocal plot_frames
+        plot_frames += 1
+        original_plots()
+
+    window.plots.redraw = counting_plots
 
     def counting_redraw():
         nonlocal frames
@@ -143,8 +153,8 @@ def main() -> int:
     window._redraw = qthrottled(counting_redraw, timeout=REDRAW_MS, leading=True)
 
     def live_once():
-        nonlocal frames
-        frames = 0
+        nonlocal frames, plot_frames
+        frames = plot_frames = 0
         lateness: list[float] = []
         clock = QElapsedTimer()
         timer = QTimer()
@@ -177,7 +187,7 @@ def main() -> int:
         window.run_finished.disconnect(finished)
         while window.controller.running:
             app.processEvents()
-        return wall, lateness, frames / wall
+        return wall, lateness, frames / wall, plot_frames / wall
 
     def headless_once():
         job = window.make_job(entry)
@@ -189,9 +199,10 @@ def main() -> int:
 
     live_once()  # warm-up: first-call costs (allocations, lazy imports) out of the numbers
     headless_once()
-    ratios, all_lateness, fps_values, lives, headlesses = [], [], [], [], []
+    ratios, all_lateness, fps_values, plot_rates, lives, headlesses = [], [], [], [], [], []
     for _ in range(args.repeats):
-        wall, lateness, fps = live_once()
+        wall, lateness, fps, plot_rate = live_once()
+        plot_rates.append(plot_rate)
         base = headless_once()
         ratios.append(wall / base)
         all_lateness += lateness
@@ -210,7 +221,8 @@ def main() -> int:
     print(f"headless run wall (s): {', '.join(f'{v:.3f}' for v in headlesses)}")
     print(f"timer lateness over {len(all_lateness)} ticks: p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
           f"max {max(all_lateness, default=float('nan')):.2f} ms")
-    print(f"redraws per second: {', '.join(f'{v:.1f}' for v in fps_values)}")
+    print(f"redraws per second: {', '.join(f'{v:.1f}' for v in fps_values)} "
+          f"(trajectory plots: {', '.join(f'{v:.1f}' for v in plot_rates)})")
     print(f"startup (median of {args.repeats}): first window {first_window_s:.2f} s, Run enabled {ready_s:.2f} s")
     print(f"p99_latency_ms={p99:.1f} fps={fps:.1f} live_over_headless={ratio:.3f} "
           f"first_window_s={first_window_s:.2f} ready_s={ready_s:.2f}")

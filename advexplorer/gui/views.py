@@ -280,8 +280,11 @@ class TrajectoryPlots(QWidget):
         self.margin.setTitle("Margin p(ref) − max other", size="9pt", color="#d0d0d0")
         self.margin.setLabel("bottom", "step")
         self.margin.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#777", style=Qt.PenStyle.DashLine)))
-        self.loss_curve = self.loss.plot(pen=pg.mkPen("#E69F00", width=2))
-        self.margin_curve = self.margin.plot(pen=pg.mkPen("#56B4E9", width=2))
+        # Bare PlotCurveItems: PlotDataItem's extra layer costs more than the drawing here.
+        self.loss_curve = pg.PlotCurveItem(pen=pg.mkPen("#E69F00", width=2))
+        self.margin_curve = pg.PlotCurveItem(pen=pg.mkPen("#56B4E9", width=2))
+        self.loss.addItem(self.loss_curve)
+        self.margin.addItem(self.margin_curve)
         for plot in (self.confidence, self.loss, self.margin):
             plot.setMenuEnabled(False)
             plot.hideButtons()
@@ -289,8 +292,8 @@ class TrajectoryPlots(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)
-        self.classes: tuple[str, ...] = ()
-        self.curves: dict[int, pg.PlotDataItem] = {}
+        self.classes: tuple[str, ...] | None = None
+        self.curves: dict[int, pg.PlotCurveItem] = {}
         self.count = 0
         self.steps_x = np.zeros(0)
         self.probabilities = np.zeros((0, 0), dtype=np.float32)
@@ -304,10 +307,20 @@ class TrajectoryPlots(QWidget):
             plot.enableAutoRange(x=False, y=False)
 
     def start(self, classes, capacity: int, label: int | None = None, target: int | None = None) -> None:
-        """A new run with room for ``capacity`` steps (buffers are preallocated)."""
-        self.classes = tuple(classes)
+        """A new run with room for ``capacity`` steps (buffers are preallocated).
+
+        The curves (and their legend entries) of the previous run are reused when the
+        classes, label and target are the same, and the x range is kept when the
+        capacity is: re-creating them costs more than a whole short run's drawing.
+        """
+        classes = tuple(classes)
         capacity = max(int(capacity), 1)
-        self.steps_x = np.arange(capacity, dtype=np.float64)
+        same_curves = (classes, label, target) == (self.classes, self.label, self.target)
+        self.classes = classes
+        if capacity != len(self.steps_x):
+            self.steps_x = np.arange(capacity, dtype=np.float64)
+            for plot in (self.confidence, self.loss, self.margin):
+                plot.setXRange(0, max(capacity - 1, 1), padding=0.02)
         self.probabilities = np.zeros((capacity, max(len(self.classes), 1)), dtype=np.float32)
         self.losses = np.zeros(capacity, dtype=np.float32)
         self.margins = np.zeros(capacity, dtype=np.float32)
@@ -315,15 +328,17 @@ class TrajectoryPlots(QWidget):
         self.label, self.target = label, target
         self.reference = label
         self._y_ranges: dict[str, tuple[float, float]] = {}
-        for curve in self.curves.values():
-            self.confidence.removeItem(curve)
-        self.legend.clear()
-        self.curves = {}
+        if same_curves:
+            for curve in self.curves.values():
+                curve.setData([], [])
+        else:
+            for curve in self.curves.values():
+                self.confidence.removeItem(curve)
+            self.legend.clear()
+            self.curves = {}
+        self.confidence.enableAutoRange(x=False, y=False)
         self.loss_curve.setData([], [])
         self.margin_curve.setData([], [])
-        self.confidence.setXRange(0, max(capacity - 1, 1), padding=0.02)
-        self.loss.setXRange(0, max(capacity - 1, 1), padding=0.02)
-        self.margin.setXRange(0, max(capacity - 1, 1), padding=0.02)
         for index in (label, target):
             if index is not None:
                 self._track(index)
@@ -338,7 +353,10 @@ class TrajectoryPlots(QWidget):
         elif index == self.label:
             name += " (true)"
         width = 3 if index in (self.label, self.target) else 2
-        self.curves[index] = self.confidence.plot(pen=pg.mkPen(colour, width=width), name=name)
+        curve = pg.PlotCurveItem(pen=pg.mkPen(colour, width=width))
+        self.confidence.addItem(curve)
+        self.legend.addItem(curve, name)
+        self.curves[index] = curve
 
     def add(self, probabilities: np.ndarray, loss: float) -> None:
         """Append one step (cheap; the curves are redrawn by :meth:`redraw`)."""
@@ -380,9 +398,9 @@ class TrajectoryPlots(QWidget):
         n = self.count
         x = self.steps_x[:n]
         for index, curve in self.curves.items():
-            curve.setData(x, self.probabilities[:n, index])
-        self.loss_curve.setData(x, self.losses[:n])
-        self.margin_curve.setData(x, self.margins[:n])
+            curve.setData(x, self.probabilities[:n, index], skipFiniteCheck=True)
+        self.loss_curve.setData(x, self.losses[:n], skipFiniteCheck=True)
+        self.margin_curve.setData(x, self.margins[:n], skipFiniteCheck=True)
         if n:
             self._fit_y(self.loss, "loss", self.losses[:n])
             self._fit_y(self.margin, "margin", self.margins[:n])
