@@ -276,6 +276,15 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.batch_table)
         self.batch_dock = self._dock("Batch", "batch_dock", batch, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.batch_dock.hide()
+
+        # Cohort screening (its own panel and worker; it asks us to open an image it lists)
+        from advexplorer.gui.cohort_panel import CohortPanel
+
+        self.cohort_panel = CohortPanel()
+        self.cohort_dock = self._dock("Cohort", "cohort_dock", self.cohort_panel,
+                                      Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.batch_dock, self.cohort_dock)
+        self.cohort_dock.hide()
         self.resizeDocks([self.images_dock, self.attack_dock], [270, 440], Qt.Orientation.Horizontal)
         self.resizeDocks([self.images_dock, self.model_dock, self.history_dock], [380, 150, 260],
                          Qt.Orientation.Vertical)
@@ -348,6 +357,8 @@ class MainWindow(QMainWindow):
         self.cancel_action = a("Cancel", self.cancel_run, "Esc", "Stop after the current step.", "stop")
         self.batch_action = a("Run on selected images", self.start_batch, "Ctrl+Shift+R",
                               "Run the same attack on every selected image, each with its own mask.")
+        self.cohort_action = a("Screen a cohort…", self.show_cohort, "Ctrl+Shift+C",
+                               "Flip rate and robust accuracy against ε over a folder of images.")
         self.about_action = a("About AdvExplorer", self.about)
         self.shortcuts_action = a("Keyboard shortcuts", self.show_shortcuts, "F1")
 
@@ -377,13 +388,14 @@ class MainWindow(QMainWindow):
         menu.addAction(self.smaller_action)
         menu.addAction(self.larger_action)
         menu = self.menuBar().addMenu("&Attack")
-        for action in (self.run_action, self.pause_action, self.cancel_action, self.batch_action):
+        for action in (self.run_action, self.pause_action, self.cancel_action, self.batch_action,
+                       self.cohort_action):
             menu.addAction(action)
         self.view_menu = self.menuBar().addMenu("&View")
         self.view_menu.addAction(self.fit_action)
         self.view_menu.addSeparator()
         for dock in (self.images_dock, self.model_dock, self.history_dock, self.attack_dock,
-                     self.results_dock, self.batch_dock):
+                     self.results_dock, self.batch_dock, self.cohort_dock):
             self.view_menu.addAction(dock.toggleViewAction())
         menu = self.menuBar().addMenu("&Help")
         menu.addAction(self.shortcuts_action)
@@ -494,6 +506,7 @@ class MainWindow(QMainWindow):
         self.controller.cancelled.connect(self._on_cancelled)
         self.controller.stopped.connect(self._on_stopped)
         self.controller.paused_changed.connect(self._on_paused)
+        self.cohort_panel.image_requested.connect(self.open_from_cohort)
 
     # =================================================================================
     # start-up
@@ -663,6 +676,7 @@ class MainWindow(QMainWindow):
         self.model_info.setToolTip("\n\n".join(t for t in (card.description, card.training_data,
                                                             f"sha256 {loaded.sha256}") if t))
         self.attack_panel.set_classes(card.classes)
+        self.cohort_panel.set_model(loaded)
         current = self.session.current
         if current is not None and current.label is not None:
             self.attack_panel.set_values(label=current.label)
@@ -1192,6 +1206,23 @@ class MainWindow(QMainWindow):
 
         return write_run_dir(folder, run.request, run.outcome, record=dict(run.record))
 
+    # -- cohort -----------------------------------------------------------------------------
+    def show_cohort(self) -> None:
+        self.cohort_dock.show()
+        self.cohort_dock.raise_()
+
+    def open_from_cohort(self, path: Path, mask: Path | None, mode: str) -> None:
+        """The cohort panel asked for one of its images: open it with its mask and attack it."""
+        entries = self.add_images([path])
+        if not entries:
+            return
+        entry = entries[0]
+        if mask is not None and mode in ("allowed", "protect"):
+            self._load_mask_into(entry, "attack", mask, mode)
+        self.session.set_current(self.session.index_of(entry))
+        if self.can_run():
+            self.start_run()
+
     # -- batch ------------------------------------------------------------------------------
     def start_batch(self, entries: list[ImageEntry] | None = None) -> None:
         """Run the form's attack on every selected image (each with its own masks)."""
@@ -1320,7 +1351,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
-            self.batch_dock.hide()
+            self.batch_dock.hide()  # empty until a batch runs
 
     def save_layout(self) -> None:
         if self.options.remember:
@@ -1382,5 +1413,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         if self.controller.running:
             self.controller.stop_and_wait(15000)
+        if self.cohort_panel.running:
+            self.cohort_panel.stop_and_wait(15000)
         self.save_layout()
         super().closeEvent(event)

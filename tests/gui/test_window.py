@@ -327,3 +327,18 @@ def test_run_is_saved_as_a_run_folder_and_report(qtbot, window, tmp_path):
     assert window.save_run(summary, folder) is None and "not empty" in window.last_error
     report = window.write_report([summary], tmp_path / "report.html")
     assert report is not None and "<html" in report.read_text().lower()
+
+
+def test_cohort_panel_gets_the_model_and_opens_requested_images(qtbot, window, tmp_path):
+    from PIL import Image
+
+    assert window.cohort_panel.model is window.model
+    path = tmp_path / "tile.png"
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(path)
+    mask = tmp_path / "tile_mask.png"
+    Image.fromarray(np.pad(np.full((8, 16), 255, np.uint8), ((0, 8), (0, 0)))).save(mask)
+    window.attack_panel.set_values(method="fgsm", eps="8/255")
+    with qtbot.waitSignal(window.run_finished, timeout=30000) as finished:
+        window.open_from_cohort(path, mask, "protect")
+    assert window.session.current.path == path.resolve()
+    assert finished.args[0].record["mask"]["mode"] == "protect"
