@@ -312,14 +312,14 @@ def _html_to_pdf(html: str, path: Path) -> None:
 
     from advexplorer.report import pdf
 
-    QtCore, QtGui, QtSvg = pdf._qt()
-    pdf._ensure_application()
+    QtCore, QtGui, QtSvg = pdf.qt_modules()
+    pdf.ensure_application()
     document = QtGui.QTextDocument()
     font = QtGui.QFont()
     font.setFamilies(["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
     font.setPointSizeF(8.5)
     document.setDefaultFont(font)
-    resources = pdf._Resources(document, QtCore, QtGui, QtSvg)
+    resources = pdf.PdfResources(document, QtCore, QtGui, QtSvg)
 
     def replace_svg(match: re.Match) -> str:
         name, width, _height = resources.svg(match.group(0))
@@ -342,5 +342,5 @@ def _html_to_pdf(html: str, path: Path) -> None:
     writer.setResolution(300)
     writer.setTitle(title)
     writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
-    pdf._paint_pages(document, writer, QtCore, QtGui, title)
+    pdf.paint_pages(document, writer, QtCore, QtGui, title)
     del writer  # finishes and closes the file

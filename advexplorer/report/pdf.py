@@ -32,7 +32,7 @@ GOOD = "#1e6b3a"
 _APP = None  # keeps the QGuiApplication we created alive for the process
 
 
-def _qt():
+def qt_modules():
     try:
         from PySide6 import QtCore, QtGui, QtSvg
     except ImportError:
@@ -41,10 +41,10 @@ def _qt():
     return QtCore, QtGui, QtSvg
 
 
-def _ensure_application():
+def ensure_application():
     """A Qt application must exist for fonts; start an offscreen one if there is none."""
     global _APP
-    QtCore, QtGui, _ = _qt()
+    QtCore, QtGui, _ = qt_modules()
     application = QtGui.QGuiApplication.instance()
     if application is not None:
         return application
@@ -62,7 +62,7 @@ def _ensure_application():
     return _APP
 
 
-class _Resources:
+class PdfResources:
     """Registers pictures with the document and hands back the names to put in <img src>."""
 
     def __init__(self, document, QtCore, QtGui, QtSvg):
@@ -117,7 +117,7 @@ def _prediction(title: str, prediction: Prediction) -> str:
             f'<table width="100%" cellspacing="0" cellpadding="1" border="0">{rows}</table>')
 
 
-def _scale(scale: ColourScale, resources: _Resources, width: int) -> str:
+def _scale(scale: ColourScale, resources: PdfResources, width: int) -> str:
     name = resources.png(scale.png)
     return (f'<img src="{name}" width="{width}" height="9"><br>'
             f'<table width="{width}" cellspacing="0" cellpadding="0" border="0"><tr>'
@@ -127,7 +127,7 @@ def _scale(scale: ColourScale, resources: _Resources, width: int) -> str:
             f'<span style="font-size:7pt;color:{MUTED};">{esc(scale.caption)}</span><br>')
 
 
-def _pictures(pictures: Sequence[Picture], resources: _Resources, per_row: int = 4) -> str:
+def _pictures(pictures: Sequence[Picture], resources: PdfResources, per_row: int = 4) -> str:
     width = 150 if per_row >= 4 else 190
     rows = []
     cell = f'<td width="{100 // per_row}%" valign="top">'
@@ -157,7 +157,7 @@ def _section(section: Section, extra: str = "") -> str:
     return _heading(section.title) + verdict + extra + _kv(section.rows) + note
 
 
-def _run(content: RunContent, number: int | None, resources: _Resources, first: bool) -> str:
+def _run(content: RunContent, number: int | None, resources: PdfResources, first: bool) -> str:
     parts = []
     title = content.title if number is not None else None
     if title:
@@ -262,7 +262,7 @@ def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = 
             f'<body style="font-size:8.5pt;color:#1d232b;">{"".join(parts)}</body></html>')
 
 
-def _paint_pages(document, writer, QtCore, QtGui, footer: str) -> None:
+def paint_pages(document, writer, QtCore, QtGui, footer: str) -> None:
     """Lay the document out on A4 pages and paint each with a 'page n of N' footer.
 
     Done by hand rather than with ``QTextDocument.print_`` so the margins are ours (print_
@@ -306,15 +306,15 @@ def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
               title: str | None = None) -> Path:
     """Write the report of ``views`` as an A4 PDF at ``path`` (not atomic by itself:
     :func:`advexplorer.report.write_report` hands it a temporary name)."""
-    QtCore, QtGui, QtSvg = _qt()
-    _ensure_application()
+    QtCore, QtGui, QtSvg = qt_modules()
+    ensure_application()
     views = [views] if isinstance(views, RunView) else list(views)
     document = QtGui.QTextDocument()
     font = QtGui.QFont()
     font.setFamilies(["DejaVu Sans", "Helvetica", "Arial", "sans-serif"])
     font.setPointSizeF(8.5)
     document.setDefaultFont(font)
-    resources = _Resources(document, QtCore, QtGui, QtSvg)
+    resources = PdfResources(document, QtCore, QtGui, QtSvg)
     document.setHtml(render_pdf_html(views, resources, title=title))
     document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle,
                                 title or "AdvExplorer report")
@@ -325,7 +325,7 @@ def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
     writer.setResolution(300)
     writer.setTitle(title or "AdvExplorer report")
     writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
-    _paint_pages(document, writer, QtCore, QtGui, title or "AdvExplorer report")
+    paint_pages(document, writer, QtCore, QtGui, title or "AdvExplorer report")
     del writer  # finishes and closes the file
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UserError(f"Qt could not write the PDF {path}; check the folder is writable.")
