@@ -1208,8 +1208,18 @@ class MainWindow(QMainWindow):
 
     # -- cohort -----------------------------------------------------------------------------
     def show_cohort(self) -> None:
-        self.cohort_dock.show()
-        self.cohort_dock.raise_()
+        """Show the Cohort panel with room for its curves (it needs height more than width)."""
+        dock = self.cohort_dock
+        if not dock.isVisible() and not dock.isFloating() and self.dockWidgetArea(dock) == \
+                Qt.DockWidgetArea.BottomDockWidgetArea:
+            # Its curves and table need a window's worth of room: float it over the main
+            # window the first time (it can be docked anywhere from there).
+            dock.setFloating(True)
+            geometry = self.geometry()
+            dock.resize(min(1100, geometry.width() - 80), min(760, geometry.height() - 80))
+            dock.move(geometry.x() + 40, geometry.y() + 60)
+        dock.show()
+        dock.raise_()
 
     def open_from_cohort(self, path: Path, mask: Path | None, mode: str) -> None:
         """The cohort panel asked for one of its images: open it with its mask and attack it."""
