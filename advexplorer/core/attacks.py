@@ -152,6 +152,17 @@ class AttackStep:
         return self.adversarial - self.images
 
 
+def _keep_better(kept: tuple, candidate: tuple) -> tuple:
+    """Per image, keep (adversarial, logits, loss, success) of whichever is better: a
+    success beats a failure, and between equals the higher loss wins."""
+    adv, logits, loss, success = kept
+    new_adv, new_logits, new_loss, new_success = candidate
+    better = (new_success & ~success) | ((new_success == success) & (new_loss > loss))
+    return (torch.where(better.view(-1, 1, 1, 1), new_adv, adv),
+            torch.where(better[:, None], new_logits, logits),
+            torch.where(better, new_loss, loss), success | new_success)
+
+
 def _succeeded(logits: torch.Tensor, wanted: torch.Tensor, targeted: bool) -> torch.Tensor:
     """Targeted: the model predicts the target. Untargeted: it no longer predicts the reference."""
     prediction = logits.argmax(dim=1)
@@ -471,12 +482,8 @@ def attack_steps(
             if gradient_method or index == 0:
                 run_adv, run_logits, run_loss, run_success = x, step_logits, loss, success
             else:
-                better = (success & ~run_success) | ((success == run_success) & (loss > run_loss))
-                b4 = better.view(-1, 1, 1, 1)
-                run_adv = torch.where(b4, x, run_adv)
-                run_logits = torch.where(better[:, None], step_logits, run_logits)
-                run_loss = torch.where(better, loss, run_loss)
-                run_success = run_success | success
+                run_adv, run_logits, run_loss, run_success = _keep_better(
+                    (run_adv, run_logits, run_loss, run_success), (x, step_logits, loss, success))
             loss_rows.append(loss)
             logit_rows.append(step_logits)
             row_steps.append((restart, index))
@@ -517,15 +524,10 @@ def attack_steps(
 
         if run_success is None:
             run_success = _succeeded(run_logits, wanted, targeted)
-        if restart == 0:  # the first run is the best so far
-            best_adv, best_logits, best_loss, best_success = run_adv, run_logits, run_loss, run_success
-        else:
-            better = (run_success & ~best_success) | ((run_success == best_success) & (run_loss > best_loss))
-            b4 = better.view(-1, 1, 1, 1)
-            best_adv = torch.where(b4, run_adv, best_adv)
-            best_logits = torch.where(better[:, None], run_logits, best_logits)
-            best_loss = torch.where(better, run_loss, best_loss)
-            best_success = best_success | run_success
+        run = (run_adv, run_logits, run_loss, run_success)
+        # The first run is the best so far; later ones replace it per image where better.
+        best_adv, best_logits, best_loss, best_success = run if restart == 0 else \
+            _keep_better((best_adv, best_logits, best_loss, best_success), run)
         if config.early_stop and bool(best_success.all()):
             break
 
@@ -549,7 +551,8 @@ def run_attack(model, images, allowed_mask=None, labels=None, config=None, *, ta
 
 
 def drive(steps: Generator[AttackStep, None, AttackResult], on_step=None) -> AttackResult:
-    """Exhaust a step generator and return its result."""
+    """Exhaust a generator (attack steps, run steps, screening progress) and return its
+    return value; ``on_step`` sees everything it yields."""
     while True:
         try:
             step = next(steps)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from advexplorer.core.attacks import AttackConfig, perturbation_norms, run_attack
+from advexplorer.core.attacks import AttackConfig, drive, perturbation_norms, run_attack
 from advexplorer.errors import UserError
 
 Z95 = 1.959963984540054
@@ -631,11 +631,4 @@ class _HeapEntry:
 
 def run_screen(model, batches, eps_list, config, *, on_progress=None, **options) -> ScreenResult:
     """Run :func:`screen_steps` to completion; ``on_progress(progress)`` sees every yield."""
-    steps = screen_steps(model, batches, eps_list, config, **options)
-    while True:
-        try:
-            snapshot = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(snapshot)
+    return drive(screen_steps(model, batches, eps_list, config, **options), on_progress)

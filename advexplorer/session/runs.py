@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 import advexplorer
-from advexplorer.core.attacks import AttackConfig, AttackResult, AttackStep, attack_steps, perturbation_norms
+from advexplorer.core.attacks import (AttackConfig, AttackResult, AttackStep, attack_steps, drive,
+                                      perturbation_norms)
 from advexplorer.errors import UserError
 from advexplorer.io.atomic import atomic_directory
 from advexplorer.io.images import LoadedImage, save_mask_png, save_png, to_uint8
@@ -146,15 +147,8 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
 
 
 def run(request: RunRequest, on_step=None) -> RunOutcome:
-    """Run :func:`run_steps` to completion."""
-    steps = run_steps(request)
-    while True:
-        try:
-            step = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if on_step is not None:
-            on_step(step)
+    """Run :func:`run_steps` to completion; ``on_step(step)`` sees every step."""
+    return drive(run_steps(request), on_step)
 
 
 def _prediction(probabilities: torch.Tensor, classes: tuple[str, ...], k: int = 5) -> dict[str, Any]:
