@@ -98,6 +98,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
                                       colorMap=colour_map, interactive=False, width=12,
                                       colorMapMenu=False)
                 self.addItem(bar, row=1, col=column)
+                bar.setVisible(False)  # a colour bar with nothing to describe only confuses
                 self.bars[key] = bar
                 self._bar_columns.append(column)
                 column += 1
@@ -133,9 +134,14 @@ class ImageStrip(pg.GraphicsLayoutWidget):
     def set_scalar(self, key: str, array: np.ndarray | None, levels: tuple[float, float],
                    colour_map: str) -> None:
         item = self.items[key]
+        bar = self.bars.get(key) or (self.bars.get("saliency_after") if key == "saliency_before" else None)
         if array is None:
             item.clear()
+            if bar is not None and key != "saliency_before":
+                bar.setVisible(False)
             return
+        if bar is not None and not bar.isVisible():
+            bar.setVisible(True)
         first = item.image is None
         item.setImage(np.ascontiguousarray(array, dtype=np.float32), autoLevels=False, levels=levels)
         if getattr(item, "_colour_map_name", None) != colour_map:
@@ -152,6 +158,8 @@ class ImageStrip(pg.GraphicsLayoutWidget):
         for key, item in self.items.items():
             item.clear()
             self.captions[key].setText("")
+        for bar in self.bars.values():
+            bar.setVisible(False)
 
 
 class LiveViews(QWidget):
