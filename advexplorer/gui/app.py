@@ -6,13 +6,14 @@ appears in about a second; Run becomes available when the engine and the model a
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QEvent, QTimer
 from PySide6.QtWidgets import QApplication
 
 from advexplorer.errors import UserError
@@ -134,6 +135,13 @@ def run_app(options: StartOptions | None = None, demo: DemoOptions | None = None
     code = app.exec()
     if driver is not None:
         code = code or driver.exit_code
+    # Delete the window and collect Python garbage while Qt is still alive: left to the
+    # interpreter's shutdown, wrapper objects can be torn down after their C++ side
+    # (seen as a rare "none_dealloc" abort at exit).
+    window.close()
+    window.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
     return int(code)
 
 

@@ -63,6 +63,19 @@ def image_files(tmp_path):
     return paths
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collect_qt_garbage_while_qt_lives():
+    """Collect Python wrappers of Qt objects before interpreter shutdown (see gui.app.run_app)."""
+    yield
+    import gc
+
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    if QCoreApplication.instance() is not None:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
+
+
 @pytest.fixture
 def settings_file(tmp_path, monkeypatch):
     path = tmp_path / "settings.ini"
