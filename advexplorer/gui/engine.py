@@ -25,6 +25,9 @@ ENGINE_MODULES = (
     "advexplorer.io.images",
     "advexplorer.session.runs",
 )
+#: Imported too when present (saliency pulls in captum and scipy): a first run with
+#: saliency then does not import them in the worker thread while the GUI is drawing.
+OPTIONAL_MODULES = ("advexplorer.core.saliency", "advexplorer.core.robustness")
 
 
 def module_exists(name: str) -> bool:
@@ -77,6 +80,9 @@ class EngineLoader(QObject):
         try:
             for name in ENGINE_MODULES:
                 importlib.import_module(name)
+            for name in OPTIONAL_MODULES:
+                if module_exists(name):
+                    importlib.import_module(name)
             import torch
 
             torch.set_num_threads(engine_threads())

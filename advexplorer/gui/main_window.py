@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QIcon, QImage, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QFrame, QHBoxLayout, QHeaderView,
+    QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
     QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QProgressBar, QPushButton,
-    QSlider, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QToolBar, QToolButton,
-    QVBoxLayout, QWidget,
+    QSlider, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem, QToolBar, QVBoxLayout, QWidget,
 )
 from superqt.utils import qthrottled
 
@@ -468,8 +467,6 @@ class MainWindow(QMainWindow):
         self.run_progress.setVisible(False)
         status.addWidget(self.cursor_label, 1)
         for widget in (self.run_progress, self.step_label, self.steps_label, self.engine_label):
-            frame_sep = QFrame()
-            frame_sep.setFrameShape(QFrame.Shape.VLine)
             status.addPermanentWidget(widget)
 
     def _connect(self) -> None:
