@@ -44,9 +44,8 @@ from advexplorer.core.screening import CohortBatch, ImageRow, eps_label
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.hashing import sha256_file
+from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
 from advexplorer.io.images import image_from_array, load_image, mask_to_model, read_mask_array
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm")
 MASK_MODES = ("none", "allowed", "protect")
 
 
@@ -159,6 +158,13 @@ def _open_folder(source: Path, card: ModelCard) -> Cohort:
     others = sorted(p.name for p in source.iterdir() if p.is_file() and not _is_image(p)
                     and not p.name.startswith("."))
     notes = []
+    # Masks saved beside their image (scan_protect.png next to scan.png) are not images to screen.
+    names = {p.name for p in top}
+    companions = [p.name for p in top if is_companion_mask(p, names)]
+    top = [p for p in top if p.name not in set(companions)]
+    if companions:
+        notes.append(f"skipped {len(companions)} companion mask file(s) beside their images "
+                     f"(e.g. {_few(companions, 2)}); pass --masks/--protect-dir to use masks")
     if top:
         entries = [CohortEntry(id=p.name, path=p.resolve()) for p in top]
         if others:

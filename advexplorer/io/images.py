@@ -34,7 +34,6 @@ from advexplorer.io.hashing import sha256_file
 
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # whole-slide tiles are large; refuse only absurd files
 
-
 @dataclass
 class LoadedImage:
     """An image as the user sees it (``original``) and as the model is fed (``tensor``)."""

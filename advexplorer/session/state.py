@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from advexplorer.io.filenames import COMPANION_SUFFIXES, IMAGE_SUFFIXES, companion_masks, is_companion_mask  # noqa: F401
 from advexplorer.session.masks import ImageMasks
 
-#: File suffixes taken when a folder is added.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
 
 class Event:
@@ -114,29 +113,6 @@ class ImageEntry:
         return self.masks
 
 
-#: Companion mask files beside an image: ``scan.png`` → ``scan_protect.png`` etc.
-COMPANION_SUFFIXES = {"protect": "_protect", "allowed": "_allowed", "diagnostic": "_diagnostic"}
-
-
-def companion_masks(image_path: Path) -> dict[str, Path]:
-    """The mask files saved beside an image under the companion names, if they exist."""
-    found = {}
-    for role, suffix in COMPANION_SUFFIXES.items():
-        candidate = image_path.with_name(f"{image_path.stem}{suffix}.png")
-        if candidate.is_file():
-            found[role] = candidate
-    return found
-
-
-def _is_companion(path: Path, names: set[str]) -> bool:
-    for suffix in COMPANION_SUFFIXES.values():
-        if path.stem.endswith(suffix):
-            base = path.stem[: -len(suffix)]
-            if any(f"{base}{ext}" in names for ext in IMAGE_SUFFIXES):
-                return True
-    return False
-
-
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, and the image files (sorted) directly inside any folder given.
 
@@ -150,7 +126,7 @@ def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
             files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                      and not p.name.startswith(".")]
             names = {p.name for p in files}
-            out.extend(sorted(p for p in files if not _is_companion(p, names)))
+            out.extend(sorted(p for p in files if not is_companion_mask(p, names)))
         else:
             out.append(path)
     return out

@@ -214,3 +214,14 @@ def test_loader_falls_back_to_the_main_process(tmp_path, card, monkeypatch):
     _, ids, _ = collect(loader)
     assert ids == [f"t{k}.png" for k in range(5)]
     assert any("main process" in note for note in loader.notes)
+
+
+def test_companion_masks_beside_images_are_not_screened_as_images():
+    from advexplorer import paths
+    from advexplorer.io.cards import load_card
+
+    card = load_card(paths.MODELS_DIR / "histology_standard.json")
+    cohort = open_cohort(paths.SAMPLES_DIR / "histology", card)
+    names = [entry.id for entry in cohort.entries]
+    assert len(names) == 6 and not any("_protect" in n or "_diagnostic" in n for n in names)
+    assert any("companion mask" in note for note in cohort.notes)
