@@ -127,6 +127,7 @@ class AttackPanel(QWidget):
         def row(*widgets):
             layout = QHBoxLayout()
             layout.setContentsMargins(0, 0, 0, 0)
+            layout.setSpacing(10)  # keep "random start" and "seed" apart as two labels
             for widget, stretch in widgets:
                 layout.addWidget(widget, stretch)
             return layout

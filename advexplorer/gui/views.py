@@ -282,7 +282,8 @@ class TrajectoryPlots(QWidget):
         self.confidence.setLabel("bottom", "step")
         self.confidence.setLabel("left", "probability")
         self.confidence.setYRange(0, 1, padding=0.02)
-        self.legend = self.confidence.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=(30, 31, 34, 200))
+        self.legend = self.confidence.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=(30, 31, 34, 235))
+        self.legend.setZValue(1000)  # above the curves, so class names stay readable
         self.loss.setTitle("Loss", size="9pt", color="#d0d0d0")
         self.loss.setLabel("bottom", "step")
         self.margin.setTitle("Margin p(ref) − max other", size="9pt", color="#d0d0d0")
