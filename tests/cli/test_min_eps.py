@@ -62,7 +62,8 @@ def test_min_eps_record_matches_the_linear_closed_form_on_the_allowed_half(files
     allowed[:, SIZE // 2:] = 1
     difference = (weight[0] - weight[1]).numpy().reshape(3, SIZE, SIZE) * allowed
     net = torch.jit.load(str(root / "net.pt"))
-    logits = net(torch.from_numpy(np.load(out / "input.npy"))[None])[0].double()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(np.load(out / "input.npy"))[None])[0].double()
     exact = float(logits[0] - logits[1]) / np.abs(difference).sum()
     assert float(logits[0] - logits[1]) == pytest.approx(MARGIN, abs=1e-4)
     assert found["found"] is True
