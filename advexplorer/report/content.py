@@ -765,3 +765,30 @@ def comparison(views: list[RunView]) -> Comparison:
     return Comparison(columns=[COMPARISON_COLUMNS[c] for c in keep],
                       rows=[[row[c] for c in keep] for row in rows],
                       flipped=[bool(v.record.get("flipped")) for v in views], shared=shared)
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """What the top of every report says, worked out once for the HTML and the PDF."""
+
+    contents: list
+    title: str
+    count: str
+    generated: str
+    version: str
+
+
+def report_header(views, title: str | None = None) -> ReportHeader:
+    """The per-run contents plus title, run count, generation time and version of a report."""
+    from datetime import datetime, timezone
+
+    import advexplorer
+
+    several = len(views) > 1
+    contents = [run_content(v, n if several else None) for n, v in enumerate(views, start=1)]
+    if title is None:
+        title = "Adversarial robustness report" if several else contents[0].title
+    return ReportHeader(contents=contents, title=title,
+                        count=f"{len(views)} runs" if several else "1 run",
+                        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                        version=advexplorer.__version__)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from importlib import resources
 
-import advexplorer
 from advexplorer.report import figures
 from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
-                                        comparison, percent, run_content)
+                                        comparison, percent, report_header)
 from advexplorer.report.run import RunView
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -155,14 +153,11 @@ def render_html(runs: Sequence[RunView] | RunView, *, title: str | None = None) 
     views = [runs] if isinstance(runs, RunView) else list(runs)
     if not views:
         raise ValueError("render_html needs at least one run")
-    contents = [run_content(v, n if len(views) > 1 else None) for n, v in enumerate(views, start=1)]
-    if title is None:
-        title = "Adversarial robustness report" if len(views) > 1 else contents[0].title
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    count = f"{len(views)} runs" if len(views) > 1 else "1 run"
+    header = report_header(views, title)
+    contents, title, count, generated = header.contents, header.title, header.count, header.generated
     body = [f'<header class="masthead"><div class="product">AdvExplorer · adversarial robustness report</div>'
             f"<h1>{esc(title)}</h1><div class=\"meta\">{esc(count)} · generated {esc(generated)} · "
-            f"advexplorer {esc(advexplorer.__version__)}</div></header>"]
+            f"advexplorer {esc(header.version)}</div></header>"]
     if len(views) > 1:
         body.append(_comparison(views))
     for number, content in enumerate(contents, start=1):

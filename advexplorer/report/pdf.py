@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import advexplorer
 from advexplorer.errors import UserError
 from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
-                                        comparison, percent, run_content)
+                                        comparison, percent, report_header)
 from advexplorer.report.html import esc
 from advexplorer.report.run import RunView
 
@@ -240,16 +239,13 @@ def _comparison(views: Sequence[RunView]) -> str:
 
 def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = None) -> str:
     """The QTextDocument flavour of the report (tables, resource images, no CSS layout)."""
-    contents = [run_content(v, n if len(views) > 1 else None) for n, v in enumerate(views, start=1)]
-    if title is None:
-        title = "Adversarial robustness report" if len(views) > 1 else contents[0].title
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    count = f"{len(views)} runs" if len(views) > 1 else "1 run"
+    header = report_header(views, title)
+    contents, title, count, generated = header.contents, header.title, header.count, header.generated
     parts = [f'<p style="color:{ACCENT};font-size:8pt;font-weight:bold;margin:0;">'
              "ADVEXPLORER · ADVERSARIAL ROBUSTNESS REPORT</p>",
              f'<h1 style="font-size:16pt;margin:2px 0 2px 0;">{esc(title)}</h1>',
              f'<p style="color:{MUTED};margin:0 0 6px 0;">{esc(count)} · generated {esc(generated)} · '
-             f"advexplorer {esc(advexplorer.__version__)}</p><hr>"]
+             f"advexplorer {esc(header.version)}</p><hr>"]
     if len(views) > 1:
         parts.append(_comparison(views))
     for number, content in enumerate(contents, start=1):
