@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from advexplorer.commands._args import add_mask_arguments, add_model_arguments, number
+
+if TYPE_CHECKING:  # imported lazily at run time: --help must not load torch
+    from advexplorer.session.runs import RunRequest
 
 SALIENCY_CHOICES = ("gradient", "smoothgrad", "integrated-gradients", "gradcam")
 
@@ -54,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--quiet", action="store_true", help="print nothing on success")
 
 
-def build_request(args) -> "RunRequest":  # noqa: F821 (imported lazily)
+def build_request(args) -> "RunRequest":
     """Load model, image and masks named by the arguments (shared with ``reproduce``)."""
     from advexplorer import paths
     from advexplorer.core.attacks import AttackConfig

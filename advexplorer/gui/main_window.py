@@ -758,7 +758,7 @@ class MainWindow(QMainWindow):
 
     def _load_companions(self, entry: ImageEntry) -> None:
         """Masks saved beside the image (``scan_protect.png``, ``scan_diagnostic.png``) load with it."""
-        from advexplorer.session.state import companion_masks
+        from advexplorer.io.filenames import companion_masks
 
         found = companion_masks(entry.path)
         for role in ("protect", "allowed"):

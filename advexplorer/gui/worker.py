@@ -208,9 +208,7 @@ def summarize(job: RunJob, request, outcome, record: dict) -> RunSummary:
 
     result = outcome.result
     norms = {k: float(v[0]) for k, v in perturbation_norms(result.perturbation).items()}
-    steps = getattr(result, "trajectory_steps", None) or []
-    step_index = np.array([index for _, index in steps], dtype=np.int64) if steps else \
-        np.arange(result.loss_trajectory.shape[0])
+    step_index = np.array([index for _, index in result.trajectory_steps], dtype=np.int64)
     return RunSummary(
         number=job.number, image_path=Path(job.image_path), model_name=request.model.card.name,
         classes=tuple(request.model.card.classes), config=result.config.to_json(),

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advexplorer.core.model import Classifier, extract_logits, pick_device
+from advexplorer.core.model import Classifier, pick_device
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard, card_path_for, load_card
 from advexplorer.io.hashing import sha256_file
@@ -226,14 +226,14 @@ def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> None:
     blank = torch.full((1, card.channels, height, width), 0.5, device=classifier.device)
     try:
         with torch.no_grad():
-            raw = classifier.model((blank - classifier.mean) * classifier.inv_std)
+            logits = classifier(blank)
+    except UserError:
+        raise  # the output is not class logits: extract_logits has said why
     except Exception as exc:
         raise UserError(
             f"{path.name} fails on a 1×{card.channels}×{height}×{width} input as its card describes "
-            f"({_last_line(exc)}). Check 'input_size' "
-            "and 'channels' in the card."
+            f"({_last_line(exc)}). Check 'input_size' and 'channels' in the card."
         ) from None
-    logits = extract_logits(raw)
     if logits.shape[0] != 1:
         raise UserError(f"{path.name} returned {logits.shape[0]} rows for one image; it must return N×C logits.")
     if logits.shape[1] != card.num_classes:

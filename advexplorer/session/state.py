@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from advexplorer.io.filenames import COMPANION_SUFFIXES, IMAGE_SUFFIXES, companion_masks, is_companion_mask  # noqa: F401
+from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
 from advexplorer.session.masks import ImageMasks
 
 

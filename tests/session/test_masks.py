@@ -119,7 +119,8 @@ def test_session_adds_folders_without_duplicates(tmp_path):
 
 
 def test_folder_skips_companion_masks(tmp_path):
-    from advexplorer.session.state import companion_masks, expand_image_paths
+    from advexplorer.io.filenames import companion_masks
+    from advexplorer.session.state import expand_image_paths
 
     for name in ("scan.png", "scan_protect.png", "scan_diagnostic.png", "other_protect.png"):
         (tmp_path / name).write_bytes(b"x")
