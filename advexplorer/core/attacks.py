@@ -37,83 +37,15 @@ import secrets
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+# The vocabulary and the configuration are torch-free (advexplorer.config), so the GUI form
+# validates with the engine's own rules before torch loads; they are re-exported here.
+from advexplorer.config import METHODS, NORMS, AttackConfig  # noqa: F401
+from advexplorer.config import MethodName as Method, NormName as Norm  # noqa: F401
 from advexplorer.errors import UserError
-
-Method = Literal["fgsm", "pgd", "mifgsm", "noise"]
-Norm = Literal["linf", "l2"]
-METHODS: tuple[str, ...] = ("fgsm", "pgd", "mifgsm", "noise")
-NORMS: tuple[str, ...] = ("linf", "l2")
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Everything that defines an attack, in pixel units. Defaults follow the papers.
-
-    ``step_size=None`` means ε for FGSM and 2.5·ε/steps for the iterative attacks (Madry
-    et al.; 2/255 for ε=8/255 with 10 steps, torchattacks' default).
-    """
-
-    method: Method = "pgd"
-    norm: Norm = "linf"
-    eps: float = 8 / 255
-    step_size: float | None = None
-    steps: int = 10
-    targeted: int | None = None
-    random_start: bool = False
-    seed: int | None = None
-    restarts: int = 1
-    early_stop: bool = False
-    decay: float = 1.0
-
-    def validate(self) -> "AttackConfig":
-        """Raise :class:`UserError` with a fix-it message for any out-of-range value."""
-        if self.method not in METHODS:
-            raise UserError(f"Unknown attack {self.method!r}; choose one of {', '.join(METHODS)}.")
-        if self.norm not in NORMS:
-            raise UserError(f"Unknown norm {self.norm!r}; choose linf or l2.")
-        if self.method == "mifgsm" and self.norm != "linf":
-            pass  # momentum with an L2 step is well defined; allowed.
-        if not (0 < float(self.eps) <= 1) and self.norm == "linf":
-            raise UserError(f"ε = {self.eps:g} is out of range: an L∞ budget must be in (0, 1] "
-                            "(pixel units; e.g. 8/255).")
-        if not float(self.eps) > 0:
-            raise UserError(f"ε = {self.eps:g} is out of range: it must be greater than 0.")
-        if self.norm == "l2" and self.eps > 1000:
-            raise UserError(f"ε = {self.eps:g} is out of range for an L2 budget (typical: 0.5 to 5).")
-        if int(self.steps) < 1:
-            raise UserError(f"steps = {self.steps} is out of range: run at least 1 step.")
-        if self.step_size is not None and not float(self.step_size) > 0:
-            raise UserError(f"Step size {self.step_size:g} must be greater than 0 (e.g. 2/255).")
-        if int(self.restarts) < 1:
-            raise UserError(f"restarts = {self.restarts} must be at least 1.")
-        if self.decay < 0:
-            raise UserError(f"Momentum decay {self.decay:g} must be ≥ 0 (the paper uses 1.0).")
-        return self
-
-    @property
-    def effective_steps(self) -> int:
-        return 1 if self.method == "fgsm" else int(self.steps)
-
-    def effective_step_size(self, eps: float | torch.Tensor):
-        if self.method == "fgsm":
-            return eps
-        if self.step_size is not None:
-            return self.step_size
-        return 2.5 * eps / self.effective_steps
-
-    def to_json(self) -> dict:
-        return {
-            "method": self.method, "norm": self.norm, "eps": float(self.eps),
-            "step_size": None if self.step_size is None else float(self.step_size),
-            "steps": self.effective_steps, "targeted": self.targeted,
-            "random_start": self.random_start, "seed": self.seed, "restarts": self.restarts,
-            "early_stop": self.early_stop, "decay": self.decay,
-        }
 
 
 class AttackStep:

@@ -1,0 +1,231 @@
+"""The torch-free vocabulary shared by the GUI, the CLI, the engine and the reports.
+
+Names of attack methods, norms and saliency methods with the labels people read; the one
+parser of numbers such as ``8/255``, ``0.5/255`` or ``2e-3``; the one formatter of budgets;
+and :class:`AttackConfig`, so a form can be validated with the engine's own rules before
+torch is imported (importing this module imports neither torch nor Qt).
+
+A new attack or saliency method is added here once and appears in every menu, option
+list, record and report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+from advexplorer.errors import UserError
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attack method: its record name, the label people read, and where it comes from."""
+
+    name: str
+    label: str           # short: tables, titles ("PGD")
+    description: str     # menus ("PGD — projected gradient descent")
+    citation: str = ""
+    url: str = ""
+    iterative: bool = True
+    uses_gradient: bool = True
+    random_start: bool = False   # whether a random start makes sense
+    momentum: bool = False
+
+
+METHOD_INFO: dict[str, Method] = {m.name: m for m in (
+    Method("pgd", "PGD", "PGD — projected gradient descent", "Madry et al., ICLR 2018",
+           "https://arxiv.org/abs/1706.06083", random_start=True),
+    Method("fgsm", "FGSM", "FGSM — one gradient-sign step", "Goodfellow, Shlens, Szegedy, ICLR 2015",
+           "https://arxiv.org/abs/1412.6572", iterative=False),
+    Method("mifgsm", "MI-FGSM", "MI-FGSM — with momentum", "Dong et al., CVPR 2018",
+           "https://arxiv.org/abs/1710.06081", random_start=True, momentum=True),
+    Method("noise", "Random noise (baseline)", "Random noise — baseline",
+           "random signs on the ε-ball's surface", uses_gradient=False),
+)}
+#: Attack names in menu order (the first is the default).
+METHODS: tuple[str, ...] = tuple(METHOD_INFO)
+#: Attacks that follow a gradient (the minimal-ε search accepts these).
+GRADIENT_METHODS: tuple[str, ...] = tuple(n for n, m in METHOD_INFO.items() if m.uses_gradient)
+
+NORM_LABELS: dict[str, str] = {"linf": "L∞", "l2": "L2"}
+NORM_DESCRIPTIONS: dict[str, str] = {"linf": "L∞ (max per pixel)", "l2": "L2 (Euclidean)"}
+NORMS: tuple[str, ...] = tuple(NORM_LABELS)
+
+SALIENCY_LABELS: dict[str, str] = {
+    "gradient": "Gradient (saliency)",
+    "smoothgrad": "SmoothGrad",
+    "integrated-gradients": "Integrated gradients",
+    "gradcam": "Grad-CAM",
+}
+SALIENCY_METHODS: tuple[str, ...] = tuple(SALIENCY_LABELS)
+
+MethodName = Literal["fgsm", "pgd", "mifgsm", "noise"]
+NormName = Literal["linf", "l2"]
+
+
+def method_label(name: str | None) -> str:
+    """'PGD' for 'pgd'; an unknown name is shown as it is."""
+    info = METHOD_INFO.get(name or "")
+    return info.label if info else str(name or "")
+
+
+def norm_label(name: str | None) -> str:
+    return NORM_LABELS.get(name or "", str(name or ""))
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def parse_number(text: str | float | int, what: str = "value") -> float:
+    """A number such as ``0.03`` or ``2e-3``, or a fraction such as ``8/255`` or ``0.5/255``.
+
+    Raises :class:`UserError` naming ``what`` for anything else (empty text, ``abc``,
+    ``1/0``, ``nan``, ``inf``).
+    """
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        text = str(text).strip()
+        if not text:
+            raise UserError(f"{what} is empty; enter a number such as 8/255 or 0.03.")
+        try:
+            if "/" in text:
+                numerator, denominator = text.split("/", 1)
+                value = float(Fraction(numerator.strip()) / Fraction(denominator.strip()))
+            else:
+                value = float(text)
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"{what}: {text!r} is not a number (examples: 0.03, 8/255, 0.5/255).") from None
+    if not math.isfinite(value):
+        raise UserError(f"{what}: {text!r} is not a finite number (examples: 0.03, 8/255).")
+    return value
+
+
+def parse_number_list(text: str, what: str = "values") -> list[float]:
+    """A comma-separated list of numbers or fractions: ``0,1/255,2/255``."""
+    parts = [part for part in str(text).split(",") if part.strip()]
+    if not parts:
+        raise UserError(f"{what}: give at least one value, e.g. 0,2/255,8/255.")
+    return [parse_number(part, what) for part in parts]
+
+
+def over_255(value: float | None) -> str:
+    """A pixel-unit value as a fraction of 255: 0.0313725 → '8/255', 0.01 → '2.55/255'."""
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    scaled = float(value) * 255.0
+    if abs(scaled - round(scaled)) < 1e-4:
+        return f"{int(round(scaled))}/255"
+    return f"{scaled:.4g}/255"  # 4 digits: 12.05/255 must not read as 12/255
+
+
+def format_budget(value: float | None, norm: str = "linf", *, raw: bool = False) -> str:
+    """The one way a budget (ε, a step size, a perturbation's norm) is written.
+
+    L∞ values read as fractions of 255 ('8/255'), with ``raw=True`` followed by the
+    pixel-unit number ('8/255 (0.03137)'); L2 values are plain numbers ('0.5').
+    """
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    if norm != "linf":
+        return f"{float(value):.4g}"
+    text = over_255(value)
+    return f"{text} ({float(value):.4g})" if raw else text
+
+
+def eps_argument(value: float) -> str:
+    """ε for a command line: '8/255' when that is exactly the float, else its repr."""
+    scaled = round(float(value) * 255)
+    return f"{scaled}/255" if scaled > 0 and scaled / 255 == float(value) else repr(float(value))
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Everything that defines an attack, in pixel units. Defaults follow the papers.
+
+    ``step_size=None`` means ε for FGSM and 2.5·ε/steps for the iterative attacks (Madry
+    et al.; 2/255 for ε=8/255 with 10 steps, torchattacks' default).
+    """
+
+    method: MethodName = "pgd"
+    norm: NormName = "linf"
+    eps: float = 8 / 255
+    step_size: float | None = None
+    steps: int = 10
+    targeted: int | None = None
+    random_start: bool = False
+    seed: int | None = None
+    restarts: int = 1
+    early_stop: bool = False
+    decay: float = 1.0
+
+    def validate(self) -> "AttackConfig":
+        """Raise :class:`UserError` with a fix-it message for any out-of-range value."""
+        if self.method not in METHODS:
+            raise UserError(f"Unknown attack {self.method!r}; choose one of {', '.join(METHODS)}.")
+        if self.norm not in NORMS:
+            raise UserError(f"Unknown norm {self.norm!r}; choose linf or l2.")
+        eps = float(self.eps)
+        if not math.isfinite(eps) or not eps > 0:
+            raise UserError(f"ε = {eps:g} is out of range: it must be greater than 0 "
+                            "(pixel units; e.g. 8/255).")
+        if self.norm == "linf" and eps > 1:
+            raise UserError(f"ε = {eps:g} is out of range: an L∞ budget must be in (0, 1] "
+                            "(pixel units; e.g. 8/255).")
+        if self.norm == "l2" and eps > 1000:
+            raise UserError(f"ε = {eps:g} is out of range for an L2 budget (typical: 0.5 to 5).")
+        if int(self.steps) < 1:
+            raise UserError(f"steps = {self.steps} is out of range: run at least 1 step.")
+        if self.step_size is not None and not (math.isfinite(float(self.step_size))
+                                               and float(self.step_size) > 0):
+            raise UserError(f"Step size {float(self.step_size):g} must be greater than 0 (e.g. 2/255).")
+        if int(self.restarts) < 1:
+            raise UserError(f"restarts = {self.restarts} must be at least 1.")
+        if not self.decay >= 0:
+            raise UserError(f"Momentum decay {self.decay:g} must be ≥ 0 (the paper uses 1.0).")
+        return self
+
+    @property
+    def info(self) -> Method:
+        return METHOD_INFO[self.method]
+
+    @property
+    def effective_steps(self) -> int:
+        return 1 if self.method == "fgsm" else int(self.steps)
+
+    def effective_step_size(self, eps: Any):
+        """The step size used for budget ``eps`` (a number or a per-image tensor)."""
+        if self.method == "fgsm":
+            return eps
+        if self.step_size is not None:
+            return self.step_size
+        return 2.5 * eps / self.effective_steps
+
+    def describe(self) -> str:
+        """'PGD L∞ ε=8/255, 10 steps' — one line for titles and status bars."""
+        text = f"{self.info.label} {norm_label(self.norm)} ε={format_budget(self.eps, self.norm)}"
+        if self.info.iterative:
+            text += f", {self.effective_steps} steps"
+        return text
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method, "norm": self.norm, "eps": float(self.eps),
+            "step_size": None if self.step_size is None else float(self.step_size),
+            "steps": self.effective_steps, "targeted": self.targeted,
+            "random_start": self.random_start, "seed": self.seed, "restarts": self.restarts,
+            "early_stop": self.early_stop, "decay": self.decay,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AttackConfig":
+        """The inverse of :meth:`to_json` (unknown keys are ignored)."""
+        fields = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in fields})
