@@ -72,7 +72,17 @@ class Reproduction:
         return all(check.ok for check in self.checks)
 
 
-def _input_files(record: dict) -> list[tuple[str, str | None, str | None]]:
+def _source(record: dict, key: str, folder) -> str | None:
+    """The mask or diagnostic file of the record: a painted one stored in the run folder is
+    found there even if the folder has moved since."""
+    if folder is not None:
+        path = folder.source_file(key)
+        return None if path is None else str(path)
+    entry = record.get(key)
+    return entry.get("path") if isinstance(entry, dict) else None
+
+
+def _input_files(record: dict, folder=None) -> list[tuple[str, str | None, str | None]]:
     """(role, path, recorded sha256) of every input a run was made from."""
     model = record.get("model") or {}
     image = record.get("image") or {}
@@ -81,24 +91,26 @@ def _input_files(record: dict) -> list[tuple[str, str | None, str | None]]:
              ("model card", model.get("card_path"), model.get("card_sha256")),
              ("image", image.get("path"), image.get("sha256"))]
     if mask.get("path"):
-        files.append((f"{mask.get('mode', 'allowed')} mask", mask.get("path"), mask.get("sha256")))
+        files.append((f"{mask.get('mode', 'allowed')} mask", _source(record, "mask", folder),
+                      mask.get("sha256")))
     diagnostic = record.get("diagnostic")
     if isinstance(diagnostic, dict) and diagnostic.get("path"):
-        files.append(("diagnostic region", diagnostic.get("path"), diagnostic.get("sha256")))
+        files.append(("diagnostic region", _source(record, "diagnostic", folder), diagnostic.get("sha256")))
     return files
 
 
-def check_inputs(record: dict) -> list[str]:
+def check_inputs(record: dict, folder=None) -> list[str]:
     """Refuse (UserError) if a recorded input is missing or its SHA-256 changed.
 
-    Checked *before* anything is loaded, so a swapped model file never gets to run. Returns
-    the roles that were verified.
+    Checked *before* anything is loaded, so a swapped model file never gets to run. ``folder``
+    (a :class:`~advexplorer.io.runfolder.RunFolder`) lets masks stored in the run folder be
+    found after the folder moved. Returns the roles that were verified.
     """
     from advexplorer.errors import UserError
     from advexplorer.io.hashing import sha256_file
 
     problems, verified = [], []
-    for role, path, recorded in _input_files(record):
+    for role, path, recorded in _input_files(record, folder):
         if not path:
             if role == "image":
                 raise UserError("This run's image was not read from a file (no path in the record), "
@@ -123,7 +135,7 @@ def check_inputs(record: dict) -> list[str]:
     return verified
 
 
-def _namespace(record: dict, device: str, trust_pickle: bool) -> argparse.Namespace:
+def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> argparse.Namespace:
     """The arguments ``advexplorer attack`` would have parsed for this record."""
     model, image, mask = record.get("model") or {}, record.get("image") or {}, record.get("mask") or {}
     attack = record.get("attack") or {}
@@ -133,9 +145,9 @@ def _namespace(record: dict, device: str, trust_pickle: bool) -> argparse.Namesp
     return argparse.Namespace(
         model=model.get("path"), card=model.get("card_path"), device=device, trust_pickle=trust_pickle,
         image=image.get("path"),
-        mask=mask.get("path") if mask.get("mode") == "allowed" else None,
-        protect=mask.get("path") if mask.get("mode") == "protect" else None,
-        diagnostic=diagnostic.get("path"),
+        mask=_source(record, "mask", folder) if mask.get("mode") == "allowed" else None,
+        protect=_source(record, "mask", folder) if mask.get("mode") == "protect" else None,
+        diagnostic=_source(record, "diagnostic", folder),
         attack=attack.get("method", "pgd"), norm=attack.get("norm", "linf"), eps=attack.get("eps"),
         step_size=attack.get("step_size"), steps=attack.get("steps", 10),
         label=None if not label else int(label["index"]),
@@ -143,6 +155,7 @@ def _namespace(record: dict, device: str, trust_pickle: bool) -> argparse.Namesp
         random_start=bool(attack.get("random_start")), seed=attack.get("seed"),
         restarts=int(attack.get("restarts") or 1), early_stop=bool(attack.get("early_stop")),
         saliency=saliency.get("method") if isinstance(saliency, dict) else None,
+        saliency_class=record.get("saliency_class") or "clean",
         robustness="robustness" in record,
         command_line=None,
     )
@@ -188,12 +201,12 @@ def reproduce_run(run_dir: str | Path, *, device: str | None = None, tolerance: 
 
     from advexplorer.commands.attack import build_request
     from advexplorer.errors import UserError
-    from advexplorer.report.run import load_run
+    from advexplorer.io.runfolder import RunFolder
     from advexplorer.session.runs import run as run_request, versions
 
-    view = load_run(run_dir)
-    record = view.record
-    check_inputs(record)
+    folder = RunFolder.open(run_dir)
+    record = folder.record
+    check_inputs(record, folder)
     recorded_device = str(record.get("device") or "cpu")
     if device is None:
         device = recorded_device
@@ -206,7 +219,8 @@ def reproduce_run(run_dir: str | Path, *, device: str | None = None, tolerance: 
                 device = "cpu"
         except Exception:  # pragma: no cover - torch always imports here
             device = "cpu"
-    request = build_request(_namespace(record, device, trust_pickle))
+    request = build_request(_namespace(record, device, trust_pickle, folder))
+    _masks_without_a_file(request, record, folder)
     request.config = _config(record)
     request.command_line = None
     if tolerance is not None and tolerance < 0:
@@ -238,13 +252,11 @@ def reproduce_run(run_dir: str | Path, *, device: str | None = None, tolerance: 
                        "itself is not repeated (run advexplorer min-eps again for that).")
 
     # The perturbation in C×H×W, exactly as the run folder stores it.
-    recorded_perturbation = np.load(Path(run_dir) / (record.get("files") or {}).get(
-        "perturbation", "perturbation.npy"), allow_pickle=False)
-    checks.append(_compare_arrays("perturbation", recorded_perturbation,
+    checks.append(_compare_arrays("perturbation", folder.perturbation,
                                   np.asarray(outcome.perturbation, dtype=np.float32), tolerance, exact))
-    if view.exported is not None:
+    if folder.adversarial_png is not None:
         exported = np.asarray(outcome.exported)
-        recorded_png = view.exported
+        recorded_png = folder.adversarial_png
         if recorded_png.ndim == 2:
             recorded_png = recorded_png[:, :, None]
         if exported.ndim == 2:
@@ -270,12 +282,39 @@ def reproduce_run(run_dir: str | Path, *, device: str | None = None, tolerance: 
         ok = difference == 0 if exact else difference <= max(tolerance, 1e-6) * 100
         checks.append(Check("confidence after", f"{recorded_probability:.6g} recorded, "
                                                 f"{new_probability:.6g} now", ok))
-    if view.saliency_before is not None and outcome.explanation is not None:
-        checks.append(_compare_arrays("saliency before", view.saliency_before,
+    recorded_before = folder.array("saliency_before") if "saliency" in record else None
+    recorded_after = folder.array("saliency_after") if "saliency" in record else None
+    if recorded_before is not None and recorded_after is not None and outcome.explanation is not None:
+        checks.append(_compare_arrays("saliency before", recorded_before,
                                       np.asarray(outcome.explanation.before, dtype=np.float32), tolerance, exact))
-        checks.append(_compare_arrays("saliency after", view.saliency_after,
+        checks.append(_compare_arrays("saliency after", recorded_after,
                                       np.asarray(outcome.explanation.after, dtype=np.float32), tolerance, exact))
     return report
+
+
+def _masks_without_a_file(request, record: dict, folder) -> None:
+    """A run whose masks were painted and never saved as files (an older GUI record) is
+    repeated with the masks as used, which its run folder holds at the model's input size."""
+    import numpy as np
+    import torch
+
+    mode = (record.get("mask") or {}).get("mode", "none")
+    if mode != "none" and request.allowed_mask is None:
+        stored = folder.array("mask", required=True)
+        stored = stored.any(axis=2) if stored.ndim == 3 else stored
+        request.allowed_mask = torch.from_numpy(np.ascontiguousarray(stored != 0)).float()
+        request.mask_mode = mode
+    if request.diagnostic_mask is None and folder.names("diagnostic") and folder.has("diagnostic"):
+        stored = folder.array("diagnostic")
+        stored = stored.any(axis=2) if stored.ndim == 3 else stored
+        request.diagnostic_mask = torch.from_numpy(np.ascontiguousarray(stored != 0)).float()
+    size = tuple(request.model.card.input_size)
+    for mask in (request.allowed_mask, request.diagnostic_mask):
+        if mask is not None and tuple(mask.shape) != size:
+            from advexplorer.errors import UserError
+
+            raise UserError(f"The masks stored in {folder.path} do not have the model's input size "
+                            f"{size[1]}×{size[0]}; the run folder is damaged.")
 
 
 def _name(classes, index) -> str:
@@ -321,12 +360,13 @@ def summary_text(report: Reproduction, verified: list[str] | None = None) -> str
 
 
 def run(args) -> int:
-    from advexplorer.report.run import load_run
+    from advexplorer.io.runfolder import RunFolder
     from advexplorer.session.runs import check_output_dir, write_run_dir
 
     if args.out:
         check_output_dir(args.out)  # refuse before spending time on the attack
-    verified = check_inputs(load_run(args.run_dir).record)
+    folder = RunFolder.open(args.run_dir)
+    verified = check_inputs(folder.record, folder)
     report = reproduce_run(args.run_dir, device=args.device, tolerance=args.tolerance,
                            trust_pickle=args.trust_pickle)
     if args.out:

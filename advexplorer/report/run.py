@@ -1,28 +1,24 @@
 """A finished run as a report sees it: the record plus the arrays beside it.
 
 :func:`load_run` reads a run folder written by ``advexplorer attack --out DIR`` (or by the
-GUI); :meth:`RunView.from_outcome` builds the same view from a run still in memory, so the
-GUI can export a report without writing a run folder first. Nothing here imports torch,
-so ``advexplorer report`` starts quickly.
+GUI); :meth:`RunView.from_outcome` builds the same view from a run still in memory, and
+:func:`write_report_with_runs` saves runs held in memory beside a report (``REPORT_runs/``)
+so its "reproduce" line names a folder that exists. Reading goes through
+:mod:`advexplorer.io.runfolder`; nothing here imports torch at module level, so
+``advexplorer report`` starts quickly.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from advexplorer.errors import UserError
-
-DEFAULT_FILES = {"input": "input.npy", "perturbation": "perturbation.npy",
-                 "adversarial": "adversarial.png", "mask": "mask.png",
-                 "saliency_before": "saliency_before.npy", "saliency_after": "saliency_after.npy",
-                 "diagnostic": "diagnostic.png"}
+from advexplorer.io.runfolder import FILES as DEFAULT_FILES, RunFolder
 
 
 def _hwc(array: np.ndarray, channels: int | None) -> np.ndarray:
@@ -118,109 +114,95 @@ class RunView:
                    run_dir=Path(run_dir) if run_dir is not None else None)
 
 
-def _read_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        image.load()
-        return np.asarray(image)
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    # allow_pickle=False: a run folder from someone else must not be able to run code.
-    return np.load(path, allow_pickle=False)
-
-
 def load_run(run_dir: str | Path) -> RunView:
-    """Read a run folder (``record.json`` + arrays) into a :class:`RunView`.
+    """Read a run folder (``record.json`` + arrays, via :class:`~advexplorer.io.runfolder.RunFolder`)
+    into a :class:`RunView`.
 
     Raises :class:`UserError` if the folder is not a run folder or a file in it is damaged.
     Optional files (saliency maps, diagnostic mask) are simply absent from the view; a
     missing optional file that the record names becomes a warning shown in the report.
     """
-    run_dir = Path(run_dir).expanduser()
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a folder. Give the folder written by "
-                        "'advexplorer attack --out DIR'.")
-    record_path = run_dir / "record.json"
-    if not record_path.is_file():
-        raise UserError(f"{run_dir} is not a run folder: it has no record.json. Give the folder "
-                        "written by 'advexplorer attack --out DIR'.")
-    try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{record_path} is not valid JSON ({error}); the run folder is damaged.") from None
-    if not isinstance(record, dict) or "advexplorer_record" not in record:
-        raise UserError(f"{record_path} is not an AdvExplorer run record (no 'advexplorer_record' key).")
-    files = dict(DEFAULT_FILES)
-    files.update({k: v for k, v in (record.get("files") or {}).items() if isinstance(v, str)})
+    folder = RunFolder.open(run_dir)
+    record = folder.record
     channels = ((record.get("model") or {}).get("card") or {}).get("channels")
     warnings: list[str] = []
-
-    def path_of(key: str) -> Path:
-        name = files[key]
-        candidate = (run_dir / name).resolve()
-        # A record names files inside its own folder; refuse anything that points elsewhere.
-        if run_dir.resolve() not in candidate.parents:
-            raise UserError(f"{record_path} names {name!r} for {key}, which is outside the run folder.")
-        return candidate
-
-    def read(key: str, reader, required: bool):
-        path = path_of(key)
-        if not path.is_file():
-            if required:
-                raise UserError(f"The run folder {run_dir} has no {files[key]}; it is incomplete. "
-                                "Re-run the attack with --out to a new folder.")
-            if key in (record.get("files") or {}):
-                warnings.append(f"{files[key]} is named in the record but missing from the folder.")
-            return None
-        try:
-            return reader(path)
-        except (OSError, ValueError, UnidentifiedImageError) as error:
-            raise UserError(f"{path} could not be read ({error}); the run folder is damaged.") from None
-
-    input_image = read("input", _read_npy, True)
-    perturbation = read("perturbation", _read_npy, True)
     try:
-        input_image = _hwc(input_image, channels)
-        perturbation = _hwc(perturbation, channels)
+        input_image = _hwc(folder.input_image, channels)
+        perturbation = _hwc(folder.perturbation, channels)
     except ValueError as error:
-        raise UserError(f"{run_dir}: {error}; the run folder is damaged.") from None
+        raise UserError(f"{folder.path}: {error}; the run folder is damaged.") from None
     if input_image.shape != perturbation.shape:
-        raise UserError(f"{run_dir}: input {input_image.shape} and perturbation {perturbation.shape} "
+        raise UserError(f"{folder.path}: input {input_image.shape} and perturbation {perturbation.shape} "
                         "have different shapes; the run folder is damaged.")
     height, width = input_image.shape[:2]
 
-    def plane(key: str, reader, kind: str) -> np.ndarray | None:
-        array = read(key, reader, False)
+    def optional(role: str) -> np.ndarray | None:
+        array = folder.array(role)
+        if array is None and folder.names(role):
+            warnings.append(f"{folder.file_name(role)} is named in the record but missing from the folder.")
+        return array
+
+    def plane(role: str, kind: str) -> np.ndarray | None:
+        array = optional(role)
         if array is None:
             return None
         array = np.asarray(array)
         if array.ndim == 3:
             array = array.any(axis=2) if kind == "mask" else array[..., 0]
         if array.shape != (height, width):
-            warnings.append(f"{files[key]} is {array.shape[1]}×{array.shape[0]} but the input is "
-                            f"{width}×{height}; it is left out.")
+            warnings.append(f"{folder.file_name(role)} is {array.shape[1]}×{array.shape[0]} but the "
+                            f"input is {width}×{height}; it is left out.")
             return None
         return array != 0 if kind == "mask" else array.astype(np.float32)
 
-    allowed = plane("mask", _read_png, "mask")
+    allowed = plane("mask", "mask")
     if allowed is not None and bool(allowed.all()):
         allowed = None if (record.get("mask") or {}).get("mode", "none") == "none" else allowed
-    diagnostic = plane("diagnostic", _read_png, "mask")
-    before = plane("saliency_before", _read_npy, "map") if "saliency" in record else None
-    after = plane("saliency_after", _read_npy, "map") if "saliency" in record else None
-    exported = read("adversarial", _read_png, False)
+    diagnostic = plane("diagnostic", "mask")
+    before = plane("saliency_before", "map") if "saliency" in record else None
+    after = plane("saliency_after", "map") if "saliency" in record else None
+    exported = optional("adversarial")
     if exported is not None and exported.shape[:2] != (height, width):
-        warnings.append(f"{files['adversarial']} does not have the input's size; it is left out.")
+        warnings.append(f"{folder.file_name('adversarial')} does not have the input's size; it is left out.")
         exported = None
     for key in ("success", "prediction_before", "prediction_after"):
         if key not in record:
             warnings.append(f"The record has no '{key}'.")
     return RunView(record=record, input_image=input_image, perturbation=perturbation,
                    allowed_mask=allowed, diagnostic_mask=diagnostic, saliency_before=before,
-                   saliency_after=after, exported=exported, run_dir=run_dir.resolve(),
+                   saliency_after=after, exported=exported, run_dir=folder.path,
                    warnings=warnings)
 
 
 def finite(value: Any) -> bool:
     """True for a real, finite number (records keep NaN for 'not measured')."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def runs_folder_for(report_path: str | Path) -> Path:
+    """Where a report written from the app keeps its runs: ``REPORT_runs`` beside ``REPORT.html``."""
+    path = Path(report_path).expanduser()
+    return path.with_name(f"{path.stem}_runs")
+
+
+def write_report_with_runs(report_path: str | Path, runs, *, overwrite: bool = False,
+                           title: str | None = None) -> Path:
+    """Write a report of runs held in memory, saving each run beside it first.
+
+    ``runs`` are finished runs with attributes ``number``, ``request``, ``outcome`` and
+    ``record`` (the GUI's run summaries). Each is saved as ``REPORT_runs/run-N/`` with
+    :func:`advexplorer.session.runs.write_run_folder`, so the report's "reproduce" line names
+    a folder that exists and its command is the equivalent ``advexplorer attack`` command.
+    Existing files are replaced only with ``overwrite``. Returns the report's path.
+    """
+    from advexplorer.io.atomic import check_destination
+    from advexplorer.report import write_report
+    from advexplorer.session.runs import write_run_folder
+
+    check_destination(report_path, overwrite=overwrite)  # refuse before writing any run
+    runs_dir = runs_folder_for(report_path)
+    folders = [write_run_folder(runs_dir / f"run-{run.number}", run.request, run.outcome,
+                                record=None if run.record is None else dict(run.record),
+                                overwrite=overwrite)
+               for run in runs]
+    return write_report(report_path, folders, overwrite=overwrite, title=title)

@@ -2,13 +2,13 @@
 
 :func:`run_steps` is a generator over the engine's steps (so the GUI can draw each one and
 stop between them) whose return value is a :class:`RunOutcome`; :func:`build_record` turns
-request + outcome into the ``record.json`` dict, and :func:`write_run_dir` writes a run
-folder atomically (a temporary folder renamed into place), so no half-written run exists.
+request + outcome into the ``record.json`` dict, and :func:`write_run_folder` (the GUI) and
+:func:`write_run_dir` (the CLI) write a run folder through :mod:`advexplorer.io.runfolder`,
+which owns its file names and writes it all or nothing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -25,11 +25,11 @@ import advexplorer
 from advexplorer.core.attacks import (AttackConfig, AttackResult, AttackStep, attack_steps, drive,
                                       perturbation_norms)
 from advexplorer.errors import UserError
-from advexplorer.io.atomic import atomic_directory
-from advexplorer.io.images import LoadedImage, save_mask_png, save_png, to_uint8
+from advexplorer.io.images import LoadedImage, to_uint8
 from advexplorer.io.models import LoadedModel
+from advexplorer.io.runfolder import RECORD_VERSION, FILES, RunArrays, jsonable
+from advexplorer.io.runfolder import write_run_folder as _write_folder
 
-RECORD_VERSION = 1
 MASK_MODES = ("none", "allowed", "protect")
 #: Which class the saliency maps explain: the clean prediction (both maps), the adversarial
 #: prediction (both maps), the label, the target, or ``each`` image's own prediction.
@@ -250,30 +250,18 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
             "linf": float(np.abs(exported_delta).max()),
         },
         "wall_time_s": round(outcome.wall_time_s, 4),
-        "files": {"input": "input.npy", "perturbation": "perturbation.npy",
-                  "adversarial": "adversarial.png", "mask": "mask.png"},
+        "files": {role: FILES[role] for role in ("input", "perturbation", "adversarial", "mask")},
     }
+    if request.diagnostic_mask is not None:
+        record["files"]["diagnostic"] = FILES["diagnostic"]
     if outcome.explanation is not None:
         record["saliency"] = outcome.explanation.to_json()
-        record["files"].update(saliency_before="saliency_before.npy", saliency_after="saliency_after.npy")
+        record["saliency_class"] = request.saliency_class
+        record["files"].update(saliency_before=FILES["saliency_before"], saliency_after=FILES["saliency_after"])
     if outcome.robustness is not None:
         record["robustness"] = outcome.robustness.to_json()
-    return _jsonable(record)
-
-
-def _jsonable(value):
-    """Plain JSON types only (numpy/torch scalars become floats/ints; NaN stays NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().tolist()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    # Non-finite measurements ("not measured") become null: record.json is strict JSON.
+    return jsonable(record)
 
 
 def check_output_dir(out_dir: str | Path) -> Path:
@@ -292,22 +280,74 @@ def check_output_dir(out_dir: str | Path) -> Path:
 
 def write_run_dir(out_dir: str | Path, request: RunRequest, outcome: RunOutcome,
                   record: dict[str, Any] | None = None) -> Path:
-    """Write a run folder atomically: everything goes into a temporary sibling folder first,
-    which is renamed into place only when complete."""
+    """The CLI's run folder (``--out DIR``): refused unless new or empty, then written like
+    :func:`write_run_folder`; the record keeps the command line as given."""
     out_dir = check_output_dir(out_dir)
     record = record if record is not None else build_record(request, outcome)
-    with atomic_directory(out_dir) as staging:
-        np.save(staging / "input.npy", request.image.tensor.numpy().astype(np.float32))
-        np.save(staging / "perturbation.npy", outcome.perturbation.astype(np.float32))
-        save_png(staging / "adversarial.png", outcome.exported)
-        allowed = request.allowed_mask if request.allowed_mask is not None else \
-            torch.ones(tuple(request.model.card.input_size))
-        save_mask_png(staging / "mask.png", allowed)
-        if request.diagnostic_mask is not None:
-            save_mask_png(staging / "diagnostic.png", request.diagnostic_mask)
-            record["files"]["diagnostic"] = "diagnostic.png"
-        if outcome.explanation is not None:
-            np.save(staging / "saliency_before.npy", np.asarray(outcome.explanation.before, dtype=np.float32))
-            np.save(staging / "saliency_after.npy", np.asarray(outcome.explanation.after, dtype=np.float32))
-        (staging / "record.json").write_text(json.dumps(record, indent=2, allow_nan=True), encoding="utf-8")
-    return out_dir
+    return _write_folder(out_dir, record, run_arrays(request, outcome))
+
+
+def write_run_folder(folder: str | Path, request: RunRequest, outcome: RunOutcome,
+                     record: dict[str, Any] | None = None, *, overwrite: bool = False) -> Path:
+    """Save a finished run held in memory (the GUI's *Save run folder*, a report's runs) as a
+    run folder that ``advexplorer reproduce`` and ``advexplorer report`` read.
+
+    ``folder`` must be new or empty unless ``overwrite``. Written all or nothing. Masks painted
+    in the app (no mask file) are stored in the folder at the image's size and the record points
+    to them, and a command line such as ``advexplorer gui`` is replaced in the record by the
+    equivalent ``advexplorer attack ... --out FOLDER`` (``started_from`` keeps the original), so
+    the record names real files and a command a reader can run. ``record`` defaults to
+    :func:`build_record` (pass the one kept with the run so its creation time stays).
+    Raises :class:`UserError` (destination not writable or not empty).
+    """
+    record = record if record is not None else build_record(request, outcome)
+    return _write_folder(folder, record, run_arrays(request, outcome), overwrite=overwrite,
+                         command_as_cli=True)
+
+
+def run_arrays(request: RunRequest, outcome: RunOutcome) -> RunArrays:
+    """The arrays of a run folder, as numpy copies of the request and the outcome."""
+    allowed = request.allowed_mask if request.allowed_mask is not None else \
+        torch.ones(tuple(request.model.card.input_size))
+    source_mask = source_diagnostic = None
+    if request.allowed_mask is not None and request.mask_mode != "none" and request.mask_path is None:
+        source_mask = mask_at_file_size(request, request.allowed_mask,
+                                        protect=request.mask_mode == "protect")
+    if request.diagnostic_mask is not None and request.diagnostic_path is None:
+        source_diagnostic = mask_at_file_size(request, request.diagnostic_mask)
+    explanation = outcome.explanation
+    return RunArrays(
+        input_image=request.image.tensor.detach().cpu().numpy().astype(np.float32),
+        perturbation=outcome.perturbation.astype(np.float32),
+        adversarial_png=np.asarray(outcome.exported, dtype=np.uint8),
+        allowed_mask=allowed.detach().cpu().numpy() != 0,
+        diagnostic_mask=None if request.diagnostic_mask is None else
+        request.diagnostic_mask.detach().cpu().numpy() != 0,
+        saliency_before=None if explanation is None else np.asarray(explanation.before, dtype=np.float32),
+        saliency_after=None if explanation is None else np.asarray(explanation.after, dtype=np.float32),
+        source_mask=source_mask, source_diagnostic=source_diagnostic)
+
+
+def mask_at_file_size(request: RunRequest, mask: torch.Tensor, *, protect: bool = False) -> np.ndarray | None:
+    """A mask at the model's input size brought back to the image file's size, so that
+    reading it like a ``--mask``/``--protect``/``--diagnostic`` file gives exactly ``mask``.
+
+    With ``protect`` the file marks the pixels that must not change (1 − allowed). Pixels the
+    model never sees (outside a centre crop) are 0. None when no file can give ``mask`` back
+    exactly (an image smaller than the model's input, where nearest resampling loses pixels).
+    """
+    from advexplorer.io.images import crop_box, mask_to_model
+
+    card = request.model.card
+    width, height = request.image.file_size
+    top, left, crop_height, crop_width = crop_box(height, width, card)
+    used = (mask.detach().cpu() != 0).float()
+    wanted = 1.0 - used if protect else used
+    inside = torch.nn.functional.interpolate(wanted[None, None], size=(crop_height, crop_width),
+                                             mode="nearest-exact")[0, 0]
+    at_file_size = np.zeros((height, width), np.uint8)
+    at_file_size[top:top + crop_height, left:left + crop_width] = inside.numpy() != 0
+    read_back = mask_to_model(at_file_size, card)
+    if protect:
+        read_back = 1.0 - read_back
+    return at_file_size if torch.equal(read_back, used) else None
