@@ -15,16 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from advexplorer.config import (NORM_LABELS, eps_argument, format_budget, method_label,
+                                norm_label, over_255)
 from advexplorer.report import figures
 from advexplorer.report.run import RunView, finite
-
-METHOD_NAMES = {
-    "fgsm": ("FGSM", "Goodfellow, Shlens, Szegedy, ICLR 2015", "https://arxiv.org/abs/1412.6572"),
-    "pgd": ("PGD", "Madry et al., ICLR 2018", "https://arxiv.org/abs/1706.06083"),
-    "mifgsm": ("MI-FGSM", "Dong et al., CVPR 2018", "https://arxiv.org/abs/1710.06081"),
-    "noise": ("Random noise (baseline)", "random signs on the ε-ball's surface", ""),
-}
-NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 
 Rows = list[tuple[str, str]]
 
@@ -108,21 +102,12 @@ class RunContent:
     warnings: list[str] = field(default_factory=list)
 
 
-def over_255(value: float | None) -> str:
-    """A pixel-unit value as a fraction of 255: 0.0313725 → '8/255', 0.01 → '2.55/255'."""
-    if not finite(value):
-        return "—"
-    scaled = float(value) * 255.0
-    if abs(scaled - round(scaled)) < 1e-4:
-        return f"{int(round(scaled))}/255"
-    return f"{scaled:.4g}/255"  # 4 digits: 12.05/255 must not read as 12/255
-
-
 def budget(value: float | None) -> str:
     """'8/255 (0.03137)': both the /255 form people use and the raw pixel-unit number."""
     if not finite(value):
         return "—"
-    return f"{over_255(value)} ({float(value):.6g})"
+    # Six digits, not format_budget's four: the report is where a run is checked exactly.
+    return f"{format_budget(value)} ({float(value):.6g})"
 
 
 def percent(value: float | None, digits: int = 1) -> str:
@@ -170,8 +155,8 @@ def _class_text(prediction: Prediction) -> str:
 
 def attack_text(attack: dict) -> str:
     """'PGD L∞, ε = 8/255 (0.03137), 10 steps of 2/255'."""
-    method = METHOD_NAMES.get(attack.get("method", ""), (str(attack.get("method", "?")), "", ""))[0]
-    norm = NORM_NAMES.get(attack.get("norm", ""), str(attack.get("norm", "")))
+    method = method_label(attack.get("method") or "?")
+    norm = norm_label(attack.get("norm"))
     text = f"{method} {norm}, ε = {budget(attack.get('eps'))}"
     steps = attack.get("steps")
     if attack.get("method") not in ("fgsm",) and steps:
@@ -199,7 +184,7 @@ def _headline(record: dict) -> str:
     attack = record.get("attack") or {}
     where = {"allowed": " confined to the allowed region", "protect": " outside the protected region"}
     region = where.get((record.get("mask") or {}).get("mode", "none"), "")
-    budget_text = f"an {NORM_NAMES.get(attack.get('norm'), '')} budget of {over_255(attack.get('eps'))}{region}"
+    budget_text = f"an {NORM_LABELS.get(attack.get('norm'), '')} budget of {over_255(attack.get('eps'))}{region}"
     target = record.get("target")
     if target:
         reached = "reached" if record.get("success") else "did not reach"
@@ -262,7 +247,7 @@ def _question_rows(record: dict) -> Rows:
         ("Mask", mask_text(record.get("mask") or {})),
         ("Attack", attack_text(attack)),
         ("Budget ε", f"{budget(attack.get('eps'))} in pixel units ([0, 1] scale), "
-                     f"{NORM_NAMES.get(attack.get('norm'), attack.get('norm'))} norm"),
+                     f"{norm_label(attack.get('norm'))} norm"),
     ]
     label, target = record.get("label"), record.get("target")
     if target:
@@ -622,12 +607,6 @@ def shell_join(words) -> str:
     return shlex.join(str(w) for w in words)
 
 
-def _eps_text(value: float) -> str:
-    """ε for a command line: '8/255' when that is exactly the recorded float, else repr."""
-    scaled = round(float(value) * 255)
-    return f"{scaled}/255" if scaled > 0 and scaled / 255 == float(value) else repr(float(value))
-
-
 def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
     """An ``advexplorer attack`` command line equivalent to the recorded run, absolute paths.
 
@@ -651,9 +630,9 @@ def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
         words += ["--protect", str(mask["path"])]
     words += ["--attack", str(attack.get("method", "pgd")), "--norm", str(attack.get("norm", "linf"))]
     if finite(attack.get("eps")):
-        words += ["--eps", _eps_text(attack["eps"])]
+        words += ["--eps", eps_argument(attack["eps"])]
     if finite(attack.get("step_size")):
-        words += ["--step-size", _eps_text(attack["step_size"])]
+        words += ["--step-size", eps_argument(attack["step_size"])]
     if attack.get("steps"):
         words += ["--steps", str(attack["steps"])]
     target, label = record.get("target"), record.get("label")
@@ -750,8 +729,8 @@ def comparison(views: list[RunView]) -> Comparison:
         rows.append([
             run_label(view, number_), str(card.get("name", "—")),
             mode if mode == "none" else f"{mode} ({percent(mask.get('allowed_fraction'), 0)} free)",
-            f"{METHOD_NAMES.get(attack.get('method'), (attack.get('method'),))[0]} "
-            f"{NORM_NAMES.get(attack.get('norm'), '')} ε={over_255(attack.get('eps'))}",
+            f"{method_label(attack.get('method'))} "
+            f"{NORM_LABELS.get(attack.get('norm'), '')} ε={over_255(attack.get('eps'))}",
             _class_text(_prediction(record.get("prediction_before"))),
             _class_text(_prediction(record.get("prediction_after"))),
             yes_no(record.get("flipped")), over_255(norms.get("linf")), number(norms.get("l2"), 3),
