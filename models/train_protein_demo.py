@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=REPO_DIR / "models")
+    parser.add_argument("--samples", type=Path, default=SAMPLES_DIR, help="where the sample FASTA goes")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / "protein_motifs.pt"
     torch.save(model.state_dict(), weights)
-    fasta = SAMPLES_DIR / "motif_demo.fasta"
+    fasta = args.samples / "motif_demo.fasta"
     write_fasta(fasta, showcase_sequences())
     card = {
         "name": "Protein motif classifier (synthetic demo)",

@@ -217,6 +217,36 @@ def is_sequence_card(path: str | Path) -> bool:
     return isinstance(data, dict) and (data.get("kind") == "sequence" or "alphabet" in data)
 
 
+def read_substitution_rule(spec: str) -> str | dict[str, str]:
+    """``any``, ``blosum62``, or the table in a JSON file ``{"A": "GSTV", "L": "IVM"}``
+    (original residue → the replacements allowed for it)."""
+    if spec.strip().lower() in ("any", "blosum62"):
+        return spec.strip().lower()
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--substitutions {spec!r} is neither 'any', 'blosum62' nor a JSON file; "
+                        "a table reads {\"A\": \"GSTV\", \"L\": \"IVM\"}.")
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path.name} is not valid JSON ({error}).") from None
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                              for k, v in table.items()):
+        raise UserError(f"{path.name} must map each original residue to a string of allowed "
+                        "replacements, e.g. {\"A\": \"GSTV\", \"L\": \"IVM\"}.")
+    return {k.strip().upper(): v.strip().upper() for k, v in table.items()}
+
+
+def read_motifs(path: str | Path):
+    """Motifs from a text file of ``NAME = REGEX  # meaning`` lines."""
+    from advexplorer.core.sequences import parse_motifs
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"No motif file at {path}; it holds lines such as 'HExxH = HE..H'.")
+    return parse_motifs(path.read_text(encoding="utf-8"))
+
+
 # ----------------------------------------------------------------------------- models
 
 @dataclass
