@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("advexplorer.commands.report", "render HTML/PDF reports from a run folder"),
     "reproduce": ("advexplorer.commands.reproduce", "re-run a recorded attack and compare"),
     "demo": ("advexplorer.commands.demo", "open the app on the demo, run PGD live, screenshot"),
+    "probe": ("advexplorer.commands.probe", "single-residue probes of a protein sequence classifier"),
 }
 
 
