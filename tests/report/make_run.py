@@ -85,3 +85,36 @@ def plain_run(inputs: dict[str, Path], out: Path) -> Path:
     """Whole-image targeted PGD with random restarts, no saliency (the lean report)."""
     return attack(inputs, out, "--eps", "16/255", "--steps", "5", "--targeted", "1",
                   "--random-start", "--restarts", "2")
+
+
+class InMemoryRun:
+    """A finished run as the GUI keeps it (``number``, ``request``, ``outcome``, ``record``)."""
+
+    def __init__(self, number, request, outcome, record):
+        self.number, self.request, self.outcome, self.record = number, request, outcome, record
+
+
+def app_run(inputs: dict[str, Path], number: int = 1, *, saliency: str | None = "gradient") -> InMemoryRun:
+    """A run made the way the desktop app makes one: masks painted at the image's size and
+    never saved to a file, the command line ``advexplorer gui``. Background-only PGD with a
+    painted protect region and diagnostic region."""
+    from advexplorer.config import AttackConfig
+    from advexplorer.io.images import load_image, mask_to_model
+    from advexplorer.io.models import load_model
+    from advexplorer.session.runs import RunRequest, build_record, run
+
+    model = load_model(inputs["model"], device="cpu")
+    image = load_image(inputs["image"], model.card)
+    protect = np.asarray(Image.open(inputs["protect"])) != 0      # as painted, 48×40
+    diagnostic = np.asarray(Image.open(inputs["diagnostic"])) != 0
+    request = RunRequest(
+        model=model, image=image,
+        config=AttackConfig(method="pgd", norm="linf", eps=16 / 255, steps=4, random_start=True,
+                            seed=5).validate(),
+        allowed_mask=mask_to_model((~protect).astype(np.uint8), model.card), mask_mode="protect",
+        mask_path=None, diagnostic_mask=mask_to_model(diagnostic.astype(np.uint8), model.card),
+        diagnostic_path=None, saliency=saliency, command_line=["advexplorer", "gui"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        outcome = run(request)
+    return InMemoryRun(number, request, outcome, build_record(request, outcome))
