@@ -1,7 +1,8 @@
 """Reading images and masks and bringing them to the model's input, exactly as the card says.
 
 Images: PNG, JPEG, TIFF (and anything else Pillow reads), 8- or 16-bit, grayscale, RGB or
-RGBA. Alpha is dropped (with a note), colour is converted to the card's channel count
+RGBA, read by :mod:`advexplorer.io.rasters` (the reader the GUI uses too, with its pixel
+limit). Alpha is dropped (with a note), colour is converted to the card's channel count
 (ITU-R 601 luma for grayscale), values become float32 in [0,1].
 
 Resize rules (``card.resize``):
@@ -26,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.hashing import sha256_file
-
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # whole-slide tiles are large; refuse only absurd files
+# Files are read in one torch-free place, shared with the GUI (re-exported here for callers).
+from advexplorer.io.rasters import read_image_array, read_mask_array  # noqa: F401
 
 @dataclass
 class LoadedImage:
@@ -48,89 +49,6 @@ class LoadedImage:
     @property
     def name(self) -> str:
         return self.path.name if self.path is not None else "image"
-
-
-def read_image_array(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """Read an image file to H×W×C float32 in [0,1] (C = 1, 3 or 4) plus notes."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"No image file at {path}. Check the path.")
-    notes: list[str] = []
-    try:
-        with Image.open(path) as img:
-            img.load()
-            array = _pil_to_float(img, notes)
-    except UnidentifiedImageError:
-        raise UserError(f"{path.name} is not an image Pillow can read (PNG, JPEG, TIFF, ...).") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        array = _try_tifffile(path, notes)
-        if array is None:
-            raise UserError(f"{path.name} could not be read as an image; it may be truncated or "
-                            f"corrupt ({exc}).") from None
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise UserError(f"{path.name} has no pixels.")
-    return np.ascontiguousarray(array, dtype=np.float32), notes
-
-
-def _pil_to_float(img: Image.Image, notes: list[str]) -> np.ndarray:
-    mode = img.mode
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
-    if mode in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "PA", "La", "RGBa"):
-        if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("RGB")
-        elif mode in ("La", "PA"):
-            img = img.convert("LA")
-        elif mode == "RGBa":
-            img = img.convert("RGBA")
-        array = np.asarray(img, dtype=np.float32)
-        array = array / (1.0 if img.mode == "1" else 255.0)
-    elif mode.startswith("I;16") or mode == "I":
-        array = np.asarray(img).astype(np.float32)
-        top = 65535.0 if array.max(initial=0) <= 65535 and array.min(initial=0) >= 0 else float(array.max())
-        array = np.clip(array / top, 0.0, 1.0)
-        notes.append("16-bit image scaled by 1/65535")
-    elif mode == "F":
-        array = np.asarray(img, dtype=np.float32)
-        if array.min(initial=0) < 0 or array.max(initial=0) > 1:
-            low, high = float(array.min()), float(array.max())
-            array = (array - low) / max(high - low, 1e-12)
-            notes.append(f"floating-point image rescaled from [{low:g}, {high:g}] to [0, 1]")
-    else:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        notes.append(f"converted from Pillow mode {mode} to RGB")
-    if array.ndim == 3 and array.shape[2] in (2, 4):
-        array = array[:, :, :-1]
-        notes.append("alpha channel dropped")
-    return array
-
-
-def _try_tifffile(path: Path, notes: list[str]) -> np.ndarray | None:
-    """16-bit RGB TIFFs are beyond Pillow; tifffile reads them when it is installed."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return None
-    try:
-        import tifffile
-        array = tifffile.imread(str(path))
-    except Exception:
-        return None
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
-        array = np.moveaxis(array, 0, -1)
-    if array.dtype == np.uint16:
-        array = array.astype(np.float32) / 65535.0
-        notes.append("16-bit image scaled by 1/65535")
-    elif array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    else:
-        array = array.astype(np.float32)
-        array = (array - array.min()) / max(float(array.max() - array.min()), 1e-12)
-    if array.ndim == 3 and array.shape[2] in (2, 4):
-        array = array[:, :, :-1]
-        notes.append("alpha channel dropped")
-    return array
 
 
 def to_channels(array: np.ndarray, channels: int) -> np.ndarray:
@@ -200,12 +118,6 @@ def image_from_array(array: np.ndarray, card: ModelCard, name: str = "array") ->
     return LoadedImage(path=None, sha256=None, tensor=image_to_model(original, card),
                        original=original, file_size=(original.shape[1], original.shape[0]),
                        notes=[f"from {name}"])
-
-
-def read_mask_array(path: str | Path) -> np.ndarray:
-    """Read a mask file to an H×W bool array (non-zero in any colour channel = set)."""
-    array, _ = read_image_array(path)
-    return array.any(axis=2) if array.ndim == 3 else array != 0
 
 
 def load_mask(path: str | Path, image: LoadedImage, card: ModelCard, *, invert: bool = False,

@@ -347,17 +347,11 @@ class ImageMasks:
 
 
 def read_mask_png(path: str | Path, height: int, width: int) -> np.ndarray:
-    """Read a mask PNG (any non-zero pixel = set) that must match the image's file size."""
-    from PIL import Image, UnidentifiedImageError
+    """Read a mask PNG that must match the image's file size (the CLI's reader and rule)."""
+    from advexplorer.io.rasters import read_mask_array
 
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("L"))
-    except FileNotFoundError:
-        raise UserError(f"No mask file at {path}.") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UserError(f"{path} is not a readable image ({exc}); save the mask as a PNG.") from None
+    array = read_mask_array(path)
     if array.shape != (height, width):
         raise UserError(f"The mask {path.name} is {array.shape[1]}×{array.shape[0]} pixels but the "
                         f"image is {width}×{height}; use a mask made for this image.")

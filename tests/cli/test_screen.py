@@ -145,3 +145,44 @@ def test_user_errors_are_one_line(setup, tmp_path, capsys):
     code = main(["screen", "--model", str(setup / "tiny.pt"), "--images", str(setup / "cohort"),
                  "--eps", "0", "--device", "cpu", "--out", str(tmp_path / "o2")])
     assert code == 2 and "nothing would be attacked" in capsys.readouterr().err
+
+
+def png_bomb(path, width=30_000, height=30_000):
+    """A valid 1-bit PNG of zeros (< 1 MB on disk, 900 Mpx decoded), written chunk by chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (width + 7) // 8)
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_bomb_image_is_skipped_in_a_screen_and_refused_by_attack(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ADVEXPLORER_MAX_IMAGE_PIXELS", raising=False)
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for k in range(4):
+        (cohort / f"tile{k}.png").write_bytes((setup / "cohort" / CLASSES[k % 2] / f"tile{k}.png").read_bytes())
+    png_bomb(cohort / "bomb.png")
+    out = tmp_path / "run"
+    code = main(["screen", "--model", str(setup / "tiny.pt"), "--images", str(cohort), "--eps", EPS,
+                 "--steps", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+                 "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert sorted(r["file"] for r in read_csv(out / "per_image.csv")) == [f"tile{k}.png" for k in range(4)]
+    assert "skipped 1 unreadable image(s): bomb.png (bomb.png is 30000×30000 = 900 Mpx" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"]["screened"] == 4 and summary["images"]["skipped"][0]["file"] == "bomb.png"
+
+    code = main(["attack", "--model", str(setup / "tiny.pt"), "--image", str(cohort / "bomb.png"),
+                 "--device", "cpu", "--out", str(tmp_path / "one")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "900 Mpx, above the 200 Mpx limit for one image" in err and "ADVEXPLORER_MAX_IMAGE_PIXELS" in err
