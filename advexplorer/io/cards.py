@@ -12,6 +12,8 @@ A card has the same stem as the model (``resnet.pt`` → ``resnet.json``)::
       "resize": "stretch",               # or "center-crop"
       "architecture": "torchvision.mobilenet_v3_small",   # for state_dict weights only
       "architecture_kwargs": {"num_classes": 2},
+      "output": "logits",                # or "probabilities" (softmax/sigmoid outputs); detected if absent
+      "output_key": "logits",            # which entry of a dict output holds the class scores
       "description": "...", "training_data": "...", "clean_accuracy": 0.93,
       "samples": [{"image": "../resources/samples/x.png", "protect": "...", "diagnostic": "..."}]
     }
@@ -23,6 +25,7 @@ Anything else in the card (robust accuracy, suggested ε, training command) is k
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,15 @@ from advexplorer.errors import UserError
 KNOWN_KEYS = {
     "name", "classes", "input_size", "channels", "mean", "std", "resize", "architecture",
     "architecture_kwargs", "description", "training_data", "clean_accuracy", "samples",
+    "output", "output_key",
 }
 RESIZE_RULES = ("stretch", "center-crop")
+OUTPUT_KINDS = ("logits", "probabilities")
+#: The largest input side a card may ask for. 16384² RGB is already 3.2 GB as float32; larger
+#: sizes are typing errors (100000 would try to allocate 120 GB for one blank image).
+MAX_INPUT_SIDE = 16384
+#: The smallest normalisation std: below it 1/std is not a float32 number (1e-300 is 0 there).
+MIN_STD = 1e-6
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,8 @@ class ModelCard:
     training_data: str = ""
     clean_accuracy: float | None = None
     samples: tuple[Sample, ...] = ()
+    output: str | None = None          # "logits" / "probabilities"; None: detected at load
+    output_key: str | None = None      # the dict entry holding the class scores
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -121,6 +133,10 @@ class ModelCard:
             "training_data": self.training_data,
             "clean_accuracy": self.clean_accuracy,
         }
+        if self.output is not None:
+            out["output"] = self.output
+        if self.output_key is not None:
+            out["output_key"] = self.output_key
         if self.samples:
             out["samples"] = [
                 {k: v for k, v in {
@@ -142,8 +158,11 @@ def card_path_for(model_path: str | Path) -> Path:
 def _number_list(value: Any, key: str, length: int, where: str) -> tuple[float, ...]:
     if isinstance(value, (int, float)):
         value = [value] * length
-    if not isinstance(value, list) or not all(isinstance(v, (int, float)) for v in value):
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise UserError(f"{where}: '{key}' must be a list of {length} numbers.")
+    if not all(math.isfinite(v) for v in value):
+        raise UserError(f"{where}: '{key}' holds {value}; every value must be a finite number.")
     if len(value) == 1:
         value = value * length
     if len(value) != length:
@@ -165,15 +184,20 @@ def parse_card(data: Any, path: Path | None = None) -> ModelCard:
     if isinstance(size, int):
         size = [size, size]
     if (not isinstance(size, list) or len(size) != 2
-            or not all(isinstance(v, int) and v > 0 for v in size)):
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise UserError(f"{where}: 'input_size' must be [height, width] in pixels, e.g. [224, 224].")
+    if max(size) > MAX_INPUT_SIDE:
+        raise UserError(f"{where}: 'input_size' {size} is larger than {MAX_INPUT_SIDE} pixels per side, "
+                        "more than any classifier takes (and more memory than a machine has); "
+                        "give the size the model was trained on, e.g. [224, 224].")
     channels = data.get("channels", 3)
     if channels not in (1, 3):
         raise UserError(f"{where}: 'channels' must be 1 (grayscale) or 3 (RGB), not {channels!r}.")
     mean = _number_list(data.get("mean", [0.0] * channels), "mean", channels, where)
     std = _number_list(data.get("std", [1.0] * channels), "std", channels, where)
-    if any(s <= 0 for s in std):
-        raise UserError(f"{where}: every 'std' value must be positive.")
+    if any(s < MIN_STD for s in std):
+        raise UserError(f"{where}: every 'std' value must be positive (at least {MIN_STD:g}); "
+                        f"got {list(std)}. Normalisation divides by it.")
     resize = data.get("resize", "stretch")
     if resize not in RESIZE_RULES:
         raise UserError(f"{where}: 'resize' must be 'stretch' or 'center-crop', not {resize!r}.")
@@ -183,8 +207,14 @@ def parse_card(data: Any, path: Path | None = None) -> ModelCard:
     kwargs = data.get("architecture_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise UserError(f"{where}: 'architecture_kwargs' must be a JSON object.")
+    output = data.get("output")
+    if output is not None and output not in OUTPUT_KINDS:
+        raise UserError(f"{where}: 'output' must be 'logits' or 'probabilities', not {output!r}.")
+    output_key = data.get("output_key")
+    if output_key is not None and not isinstance(output_key, str):
+        raise UserError(f"{where}: 'output_key' must be the name of the model's output entry, e.g. 'logits'.")
     accuracy = data.get("clean_accuracy")
-    if accuracy is not None and not isinstance(accuracy, (int, float)):
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, (int, float))):
         raise UserError(f"{where}: 'clean_accuracy' must be a number between 0 and 1.")
 
     base = path.parent if path is not None else Path(".")
@@ -213,6 +243,8 @@ def parse_card(data: Any, path: Path | None = None) -> ModelCard:
         training_data=str(data.get("training_data", "")),
         clean_accuracy=float(accuracy) if accuracy is not None else None,
         samples=tuple(samples),
+        output=output,
+        output_key=output_key,
         extra={k: v for k, v in data.items() if k not in KNOWN_KEYS},
         path=path.resolve() if path is not None else None,
     )
@@ -227,7 +259,14 @@ def load_card(path: str | Path) -> ModelCard:
             f"(it gives 'classes', 'input_size', 'mean' and 'std')."
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"),
+                          parse_constant=lambda name: _refuse_constant(name, path))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"Model card {path} is not valid JSON ({exc}). Fix the file and retry.") from None
     return parse_card(data, path)
+
+
+def _refuse_constant(name: str, path: Path):
+    """``json`` accepts NaN and Infinity, which are not JSON and would poison every record."""
+    raise UserError(f"Model card {path} contains {name}, which is not a number in JSON; write the "
+                    "real value (e.g. a std such as 0.229).")
