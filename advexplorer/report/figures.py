@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import io
+import html
 import math
 from collections.abc import Sequence
-from html import escape
 
 import numpy as np
 from PIL import Image
@@ -36,6 +36,25 @@ LINE_COLOURS = ("#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2"
 #: integer factor with nearest neighbour so single pixels stay visible and honest.
 DISPLAY_MIN = 224
 DISPLAY_MAX = 448
+#: Unicode bidirectional controls: embeddings and overrides (U+202A–U+202E), isolates
+#: (U+2066–U+2069) and the invisible direction marks (U+200E, U+200F, U+061C).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def reveal_bidi_controls(text: str) -> str:
+    """Show each bidirectional control as a visible '‹U+202E›' instead of applying it.
+
+    A card or file name such as 'benign\u202Engissim' would otherwise be displayed
+    reversed ('benign' followed by 'missing'): a report must show what the file says.
+    """
+    if not any(character in BIDI_CONTROLS for character in text):
+        return text
+    return "".join(f"‹U+{ord(c):04X}›" if c in BIDI_CONTROLS else c for c in text)
+
+
+def escape(text: object) -> str:
+    """Text for HTML or SVG markup: bidirectional controls made visible, then escaped."""
+    return html.escape(reveal_bidi_controls(str(text)), quote=True)
 
 
 def _hex_to_rgb(colour: str) -> tuple[int, int, int]:

@@ -9,7 +9,6 @@ tampered file.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from importlib import resources
 
@@ -22,8 +21,9 @@ CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def esc(text: object) -> str:
-    """Escape text for HTML element content and attribute values."""
-    return html.escape(str(text), quote=True)
+    """Escape text for HTML element content and attribute values; bidirectional controls
+    are shown as '‹U+202E›', never applied (see :func:`figures.reveal_bidi_controls`)."""
+    return figures.escape(text)
 
 
 def _stylesheet() -> str:

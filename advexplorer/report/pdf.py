@@ -21,6 +21,7 @@ import advexplorer
 from advexplorer.errors import UserError
 from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
                                         comparison, percent, report_header)
+from advexplorer.report.figures import reveal_bidi_controls
 from advexplorer.report.html import esc
 from advexplorer.report.run import RunView
 
@@ -312,16 +313,16 @@ def write_pdf(path: str | os.PathLike, views: Sequence[RunView] | RunView, *,
     document.setDefaultFont(font)
     resources = PdfResources(document, QtCore, QtGui, QtSvg)
     document.setHtml(render_pdf_html(views, resources, title=title))
-    document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle,
-                                title or "AdvExplorer report")
+    shown_title = reveal_bidi_controls(title or "AdvExplorer report")
+    document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle, shown_title)
 
     writer = QtGui.QPdfWriter(str(path))
     writer.setPageSize(QtGui.QPageSize(QtGui.QPageSize.PageSizeId.A4))
     writer.setPageMargins(QtCore.QMarginsF(14, 12, 14, 10), QtGui.QPageLayout.Unit.Millimeter)
     writer.setResolution(300)
-    writer.setTitle(title or "AdvExplorer report")
+    writer.setTitle(shown_title)
     writer.setCreator(f"AdvExplorer {advexplorer.__version__}")
-    paint_pages(document, writer, QtCore, QtGui, title or "AdvExplorer report")
+    paint_pages(document, writer, QtCore, QtGui, shown_title)
     del writer  # finishes and closes the file
     if not Path(path).is_file() or Path(path).stat().st_size == 0:
         raise UserError(f"Qt could not write the PDF {path}; check the folder is writable.")
