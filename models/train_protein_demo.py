@@ -170,7 +170,7 @@ def train(epochs: int, seed: int) -> tuple[MotifCNN, dict]:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(rows)
+            total += float(loss.detach()) * len(rows)
         print(f"epoch {epoch + 1}/{epochs}: loss {total / TRAIN_SIZE:.4f}", flush=True)
     model.eval()
     counts = {name: int((labels == i).sum()) for i, name in enumerate(CLASSES)}
