@@ -6,14 +6,26 @@ normalisation is applied exactly once, inside the model, and ε stays in pixel u
 Logit rule for models that do not return a plain tensor (documented for users):
 
 1. a tensor is used as it is;
-2. a mapping: the value under ``"logits"``, else ``"out"``, else its first tensor value;
+2. a mapping: the value under the card's ``output_key`` if it names one, else ``"logits"``,
+   else ``"out"``, else its only tensor; a mapping with several tensors and none of those
+   keys is refused with a message that names them;
 3. an object with a ``logits`` attribute (e.g. a HuggingFace output or a namedtuple field);
 4. a tuple/list/namedtuple: its first element (recursively) — torchvision's Inception and
    GoogLeNet auxiliary outputs put the main logits first;
 5. a single-logit head (N×1, a sigmoid classifier) becomes two classes ``[0, z]``, whose
    softmax is exactly ``[1-σ(z), σ(z)]``.
 
+Models that output **probabilities** (the card's ``"output": "probabilities"``, or detected
+by the loader's dry run) have them turned into log-probabilities, ``log p`` (``[log(1-p),
+log p]`` for a single sigmoid output): softmax(log p) = p, so every probability, margin and
+loss downstream is the model's own.
+
 Anything else (N×C×H×W segmentation maps, scalars) is refused with a message.
+
+Every forward pass is checked: logits that are NaN or infinite raise
+:class:`NonFiniteLogitsError` (an undefined prediction must never be counted as "robust" or
+"attack failed"), and an exception inside the model's own forward becomes a one-line
+:class:`ModelForwardError` that says on which input shape it happened.
 """
 
 from __future__ import annotations
@@ -26,39 +38,115 @@ from torch import nn
 from advexplorer.errors import UserError
 
 
-def extract_logits(output) -> torch.Tensor:
-    """Apply the logit rule of the module docstring to a model's raw output."""
+OUTPUT_KINDS = ("logits", "probabilities")
+
+
+class NonFiniteLogitsError(UserError):
+    """The model returned NaN or infinite logits: its prediction is undefined there."""
+
+
+class ModelForwardError(UserError):
+    """The model's own forward pass raised (or ran out of memory) on the input it was given."""
+
+
+def select_scores(output, output_key: str | None = None) -> torch.Tensor:
+    """The tensor of class scores in a model's raw output (rules 1–4 of the module docstring)."""
+    if output_key is not None:
+        if isinstance(output, Mapping) and isinstance(output.get(output_key), torch.Tensor):
+            return output[output_key]
+        if isinstance(getattr(output, output_key, None), torch.Tensor):
+            return getattr(output, output_key)
+        raise UserError(f"The model's output has no tensor under {output_key!r} (the card's "
+                        f"'output_key'); it returned {_describe(output)}.")
     if isinstance(output, torch.Tensor):
-        logits = output
-    elif isinstance(output, Mapping):
+        return output
+    if isinstance(output, Mapping):
         for key in ("logits", "out"):
-            if key in output and isinstance(output[key], torch.Tensor):
-                return _as_two_dim(output[key])
-        tensors = [v for v in output.values() if isinstance(v, torch.Tensor)]
+            if isinstance(output.get(key), torch.Tensor):
+                return output[key]
+        tensors = [key for key, value in output.items() if isinstance(value, torch.Tensor)]
+        if len(tensors) == 1:
+            return output[tensors[0]]
         if not tensors:
             raise UserError("The model returned a dict without tensors; it must return logits.")
-        logits = tensors[0]
-    elif hasattr(output, "logits") and isinstance(getattr(output, "logits"), torch.Tensor):
-        logits = output.logits
-    elif isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and len(output) > 0:
-        return extract_logits(output[0])
-    else:
+        names = ", ".join(repr(str(key)) for key in tensors)
         raise UserError(
-            f"The model returned {type(output).__name__}; it must return N×C logits "
-            "(a tensor, or a tuple/dict whose first entry or 'logits' is one)."
+            f"The model returns a dict with tensors under {names} and none is called 'logits'; "
+            f'say which one holds the class logits with "output_key": "{tensors[0]}" (for example) '
+            "in the model card."
         )
-    return _as_two_dim(logits)
+    if isinstance(getattr(output, "logits", None), torch.Tensor):
+        return output.logits
+    if isinstance(output, Sequence) and not isinstance(output, (str, bytes)) and len(output) > 0:
+        return select_scores(output[0])
+    raise UserError(
+        f"The model returned {type(output).__name__}; it must return N×C logits "
+        "(a tensor, or a tuple/dict whose first entry or 'logits' is one)."
+    )
 
 
-def _as_two_dim(logits: torch.Tensor) -> torch.Tensor:
-    if logits.dim() != 2:
+def scores_to_logits(scores: torch.Tensor, kind: str = "logits") -> torch.Tensor:
+    """N×C logits from N×C (or N×1) scores that are logits or probabilities (rule 5 and below)."""
+    if scores.dim() != 2:
         raise UserError(
-            f"The model's output has shape {tuple(logits.shape)}; AdvExplorer needs N×C class "
+            f"The model's output has shape {tuple(scores.shape)}; AdvExplorer needs N×C class "
             "logits from an image classifier."
         )
-    if logits.shape[1] == 1:  # sigmoid head: class 1 has logit z, class 0 has logit 0
-        logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
-    return logits
+    if kind == "probabilities":
+        if scores.shape[1] == 1:  # one sigmoid probability p of class 1: classes [1 - p, p]
+            scores = torch.cat([1 - scores, scores], dim=1)
+        # log p, with p = 0 kept finite (and its gradient zero) rather than -inf, whose
+        # gradient would turn into NaN in the chain rule.
+        return torch.log(scores.clamp_min(torch.finfo(scores.dtype).tiny))
+    if scores.shape[1] == 1:  # sigmoid head: class 1 has logit z, class 0 has logit 0
+        scores = torch.cat([torch.zeros_like(scores), scores], dim=1)
+    return scores
+
+
+def extract_logits(output, output_key: str | None = None, kind: str = "logits") -> torch.Tensor:
+    """Apply the logit rule of the module docstring to a model's raw output."""
+    return scores_to_logits(select_scores(output, output_key), kind)
+
+
+def check_finite_logits(logits: torch.Tensor, where: str = "") -> None:
+    """Raise :class:`NonFiniteLogitsError` if any logit is NaN or infinite.
+
+    One reduction and one device synchronisation. ``where`` completes the message
+    (e.g. "on a 4×3×64×64 batch").
+    """
+    if bool(torch.isfinite(logits).all()):
+        return
+    finite_rows = torch.isfinite(logits).all(dim=1)
+    rows = (~finite_rows).nonzero().flatten().tolist()
+    what = "NaN" if bool(torch.isnan(logits).any()) else "infinite"
+    which = ", ".join(str(r) for r in rows[:5]) + (", …" if len(rows) > 5 else "")
+    raise NonFiniteLogitsError(
+        f"The model returned {what} logits for {len(rows)} of {logits.shape[0]} image(s) "
+        f"(row {which}){' ' + where if where else ''}, so its prediction there is undefined; the run "
+        "was stopped rather than counted as robust. The model is numerically unstable on these "
+        "inputs (a log of 0 or a division by zero inside it, or weights that hold NaN): fix the "
+        "model, or check the card's 'mean' and 'std'."
+    )
+
+
+def shape_text(images: torch.Tensor) -> str:
+    """``1×3×224×224 image`` / ``8×3×224×224 batch``: how messages name an input."""
+    dims = "×".join(str(d) for d in images.shape)
+    return f"{dims} image" if images.dim() == 4 and images.shape[0] == 1 else f"{dims} batch"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CPU and GPU allocators say "not enough memory" / "out of memory" in a RuntimeError."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("not enough memory" in text or "out of memory" in text)
+
+
+def last_line(error: BaseException) -> str:
+    """The informative line of an exception (TorchScript puts it last, after a stack)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 class Classifier(nn.Module):
@@ -66,11 +154,23 @@ class Classifier(nn.Module):
 
     ``mean``/``std`` are the model's normalisation (per channel). Parameters are frozen
     (``requires_grad=False``) so that input gradients do not build weight gradients.
+    ``output`` says whether the model returns logits or probabilities and ``output_key``
+    which entry of a dict output holds them (see the module docstring).
     """
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float],
-                 classes: Sequence[str] | None = None):
+                 classes: Sequence[str] | None = None, *, output: str = "logits",
+                 output_key: str | None = None):
         super().__init__()
+        if output not in OUTPUT_KINDS:
+            raise UserError(f"A model's output is 'logits' or 'probabilities', not {output!r}.")
+        std_values = torch.tensor(std, dtype=torch.float32)
+        if not bool(torch.isfinite(torch.tensor(mean, dtype=torch.float32)).all()) or \
+                not bool((std_values > 0).all() & torch.isfinite(1.0 / std_values).all()):
+            raise UserError(f"Normalisation mean {list(mean)} / std {list(std)} is not usable: every "
+                            "value must be a finite number and every std positive.")
+        self.output = output
+        self.output_key = output_key
         self.model = model
         _eval_mode(model)
         for parameter in self.model.parameters():
@@ -86,9 +186,29 @@ class Classifier(nn.Module):
     def device(self) -> torch.device:
         return self.mean.device
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def raw_output(self, images: torch.Tensor):
+        """The wrapped model's own output on normalised ``images``; its failures as one line."""
         x = images if self._identity else (images - self.mean) * self.inv_std
-        return extract_logits(self.model(x))
+        try:
+            return self.model(x)
+        except UserError:
+            raise
+        except Exception as error:  # the model's code, not ours: say what and where
+            if is_out_of_memory(error):
+                raise ModelForwardError(
+                    f"The model ran out of memory on a {shape_text(images)} ({last_line(error)}); "
+                    "use a smaller --batch-size, check 'input_size' in the card, or use a device "
+                    "with more memory."
+                ) from error
+            raise ModelForwardError(
+                f"The model's forward raised {type(error).__name__} on a {shape_text(images)}: "
+                f"{last_line(error)}; check 'input_size' and 'channels' in the card."
+            ) from error
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = extract_logits(self.raw_output(images), self.output_key, self.output)
+        check_finite_logits(logits, f"on a {shape_text(images)}")
+        return logits
 
     def train(self, mode: bool = True):  # the wrapped model always stays in eval mode
         self.training = False
