@@ -13,7 +13,6 @@ import importlib.util
 import os
 import threading
 import time
-import traceback
 
 from PySide6.QtCore import QObject, Signal
 
@@ -51,49 +50,72 @@ def engine_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def import_engine() -> float:
+    """Import :data:`ENGINE_MODULES` (and the optional ones); the seconds it took."""
+    started = time.perf_counter()
+    for name in ENGINE_MODULES:
+        importlib.import_module(name)
+    for name in OPTIONAL_MODULES:
+        if module_exists(name):
+            importlib.import_module(name)
+    import torch
+
+    torch.set_num_threads(engine_threads())
+    return time.perf_counter() - started
+
+
 class EngineLoader(QObject):
-    """Imports :data:`ENGINE_MODULES` off the GUI thread; ``ready(seconds)`` or ``failed(text)``."""
+    """Imports :data:`ENGINE_MODULES` off the GUI thread; ``ready(seconds)`` or ``failed(text)``.
+
+    It runs on the app's task runner like every other background job.
+    """
 
     ready = Signal(float)
     failed = Signal(str)
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        from advexplorer.gui.worker import TaskRunner
+
         self.is_ready = False
         self.seconds = 0.0
-        self._thread: threading.Thread | None = None
-        self.ready.connect(self._mark_ready)
+        self._started = False
+        self._done = threading.Event()
+        self.tasks = TaskRunner(self)
+        self.tasks.finished_run.connect(self._mark_ready)
+        self.tasks.failed.connect(self._failed)
+        self.tasks.stopped.connect(self._done.set)
 
     def _mark_ready(self, seconds: float) -> None:
         self.is_ready = True
         self.seconds = seconds
+        self.ready.emit(seconds)
+
+    def _failed(self, failure) -> None:  # a broken install: say what failed, keep the window
+        self.failed.emit(f"{failure.message}\n\n{failure.details}")
 
     def start(self) -> None:
         """Begin importing (once)."""
-        if self._thread is not None:
+        if self._started:
             return
-        self._thread = threading.Thread(target=self._load, name="advexplorer-engine", daemon=True)
-        self._thread.start()
+        from advexplorer.gui.worker import call_task
 
-    def _load(self) -> None:
-        started = time.perf_counter()
-        try:
-            for name in ENGINE_MODULES:
-                importlib.import_module(name)
-            for name in OPTIONAL_MODULES:
-                if module_exists(name):
-                    importlib.import_module(name)
-            import torch
-
-            torch.set_num_threads(engine_threads())
-        except Exception as exc:  # a broken install: say what failed, keep the window
-            self.failed.emit(f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=3)}")
-            return
-        self.ready.emit(time.perf_counter() - started)
+        self._started = True
+        self.tasks.start(call_task, import_engine)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the import thread ends (tests, the demo); True if it ended."""
-        if self._thread is None:
+        """Block until the import has ended (tests, the demo); True if it ended.
+
+        The result is delivered through the event loop, so this processes events while waiting.
+        """
+        from PySide6.QtCore import QCoreApplication
+
+        if not self._started:
             return False
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while not self._done.is_set():
+            QCoreApplication.processEvents()
+            if deadline is not None and time.perf_counter() > deadline:
+                return False
+            time.sleep(0.01)
+        return True

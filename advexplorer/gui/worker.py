@@ -5,9 +5,15 @@
 collects the engine's steps as numpy copies and hands them to the GUI in batches about
 30 times a second (:class:`StepUpdate`: every step's probabilities and loss, plus the
 latest images) — so a fast attack does not pay a signal and a Python callback per step
-on the GUI thread — and returns a :class:`~advexplorer.session.state.RunSummary`.
-:class:`RunController` drives it in a superqt ``GeneratorWorker``; a cancel is checked
-after every engine step (a ``threading.Event``), pause/resume between batches.
+on the GUI thread — and returns a :class:`~advexplorer.session.state.RunSummary`. After
+the last step it yields :class:`Phase` updates (scoring the 8-bit export, saliency maps,
+robustness numbers), so the GUI can show that work as its own progress.
+
+:class:`TaskRunner` is the app's one way to run work off the GUI thread: engine import,
+model loading, runs, batches and cohort screens each own one. It drives a generator in a
+superqt ``GeneratorWorker``; a cancel is checked after every engine step (a
+``threading.Event``), pause/resume between yields. A plain function becomes a task with
+:func:`call_task`.
 
 superqt's worker swallows a ``RuntimeError`` from the generator (it takes it for a
 deleted Qt object) without emitting ``errored`` — and torch raises RuntimeError for most
@@ -21,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,9 @@ from advexplorer.session.state import RunSummary
 
 #: Seconds between two batches sent to the GUI (each carries every step since the last).
 UPDATE_INTERVAL_S = 1 / 30
+#: Pool threads: engine import, a model load, a run and a cohort screen may overlap, and
+#: Qt's default (one per core) would queue one behind another on a 2-core machine.
+MIN_POOL_THREADS = 4
 
 
 class JobFailed(Exception):
@@ -108,6 +117,15 @@ class StepUpdate:
         return self.index == self.total_steps and self.restart == self.restarts - 1
 
 
+@dataclass(frozen=True)
+class Phase:
+    """Work after the last attack step: ``label`` ('Scoring the 8-bit export…'), ``index`` of ``total``."""
+
+    label: str
+    index: int
+    total: int
+
+
 def _hwc(tensor) -> np.ndarray:
     """First image of an N×C×H×W tensor as a contiguous H×W×C float32 numpy copy."""
     return np.ascontiguousarray(tensor[0].detach().float().cpu().permute(1, 2, 0).numpy())
@@ -164,7 +182,11 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
 
     started = time.perf_counter()
     request = build_request(job)
-    steps = run_steps(request)
+    explain = bool(request.saliency or request.robustness)
+    # The attack and the 8-bit scoring run in the engine's generator; saliency and robustness
+    # are computed here, one phase each, so the GUI can say which one it is waiting for.
+    steps = run_steps(replace(request, saliency=None, robustness=False) if explain else request)
+    phases = 3 if explain else 1
     restarts = int(request.config.restarts)
     last_yield = -float("inf")
     pending: list = []
@@ -198,8 +220,44 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
         pending = []
         if stopping:
             return None  # the worker aborts at the yield above; this only ends a direct caller
+        if final:
+            yield Phase("Scoring the 8-bit export…", 1, phases)
+    if explain:
+        outcome = yield from _explain(request, outcome, phases)
     record = build_record(request, outcome)
     return summarize(job, request, outcome, record)
+
+
+def _explain(request, outcome, phases: int):
+    """Saliency before/after and robustness for a finished attack, as ``run_steps`` would."""
+    started = time.perf_counter()
+    result = outcome.result
+    explanation = robustness = None
+    classifier = request.model.classifier
+    images = request.image.tensor[None].to(request.model.device)
+    if request.saliency:
+        yield Phase(f"Saliency maps before and after ({request.saliency})…", 2, phases)
+        from advexplorer.core.saliency import explain_attack
+
+        clean_class = int(result.clean_prediction[0])
+        adversarial_class = int(result.adversarial_prediction[0])
+        class_before = {"clean": clean_class, "each": clean_class, "adversarial": adversarial_class,
+                        "label": request.label,
+                        "target": None if result.targets is None else int(result.targets[0]),
+                        }[request.saliency_class]
+        class_after = adversarial_class if request.saliency_class == "each" else class_before
+        explanation = explain_attack(
+            classifier, images, result.adversarial.detach(), method=request.saliency,
+            class_index=class_before, class_index_after=class_after,
+            diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]), seed=result.seed)
+    yield Phase("Robustness numbers (margin, Lipschitz, noise)…", phases, phases)
+    from advexplorer.core.robustness import robustness_summary
+
+    mask = None if request.allowed_mask is None else request.allowed_mask.to(request.model.device)
+    robustness = robustness_summary(classifier, images, allowed_mask=mask, norm=request.config.norm,
+                                    eps=request.config.eps, label=request.label, seed=result.seed)
+    return replace(outcome, explanation=explanation, robustness=robustness,
+                   wall_time_s=outcome.wall_time_s + time.perf_counter() - started)
 
 
 def summarize(job: RunJob, request, outcome, record: dict) -> RunSummary:
@@ -257,8 +315,17 @@ def batch_job(jobs: list[RunJob], *, stop: threading.Event | None = None) -> Gen
     return summaries
 
 
-class RunController(QObject):
-    """Starts, pauses, resumes and cancels one worker at a time.
+def call_task(function, *args, **kwargs) -> Generator[None, None, Any]:
+    """A plain call (importing the engine, loading a model) as a task: no steps, one result."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # see the module docstring: never let a RuntimeError through
+        raise JobFailed(error) from error
+    yield  # unreachable; makes this a generator function  # noqa
+
+
+class TaskRunner(QObject):
+    """Runs one generator at a time off the GUI thread; start, pause, resume, cancel.
 
     Signals: ``step(object)`` per yielded item, ``finished_run(object)`` with the return
     value, ``failed(JobFailed)``, ``cancelled()``, ``stopped()`` (always, last), and
@@ -277,6 +344,8 @@ class RunController(QObject):
         self.worker: GeneratorWorker | None = None
         self.stop_event = threading.Event()
         self.pool = QThreadPool.globalInstance()
+        if self.pool.maxThreadCount() < MIN_POOL_THREADS:
+            self.pool.setMaxThreadCount(MIN_POOL_THREADS)
 
     @property
     def running(self) -> bool:
@@ -286,17 +355,21 @@ class RunController(QObject):
     def paused(self) -> bool:
         return self.worker is not None and self.worker.is_paused
 
-    def start(self, generator_function, *args) -> None:
-        """Run ``generator_function(*args)`` in the thread pool.
+    def start(self, generator_function, *args, **kwargs) -> None:
+        """Run ``generator_function(*args, **kwargs)`` in the thread pool.
 
         A function with a ``stop`` parameter also gets ``stop=event``: :meth:`cancel` sets
         the event, so it can stop inside a batch instead of at its next yield.
         """
         if self.worker is not None:
-            raise RuntimeError("a run is already in progress")
+            raise RuntimeError("a task is already in progress")
         self.stop_event = threading.Event()
-        kwargs = {}
-        if "stop" in inspect.signature(generator_function).parameters:
+        target = generator_function.func if hasattr(generator_function, "func") else generator_function
+        try:
+            takes_stop = "stop" in inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            takes_stop = False
+        if takes_stop:
             kwargs["stop"] = self.stop_event
         worker = GeneratorWorker(generator_function, *args, **kwargs)
         worker.yielded.connect(self.step)
@@ -335,3 +408,7 @@ class RunController(QObject):
         if done:  # the worker's own "finished" arrives later through the (stopped) event loop
             self.worker = None
         return done
+
+
+#: The name the cohort panel and older code use.
+RunController = TaskRunner

@@ -17,7 +17,11 @@ def test_run_streams_steps_to_plots_and_finishes(qtbot, window):
     with qtbot.waitSignal(window.run_finished, timeout=30000) as finished:
         window.start_run()
     summary = finished.args[0]
-    assert np.concatenate([s.indices for s in steps_seen]).tolist() == list(range(7))
+    from advexplorer.gui.worker import Phase, StepUpdate
+
+    updates = [s for s in steps_seen if isinstance(s, StepUpdate)]
+    assert np.concatenate([s.indices for s in updates]).tolist() == list(range(7))
+    assert [p.label for p in steps_seen if isinstance(p, Phase)] == ["Scoring the 8-bit export…"]
     assert window.plots.count == 7
     curve = next(iter(window.plots.curves.values()))
     assert len(curve.getData()[0]) == 7
@@ -321,7 +325,8 @@ def test_run_is_saved_as_a_run_folder_and_report(qtbot, window, tmp_path):
     summary = finished.args[0]
     folder = window.save_run(summary, tmp_path / "run1")
     record = json.loads((folder / "record.json").read_text())
-    assert record["attack"]["steps"] == 2 and record["command_line"][:2] == ["advexplorer", "gui"]
+    assert record["attack"]["steps"] == 2 and record["started_from"][:2] == ["advexplorer", "gui"]
+    assert record["command_line"][:2] == ["advexplorer", "attack"]  # a command a reader can run
     assert (folder / "adversarial.png").is_file()
     assert window.save_run(summary, folder) is None and "not empty" in window.last_error
     report = window.write_report([summary], tmp_path / "report.html")

@@ -1,0 +1,245 @@
+"""The image list: adding files and folders, companion masks, loading and saving masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QFileDialog, QListWidgetItem, QWidget
+
+from advexplorer.errors import UserError
+from advexplorer.gui.controllers.settings import Preferences, user_folder
+from advexplorer.gui.imageio import image_size, thumbnail
+from advexplorer.gui.panels import ImagesPanel
+from advexplorer.session.masks import read_mask_png, write_mask_png
+from advexplorer.session.state import ImageEntry, Session
+
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.webp);;All files (*)"
+MASK_FILTER = "PNG (*.png);;All files (*)"
+
+
+def qimage(rgb: np.ndarray) -> QImage:
+    """An owned QImage of an H×W×3 uint8 array."""
+    rgb = np.ascontiguousarray(rgb)
+    height, width = rgb.shape[:2]
+    return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def input_note(path: Path, card) -> str:
+    """How ``path`` will be fed to a model with ``card`` ('' when it fits as it is).
+
+    Says what changes: channels (RGB → grey, grey → RGB, alpha dropped) and size (stretched
+    or centre-cropped to the model's input), so nobody attacks a converted image unknowingly.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = image.mode, image.size
+    except (OSError, ValueError):
+        return ""
+    changes = []
+    grey = mode in ("1", "L", "I", "I;16", "F", "LA")
+    if card.channels == 1 and not grey:
+        changes.append(f"colour ({mode}) converted to grey")
+    elif card.channels == 3 and grey:
+        changes.append("grey copied to 3 channels")
+    if "A" in mode:
+        changes.append("transparency dropped")
+    model_height, model_width = card.input_size
+    if (width, height) != (model_width, model_height):
+        how = "centre-cropped and resized" if card.resize == "center-crop" else "stretched"
+        if card.resize == "center-crop" and width * model_height == height * model_width:
+            how = "resized"
+        changes.append(f"{width}×{height} {how} to {model_width}×{model_height}")
+    if not changes:
+        return ""
+    return f"{path.name} does not fit {card.name} as it is: " + "; ".join(changes) + \
+        " before the attack (the mask follows)."
+
+
+class ImageController(QObject):
+    """Owns adding and removing images and their masks; ``error(title, message)`` for dialogs,
+    ``masks_loaded(entry)`` when a mask file replaced a layer (the window redraws it)."""
+
+    error = Signal(str, str)
+    masks_loaded = Signal(object)
+
+    def __init__(self, session: Session, panel: ImagesPanel, preferences: Preferences,
+                 dialog_parent: QWidget, parent=None):
+        super().__init__(parent)
+        self.session = session
+        self.panel = panel
+        self.preferences = preferences
+        self.dialog_parent = dialog_parent
+        self.busy_entry: ImageEntry | None = None   # being attacked: not removable
+
+    # -- adding ------------------------------------------------------------------------
+    def add_images(self, paths, quiet: bool = False) -> list[ImageEntry]:
+        """Add image files/folders; unreadable files are skipped and reported in one message."""
+        from advexplorer.session.state import expand_image_paths
+
+        good, problems = [], []
+        for path in expand_image_paths(paths):
+            try:
+                width, height = image_size(path)
+            except UserError as error:
+                problems.append(str(error))
+                continue
+            good.append((path, width, height))
+        entries = []
+        if good:
+            known = {id(entry) for entry in self.session.images}
+            entries = self.session.add_images([p for p, _, _ in good])
+            for entry, (_, width, height) in zip(entries, good):
+                if id(entry) not in known:
+                    known.add(id(entry))
+                    entry.ensure_masks(width, height)
+                    self._load_companions(entry)
+                self.preferences.remember("recent_images", str(entry.path))
+            if entries:
+                self.session.set_current(self.session.index_of(entries[-1] if len(entries) == 1
+                                                               else entries[0]))
+        if problems and not quiet:
+            self.error.emit("Some files could not be opened", "\n".join(problems[:10]) +
+                            (f"\n… and {len(problems) - 10} more" if len(problems) > 10 else ""))
+        return entries
+
+    def _load_companions(self, entry: ImageEntry) -> None:
+        """Masks saved beside the image (``scan_protect.png``, ``scan_diagnostic.png``) load with it."""
+        from advexplorer.io.filenames import companion_masks
+
+        found = companion_masks(entry.path)
+        for role in ("protect", "allowed"):
+            if role in found:
+                self.load_mask(entry, "attack", found[role], role)
+                break
+        if "diagnostic" in found:
+            self.load_mask(entry, "diagnostic", found["diagnostic"])
+
+    def add_samples(self, card) -> None:
+        """The card's bundled samples, with their masks and true classes."""
+        for sample in card.samples:
+            if not sample.image.is_file():
+                continue
+            entries = self.add_images([sample.image], quiet=True)
+            if not entries:
+                continue
+            entry = entries[0]
+            if sample.protect is not None and sample.protect.is_file():
+                self.load_mask(entry, "attack", sample.protect, "protect")
+            elif sample.allowed is not None and sample.allowed.is_file():
+                self.load_mask(entry, "attack", sample.allowed, "allowed")
+            if sample.diagnostic is not None and sample.diagnostic.is_file():
+                self.load_mask(entry, "diagnostic", sample.diagnostic)
+            if sample.label is not None and sample.label in card.classes:
+                entry.label = card.classes.index(sample.label)
+        if self.session.images:
+            self.session.set_current(0)
+
+    def add_fallback_image(self) -> None:
+        """No bundled model: a histology image from scikit-image (if installed), so the
+        window is not empty; painting works, Run waits for a model."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("skimage")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        candidate = Path(list(spec.submodule_search_locations)[0]) / "data" / "ihc.png"
+        if candidate.is_file():
+            self.add_images([candidate], quiet=True)
+
+    # -- the list ----------------------------------------------------------------------
+    def selected_entries(self) -> list[ImageEntry]:
+        """The images selected in the list, in list order."""
+        rows = sorted({index.row() for index in self.panel.list.selectedIndexes()})
+        return [self.session.images[r] for r in rows if r < len(self.session.images)]
+
+    def remove_selected(self) -> str | None:
+        """Remove the selected images; a message when that is not possible now."""
+        entries = self.selected_entries()
+        if self.busy_entry is not None and any(e is self.busy_entry for e in entries):
+            return "An image that is being attacked cannot be removed now."
+        self.session.remove_images(entries)
+        return None
+
+    def refresh_list(self) -> None:
+        widget = self.panel.list
+        widget.blockSignals(True)
+        widget.clear()
+        for entry in self.session.images:
+            item = QListWidgetItem(entry.name)
+            item.setToolTip(str(entry.path))
+            preview = thumbnail(entry.path)
+            if preview is not None:
+                item.setIcon(QIcon(QPixmap.fromImage(qimage(preview))))
+            widget.addItem(item)
+        if self.session.current_index is not None:
+            widget.setCurrentRow(self.session.current_index)
+        widget.blockSignals(False)
+
+    def select_row(self, row: int) -> None:
+        """Highlight ``row`` without telling the session again."""
+        widget = self.panel.list
+        if widget.currentRow() != row:
+            widget.blockSignals(True)
+            widget.setCurrentRow(row)
+            widget.blockSignals(False)
+
+    # -- masks -------------------------------------------------------------------------
+    def load_mask(self, entry: ImageEntry, layer: str, path, mode: str | None = None) -> bool:
+        """Read a mask PNG into ``entry``'s attack layer (with its mode) or diagnostic layer."""
+        if entry.masks is None:
+            try:
+                width, height = image_size(entry.path)
+            except UserError as error:
+                self.error.emit("Could not open the image", str(error))
+                return False
+            entry.ensure_masks(width, height)
+        masks = entry.masks
+        height, width = masks.attack.shape
+        try:
+            array = read_mask_png(path, height, width)
+        except UserError as error:
+            self.error.emit("Could not load the mask", str(error))
+            return False
+        target = masks.diagnostic if layer == "diagnostic" else masks.attack
+        target.set_data(array, label="load")
+        if layer == "diagnostic":
+            masks.diagnostic_path = Path(path)
+        else:
+            masks.attack_path = Path(path)
+            if mode is not None:
+                masks.mode = mode
+        self.masks_loaded.emit(entry)
+        return True
+
+    def load_mask_dialog(self, layer: str) -> None:
+        entry = self.session.current
+        if entry is None:
+            return
+        start = self.preferences.folder("mask", user_folder(entry.path))
+        path, _ = QFileDialog.getOpenFileName(self.dialog_parent, "Load mask", start, MASK_FILTER)
+        if path:
+            self.preferences.set_folder("mask", path)
+            self.load_mask(entry, layer, Path(path))
+
+    def save_mask_dialog(self, layer: str) -> Path | None:
+        entry = self.session.current
+        if entry is None or entry.masks is None:
+            return None
+        suffix = "diagnostic" if layer == "diagnostic" else entry.masks.mode
+        start = Path(self.preferences.folder("mask", user_folder(entry.path)))
+        suggestion = start / f"{entry.path.stem}_{suffix}.png"
+        path, _ = QFileDialog.getSaveFileName(self.dialog_parent, "Save mask", str(suggestion), "PNG (*.png)")
+        if not path:
+            return None
+        self.preferences.set_folder("mask", path)
+        data = entry.masks.diagnostic.data if layer == "diagnostic" else entry.masks.attack.data
+        try:
+            return write_mask_png(path, data)
+        except UserError as error:
+            self.error.emit("Could not save the mask", str(error))
+            return None

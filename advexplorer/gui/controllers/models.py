@@ -1,0 +1,141 @@
+"""Loading a model: after the engine, off the GUI thread, with the model panel kept truthful."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from advexplorer.errors import UserError
+from advexplorer.gui.panels import ModelPanel
+from advexplorer.gui.worker import JobFailed, TaskRunner, call_task
+
+
+def describe_model(loaded) -> tuple[str, str]:
+    """The model panel's text (file, device, classes, input, accuracy) and its tooltip."""
+    from advexplorer.config import format_budget
+
+    card = loaded.card
+    accuracy = f"\nclean accuracy {card.clean_accuracy:.1%}" if card.clean_accuracy is not None else ""
+    robust = card.extra.get("robust_accuracy")
+    if isinstance(robust, dict) and isinstance(robust.get("value"), (int, float)):
+        eps = robust.get("eps")
+        eps_text = format_budget(eps, robust.get("norm", "linf")) if isinstance(eps, (int, float)) \
+            else robust.get("eps_text", "?")
+        accuracy += f", robust {robust['value']:.1%} at ε={eps_text}"
+    classes = ", ".join(card.classes[:6]) + (" …" if len(card.classes) > 6 else "")
+    text = (f"{Path(loaded.path).name} ({loaded.format}) on {loaded.device}\n"
+            f"{card.num_classes} classes: {classes}\n"
+            f"input {card.input_size[1]}×{card.input_size[0]}×{card.channels}, {card.resize}{accuracy}")
+    tooltip = "\n\n".join(t for t in (str(loaded.path), ", ".join(card.classes), card.description,
+                                      card.training_data, f"sha256 {loaded.sha256}") if t)
+    return text, tooltip
+
+
+class ModelController(QObject):
+    """Owns the loaded model and its loading lifecycle.
+
+    Signals: ``loading_changed()`` (a load started or ended), ``loaded(LoadedModel)``,
+    ``failed(JobFailed, show)`` (``show``: worth a dialog), ``classes_changed(old, new)``
+    when a model with other class names replaces the one the true classes referred to.
+    """
+
+    loading_changed = Signal()
+    loaded = Signal(object)
+    failed = Signal(object, bool)
+    classes_changed = Signal(tuple, tuple)
+
+    def __init__(self, engine, panel: ModelPanel, trust_pickle: bool = False, parent=None):
+        super().__init__(parent)
+        self.engine = engine
+        self.panel = panel
+        self.trust_pickle = trust_pickle
+        self.model = None              # advexplorer.io.models.LoadedModel
+        self.card = None               # known (from the JSON card) before the model loads
+        self.classes: tuple[str, ...] = ()   # what the images' true classes refer to
+        self.pending: tuple | None = None
+        self.tasks = TaskRunner(self)
+        self._loading_path: Path | None = None
+        self._user_initiated = True
+        self.tasks.finished_run.connect(self.set_model)
+        self.tasks.failed.connect(self._failed)
+        self.tasks.stopped.connect(self._stopped)
+
+    @property
+    def loading(self) -> bool:
+        return self.tasks.running
+
+    def read_card(self, model_path: Path, card_path: Path | None = None):
+        """The model card (plain JSON, no torch), so samples and classes show before the engine."""
+        from advexplorer.io.cards import card_path_for, load_card
+
+        try:
+            card = load_card(card_path or card_path_for(model_path))
+        except UserError:
+            return None
+        self.card = card
+        self.classes = tuple(card.classes)
+        self.panel.name.set_full_text(f"{card.name} (loading…)")
+        return card
+
+    def open(self, path, card=None, device: str = "auto", user_initiated: bool = True) -> None:
+        """Load ``path`` in the background once the engine is ready; errors come as ``failed``."""
+        path = Path(path)
+        if not self.engine.is_ready:
+            self.pending = (path, card, device, user_initiated)
+            self.panel.info.set_full_text(f"{path.name} — waiting for the engine…")
+            return
+        if self.tasks.running:
+            return  # one load at a time; the user can open it again when this one ends
+        from advexplorer.io.models import load_model
+
+        self._loading_path = path
+        self._user_initiated = user_initiated
+        self.panel.info.set_full_text(f"Loading {path.name} on {device}…")
+        self.tasks.start(call_task, load_model, path, card=card, device=device,
+                         trust_pickle=self.trust_pickle)
+        self.loading_changed.emit()
+
+    def engine_ready(self) -> None:
+        """Start the load that was waiting for the engine."""
+        if self.pending is not None:
+            path, card, device, user_initiated = self.pending
+            self.pending = None
+            self.open(path, card=card, device=device, user_initiated=user_initiated)
+
+    def set_model(self, loaded) -> None:
+        """Use a loaded model (from the worker, or given directly by tests and embedders)."""
+        self.model = loaded
+        self.card = loaded.card
+        self.panel.name.set_full_text(loaded.card.name)
+        self.show_model()
+        new = tuple(loaded.card.classes)
+        old, self.classes = self.classes, new
+        if old and old != new:
+            self.classes_changed.emit(old, new)
+        self.loaded.emit(loaded)
+
+    def show_model(self) -> None:
+        """Describe the loaded model (or say there is none) in the panel."""
+        if self.model is None:
+            self.panel.name.set_full_text("No model loaded")
+            self.panel.open_button.setText("Open model…")
+            return
+        text, tooltip = describe_model(self.model)
+        self.panel.info.set_full_text(text, tooltip)
+        self.panel.open_button.setText("Open another model…")
+
+    def _failed(self, failure: JobFailed) -> None:
+        path = self._loading_path
+        name = path.name if path is not None else "the model"
+        if self.model is None:
+            self.show_model()
+            self.panel.info.set_full_text(f"{name} could not be loaded: {failure.message} "
+                                          "File → Open model…")
+        else:
+            self.show_model()  # the previous model stays; say so rather than "Loading …"
+        self.failed.emit(failure, self._user_initiated or failure.is_user_error)
+
+    def _stopped(self) -> None:
+        self._loading_path = None
+        self.loading_changed.emit()

@@ -1,0 +1,329 @@
+"""One run or one batch at a time: start, live drawing, pause, cancel, the work after the
+last step, and the result.
+
+The GUI thread owns the session; a run gets copies of the image path, the masks and the
+form's values taken when Run is pressed (:meth:`RunController.make_job`). Redraws are
+throttled to about 30 per second whatever the attack's speed, and each redraw only
+touches what changed since the last one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QDockWidget, QLabel, QProgressBar, QTableWidgetItem
+from superqt.utils import qthrottled
+
+from advexplorer.errors import UserError
+from advexplorer.gui.attack_panel import AttackPanel
+from advexplorer.gui.panels import BatchPanel, ResultsPanel
+from advexplorer.gui.views import LiveViews, summary_lines
+from advexplorer.gui.worker import JobFailed, Phase, RunJob, StepUpdate, TaskRunner, batch_job, run_job
+from advexplorer.session.state import ImageEntry, RunSummary, Session
+
+REDRAW_MS = 33  # ~30 Hz
+PLOT_EVERY = 3  # trajectory plots refresh on every third redraw (~10 Hz)
+TEXT_EVERY_S = 0.25  # status texts change at 4 Hz: faster is unreadable and re-lays out panels
+
+
+@dataclass
+class StatusWidgets:
+    """The status bar's run widgets."""
+
+    progress: QProgressBar
+    step: QLabel
+    rate: QLabel
+
+
+class RunController(QObject):
+    """Owns the run/batch lifecycle on one :class:`TaskRunner` (``self.tasks``).
+
+    Signals: ``run_finished(RunSummary)``, ``state_changed()`` (started/stopped/paused),
+    ``message(text, ms)`` for the status bar, ``error(title, message, details)``.
+    """
+
+    run_finished = Signal(object)
+    state_changed = Signal()
+    message = Signal(str, int)
+    error = Signal(str, str, object)
+
+    def __init__(self, session: Session, models, form: AttackPanel, live: LiveViews,
+                 results: ResultsPanel, status: StatusWidgets, batch: BatchPanel,
+                 batch_dock: QDockWidget, parent=None):
+        super().__init__(parent)
+        self.session, self.models, self.form = session, models, form
+        self.live, self.results, self.status = live, results, status
+        self.batch, self.batch_dock = batch, batch_dock
+        self.tasks = TaskRunner(self)
+        self.mode = "idle"                     # idle | run | batch
+        self.entry: ImageEntry | None = None   # the image being attacked
+        self.batch_entries: list[ImageEntry] = []
+        self.shown_run: RunSummary | None = None
+        self.closing = False
+        self._latest: StepUpdate | None = None
+        self._latest_images: StepUpdate | None = None
+        self._steps_seen = 0
+        self._frames = 0
+        self._text_time = 0.0
+        self._phase: Phase | None = None
+        self.redraw = qthrottled(self.redraw_live, timeout=REDRAW_MS, leading=True)
+        self.tasks.step.connect(self._on_item)
+        self.tasks.finished_run.connect(self._on_finished)
+        self.tasks.failed.connect(self._on_failed)
+        self.tasks.cancelled.connect(self._on_cancelled)
+        self.tasks.stopped.connect(self._on_stopped)
+        self.tasks.paused_changed.connect(lambda _paused: self.state_changed.emit())
+
+    @property
+    def running(self) -> bool:
+        return self.tasks.running
+
+    # -- starting ----------------------------------------------------------------------
+    def make_job(self, entry: ImageEntry) -> RunJob:
+        """Copies of everything a run of ``entry`` needs, taken now (the GUI thread)."""
+        masks = entry.masks
+        # The form shows the current image's true class; other images keep their own.
+        label = self.form.true_label if entry is self.session.current else entry.label
+        return RunJob(
+            model=self.models.model, image_path=entry.path, config_kwargs=self.form.config_kwargs(),
+            allowed_at_file_size=None if masks is None else masks.allowed_at_file_size(),
+            mask_mode="none" if masks is None else masks.mask_mode,
+            diagnostic_at_file_size=None if masks is None else masks.diagnostic_at_file_size(),
+            label=label, saliency=self.form.saliency_method, number=self.session.next_run_number(),
+            command_line=["advexplorer", "gui"])
+
+    def start_run(self, entry: ImageEntry) -> bool:
+        """Attack ``entry`` with the form's settings; False (with a dialog) if it cannot start."""
+        try:
+            job = self.make_job(entry)
+        except UserError as error:
+            self.error.emit("Cannot run", str(error), None)
+            return False
+        config = job.config_kwargs
+        total = (1 if config["method"] == "fgsm" else config["steps"]) + 1
+        self.mode, self.entry = "run", entry
+        self._reset_live()
+        self.live.start(config["eps"], config["norm"])
+        self.results.plots.start(self.models.model.card.classes, total * config["restarts"], job.label,
+                                 config["targeted"])
+        self.results.prediction_table.setRowCount(0)
+        self.results.summary.setText(f"Running run #{job.number} on {entry.name}…")
+        # Counters start from zero now, not from the previous run's "50/50".
+        self.status.step.setText(f"step 0/{total - 1}")
+        self.status.rate.setText("")
+        self.status.progress.setRange(0, total * config["restarts"])
+        self.status.progress.setValue(0)
+        self.status.progress.setTextVisible(False)
+        self.status.progress.setVisible(True)
+        self.tasks.start(run_job, job)
+        self.state_changed.emit()
+        return True
+
+    def start_batch(self, entries: list[ImageEntry]) -> bool:
+        """Run the form's attack on every image of ``entries`` (each with its own masks)."""
+        try:
+            jobs = [self.make_job(entry) for entry in entries]
+        except UserError as error:
+            self.error.emit("Cannot run", str(error), None)
+            return False
+        self.mode, self.batch_entries = "batch", list(entries)
+        self._reset_live()
+        self.batch_dock.show()
+        self.batch_dock.raise_()
+        table = self.batch.table
+        table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            for column, text in enumerate([entry.name, "", "", "", "", "", "queued"]):
+                table.setItem(row, column, QTableWidgetItem(text))
+        self.batch.progress.setFormat("%v / %m images")
+        self.batch.progress.setRange(0, len(jobs))
+        self.batch.progress.setValue(0)
+        self.tasks.start(batch_job, jobs)
+        self.state_changed.emit()
+        return True
+
+    def _reset_live(self) -> None:
+        self._latest = self._latest_images = None
+        self._steps_seen = self._frames = 0
+        self._phase = None
+        self.shown_run = None
+
+    def toggle_pause(self) -> None:
+        self.tasks.toggle_pause()
+
+    def cancel(self) -> None:
+        if self.tasks.running:
+            self.tasks.cancel()
+            self.message.emit("Cancelling after the current step…", 3000)
+
+    # -- progress ----------------------------------------------------------------------
+    def _on_item(self, item) -> None:
+        if self.mode == "batch":
+            self._on_batch_item(item)
+        elif isinstance(item, Phase):
+            self._on_phase(item)
+        else:
+            self._on_step(item)
+
+    def _on_step(self, update: StepUpdate) -> None:
+        self._steps_seen += update.count
+        self.results.plots.add_rows(update.probabilities, update.losses)
+        self._latest = update
+        if update.adversarial is not None:
+            self._latest_images = update
+        if update.original is not None:
+            self.live.strip.set_rgb("original", update.original)
+            first = update.probabilities[0]
+            top = int(np.argmax(first))
+            self.live.strip.set_caption("original", f"{self.models.model.card.classes[top]} ({first[top]:.2f})")
+        self.redraw()
+
+    def _on_phase(self, phase: Phase) -> None:
+        """The attack is over; scoring/saliency/robustness is its own progress, not a 100 % bar."""
+        self.redraw.cancel()
+        self.redraw_live()  # the last step on screen before the phase text
+        self._phase = phase
+        progress = self.status.progress
+        progress.setRange(0, phase.total)
+        progress.setValue(phase.index - 1)
+        progress.setFormat(f"after the attack {phase.index}/{phase.total}")
+        progress.setTextVisible(True)
+        self.status.step.setText(phase.label)
+        self.results.summary.setText(f"Last step done. {phase.label} ({phase.index}/{phase.total})")
+
+    def redraw_live(self) -> None:
+        """At most ~30 times a second: curves (every third time), images, texts (4 Hz)."""
+        update = self._latest
+        if self.closing or update is None or self.mode != "run":
+            return
+        # pyqtgraph's plot painting is the costliest part of a frame and, holding the GIL,
+        # it slows the attack; the images keep the full rate.
+        self._frames += 1
+        if self._frames % PLOT_EVERY == 1 or update.is_last:
+            self.results.plots.redraw()
+        now = time.perf_counter()
+        text_due = update.is_last or now - self._text_time > TEXT_EVERY_S
+        images = self._latest_images
+        if images is not None:
+            caption = ""
+            if text_due:
+                latest = images.probabilities[-1]
+                top = int(np.argmax(latest))
+                caption = f"{self.models.model.card.classes[top]} ({latest[top]:.2f})"
+            self.live.show_step(images.adversarial, images.perturbation, caption=caption)
+            self._latest_images = None  # drawn: the next frame skips the images unless new ones came
+        if text_due and self._phase is None:
+            self._text_time = now
+            self.status.rate.setText(f"{self._steps_seen / max(update.elapsed_s, 1e-9):.1f} steps/s")
+            restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
+            self.status.step.setText(f"step {update.index}/{update.total_steps}{restart}")
+        if self._phase is None:
+            self.status.progress.setValue(self._steps_seen)
+
+    def _on_batch_item(self, item) -> None:
+        kind, position, payload = item
+        table = self.batch.table
+        if kind == "step":
+            text = payload.label if isinstance(payload, Phase) else \
+                f"step {payload.index}/{payload.total_steps}"
+            table.item(position, 6).setText(text)
+            return
+        entry = self.batch_entries[position]
+        if isinstance(payload, JobFailed):
+            table.item(position, 6).setText(f"error: {payload.message}")
+        else:
+            summary: RunSummary = payload
+            classes = summary.classes
+            before, after = summary.prediction_before, summary.prediction_after
+            values = [entry.name, f"{classes[before]} ({summary.probability_before[before]:.2f})",
+                      f"{classes[after]} ({summary.probability_after[after]:.2f})",
+                      "yes" if summary.flipped else "no", f"{summary.norms['linf'] * 255:.2f}",
+                      f"{summary.wall_time_s:.2f}", "done"]
+            for column, text in enumerate(values):
+                table.item(position, column).setText(text)
+            if entry in self.session.images:
+                self.session.add_run(entry, summary)
+        self.batch.progress.setValue(position + 1)
+
+    # -- ending ------------------------------------------------------------------------
+    def _on_finished(self, result) -> None:
+        if self.mode == "batch":
+            done = [s for s in result if isinstance(s, RunSummary)]
+            flipped = sum(1 for s in done if s.flipped)
+            self.message.emit(f"Batch finished: {len(done)} images attacked, {flipped} flipped.", 8000)
+            current = self.session.current
+            if current is not None and current.runs:
+                self.show_run(current.runs[-1])
+            return
+        summary: RunSummary = result
+        entry = self.entry
+        self.redraw.cancel()  # a throttled redraw still pending must not paint over the result
+        self._phase = None
+        self.redraw_live()
+        if entry is not None and entry in self.session.images:
+            self.session.add_run(entry, summary)
+        if entry is self.session.current:
+            self.show_run(summary, plots=False)
+            if self.results.plots.count != len(summary.probability_trajectory):
+                self.results.plots.show_summary(summary)  # the live curves missed steps
+        verdict = "flipped" if summary.flipped else "did not flip"
+        self.message.emit(f"Run #{summary.number} finished in {summary.wall_time_s:.2f} s: the "
+                          f"prediction {verdict}.", 8000)
+        self.run_finished.emit(summary)
+
+    def _on_failed(self, failure: JobFailed) -> None:
+        self.error.emit("The run failed" if not failure.is_user_error else "Cannot run",
+                        failure.message, None if failure.is_user_error else failure.details)
+        if self.mode == "run":
+            self.results.summary.setText("The run failed; nothing was changed. Fix the problem and "
+                                         "press Run again.")
+
+    def _on_cancelled(self) -> None:
+        self.results.plots.redraw()  # the curves may lag the images by a frame or two
+        step = self._latest.index if self._latest is not None else 0
+        self.message.emit(f"Cancelled at step {step}.", 6000)
+        if self.mode == "run":
+            self.results.summary.setText(f"Run cancelled at step {step}; earlier runs are in the history.")
+        elif self.mode == "batch":
+            self.batch.progress.setFormat("cancelled at %v / %m images")
+
+    def _on_stopped(self) -> None:
+        self.mode, self.entry = "idle", None
+        self.status.progress.setVisible(False)
+        self.state_changed.emit()
+
+    # -- showing -----------------------------------------------------------------------
+    def show_run(self, summary: RunSummary, plots: bool = True) -> None:
+        """Show a finished run in the live views, plots, table and summary line."""
+        self.shown_run = summary
+        self.live.show_summary(summary)
+        if plots:
+            self.results.plots.show_summary(summary)
+        self.results.prediction_table.set_predictions(summary.classes, summary.probability_before,
+                                                      summary.probability_after)
+        lines = dict(summary_lines(summary))
+        verdict = ("<span style='color:#e07070'>prediction flipped</span>" if summary.flipped else
+                   "<span style='color:#70c070'>prediction held</span>")
+        exported = ""
+        if "8-bit PNG still flips" in lines:
+            exported = f" · 8-bit PNG still flips: {lines['8-bit PNG still flips']}"
+        self.results.summary.setText(
+            f"<b>Run #{summary.number}</b> — {verdict}: {lines['Before']} → {lines['After']}<br>"
+            f"‖δ‖∞ {lines['‖δ‖∞']} · ‖δ‖₂ {lines['‖δ‖₂']} · {lines['Pixels changed']} px changed · "
+            f"{lines['Mask']} mask · {lines['Wall time']}{exported}")
+
+    def clear_results(self, image_name: str | None = None) -> None:
+        """No run to show (another image without runs): empty views, not the last image's run."""
+        self.shown_run = None
+        self.live.start(1.0, "linf")
+        classes = self.models.model.card.classes if self.models.model is not None else ()
+        self.results.plots.start(classes, 1)
+        self.results.plots.redraw()
+        self.results.prediction_table.setRowCount(0)
+        prompt = ResultsPanel.PROMPT
+        if image_name:
+            prompt = f"No run on {image_name} yet. {prompt}"
+        self.results.summary.setText(prompt)

@@ -1,0 +1,213 @@
+"""The main window's dock contents and mask toolbar: plain widgets, no behaviour.
+
+The controllers fill them and the window wires their buttons; keeping construction here
+leaves :mod:`advexplorer.gui.main_window` a shell.
+"""
+
+from __future__ import annotations
+
+import re
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
+    QPushButton, QSizePolicy, QSlider, QSpinBox, QTableWidget, QToolBar, QVBoxLayout, QWidget,
+)
+
+from advexplorer.gui.attack_panel import AttackPanel
+from advexplorer.gui.views import PredictionTable, TrajectoryPlots
+
+_BREAK_AFTER = re.compile(r"([/\\_.\-×,])")
+
+
+def breakable(text: str) -> str:
+    """Text a word-wrapping label can break inside long file names (after / _ . - × ,)."""
+    return _BREAK_AFTER.sub("\\1\u200b", text)
+
+
+class WrappingLabel(QLabel):
+    """A label that wraps (even inside long file names) instead of being cut off, and
+    shows its whole text as a tooltip; it never asks its dock to grow wider."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        self.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.full_text = ""
+        self.set_full_text(text)
+
+    def set_full_text(self, text: str, tooltip: str | None = None) -> None:
+        self.full_text = text
+        self.setText(breakable(text))
+        self.setToolTip(tooltip if tooltip is not None else text)
+
+
+def _column(widget: QWidget, *items, margins=(4, 4, 4, 4)) -> QVBoxLayout:
+    layout = QVBoxLayout(widget)
+    layout.setContentsMargins(*margins)
+    for item in items:
+        if isinstance(item, tuple):
+            layout.addWidget(*item)
+        elif isinstance(item, QHBoxLayout):
+            layout.addLayout(item)
+        else:
+            layout.addWidget(item)
+    return layout
+
+
+def _row(*buttons) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for button in buttons:
+        row.addWidget(*button) if isinstance(button, tuple) else row.addWidget(button)
+    return row
+
+
+class ImagesPanel(QWidget):
+    """The session's images with thumbnails; Add… / Remove."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setIconSize(QSize(48, 48))
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setToolTip("Images of this session. Drop files or folders on the window to add "
+                             "them; select several and use Attack → Run on selected images.")
+        self.add_button = QPushButton("Add…")
+        self.remove_button = QPushButton("Remove")
+        _column(self, self.list, _row(self.add_button, self.remove_button))
+
+
+class ModelPanel(QWidget):
+    """The loaded model: name, file, classes, input size; and the button to open another."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.name = WrappingLabel("No model loaded")
+        self.name.setObjectName("title")
+        self.info = WrappingLabel("File → Open model… (TorchScript, state_dict + card, "
+                                  "safetensors, .pt2)")
+        self.info.setObjectName("hint")
+        self.open_button = QPushButton("Open model…")
+        layout = _column(self, self.name, self.info, self.open_button, margins=(6, 4, 6, 4))
+        layout.addStretch(1)
+
+
+class HistoryPanel(QWidget):
+    """Finished runs on the current image; Compare / Save… / Report…."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.list.setWordWrap(True)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setToolTip("Finished runs on this image. Click one to show it; select two and "
+                             "press Compare to see them side by side.")
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Show the two selected runs side by side.")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Write the selected run as a run folder (record.json, "
+                                    "adversarial.png, …) like `advexplorer attack --out`.")
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("Export an HTML or PDF report of the selected runs (Ctrl+E).")
+        _column(self, self.list, _row(self.compare_button, self.save_button, self.report_button))
+
+
+class AttackDock(QWidget):
+    """The attack form, a note on how the image will be fed to the model, and Run/Pause/Cancel."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.panel = AttackPanel()
+        self.input_note = WrappingLabel("")
+        self.input_note.setObjectName("hint")
+        self.input_note.setVisible(False)
+        self.run_button = QPushButton("Loading engine…")
+        self.run_button.setObjectName("run")
+        self.run_button.setToolTip("Run the attack on the current image with its mask (Ctrl+R).")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip("Pause or resume between two steps.")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run after the current step (Esc).")
+        _column(self, self.panel, self.input_note,
+                _row((self.run_button, 2), (self.pause_button, 1), (self.cancel_button, 1)),
+                margins=(0, 0, 0, 4))
+
+
+class ResultsPanel(QWidget):
+    """The shown run's summary line, its trajectories and its prediction table."""
+
+    PROMPT = "Paint a mask (or none), choose an attack and press Run."
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.summary = QLabel(self.PROMPT)
+        self.summary.setObjectName("summary")
+        self.summary.setWordWrap(True)
+        self.plots = TrajectoryPlots()
+        self.prediction_table = PredictionTable()
+        _column(self, self.summary, (self.plots, 3), (self.prediction_table, 1))
+
+
+class BatchPanel(QWidget):
+    """One row per image of a batch run, and the batch's progress."""
+
+    COLUMNS = ["Image", "Before", "After", "Flipped", "‖δ‖∞ (/255)", "Time (s)", "Status"]
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m images")
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        _column(self, self.progress, self.table)
+
+
+class MaskToolBar(QToolBar):
+    """Brush/eraser/… actions, brush size, layer, mode and overlay opacity."""
+
+    def __init__(self, tool_actions, edit_actions, brush_size: int, opacity: float, parent=None):
+        super().__init__("Mask tools", parent)
+        self.setObjectName("mask_toolbar")
+        self.setIconSize(QSize(20, 20))
+        for action in tool_actions:
+            self.addAction(action)
+        self.addSeparator()
+        self.addWidget(QLabel(" Size "))
+        self.brush_size = QSpinBox()
+        self.brush_size.setRange(1, 500)
+        self.brush_size.setValue(brush_size)
+        self.brush_size.setSuffix(" px")
+        self.brush_size.setToolTip("Brush diameter in image pixels ([ and ] change it).")
+        self.addWidget(self.brush_size)
+        self.addWidget(QLabel("  Layer "))
+        self.layer = QComboBox()
+        self.layer.addItem("Attack mask", "attack")
+        self.layer.addItem("Diagnostic region", "diagnostic")
+        self.layer.setToolTip("Which layer the tools paint: the attack mask (protect/allowed) or "
+                              "the diagnostic region used by the saliency checks.")
+        self.addWidget(self.layer)
+        self.addWidget(QLabel("  Mode "))
+        self.mode = QComboBox()
+        self.mode.addItem("Protect (keep painted pixels)", "protect")
+        self.mode.addItem("Allowed (attack only painted pixels)", "allowed")
+        self.mode.setToolTip("Protect: the attack must not change painted pixels. Allowed: it may "
+                             "change only painted pixels. Nothing painted = no mask.")
+        self.addWidget(self.mode)
+        self.addWidget(QLabel("  Opacity "))
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(int(opacity * 100))
+        self.opacity.setFixedWidth(90)
+        self.opacity.setToolTip("Mask overlay opacity.")
+        self.addWidget(self.opacity)
+        self.addSeparator()
+        for action in edit_actions:
+            self.addAction(action)
