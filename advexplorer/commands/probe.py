@@ -83,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
         records = [r for r in records if r.name in wanted]
 
     from advexplorer.core.sequences import DEFAULT_MOTIFS
+    from advexplorer.report.sequences import write_probe_folder
     from advexplorer.session.probes import (ProbeRequest, allowed_from_text, build_probe_record,
-                                            class_index, run_probe, write_probe_folder)
+                                            class_index, run_probe)
 
     request = ProbeRequest(
         model=model, records=records, allowed=allowed_from_text(records, args.positions),

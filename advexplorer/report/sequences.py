@@ -11,7 +11,12 @@ Wilson interval.
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 from typing import Any
+
+from advexplorer.io.atomic import atomic_directory
+from advexplorer.io.runfolder import record_text
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -200,3 +205,12 @@ def probe_report_html(record: dict[str, Any]) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f"<title>Sequence probe — {esc(card.get('name', ''))}</title><style>{STYLE}</style></head>"
             f"<body><main>{''.join(header)}{''.join(body)}{footer}</main></body></html>\n")
+
+
+def write_probe_folder(out: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False) -> Path:
+    """Write ``record.json`` and ``report.html`` into ``out``, all or nothing."""
+    page = probe_report_html(record)
+    with atomic_directory(out, overwrite=overwrite) as folder:
+        (folder / "record.json").write_text(record_text(record), encoding="utf-8")
+        (folder / "report.html").write_text(page, encoding="utf-8")
+    return Path(out)

@@ -4,8 +4,8 @@
 :func:`advexplorer.core.sequences.probe_steps` (or only the search, when screening) and
 yields ``(record_index, ProbeProgress)`` so a window can show progress live; its return
 value is one :class:`SequenceProbe` per record. :func:`build_probe_record` turns them into
-the ``record.json`` dict and :func:`write_probe_folder` writes a run folder, all or
-nothing: ``record.json`` (hashes, settings, results) and ``report.html``.
+the ``record.json`` dict (hashes, settings, results), which
+:func:`advexplorer.report.sequences.write_probe_folder` writes with its HTML report.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ from advexplorer.core.sequences import (DEFAULT_MOTIFS, Motif, ProbeOutcome, Pro
                                         find_motifs, format_positions, parse_positions, probe_steps,
                                         search_steps, substitution_table)
 from advexplorer.errors import UserError
-from advexplorer.io.atomic import atomic_directory
 from advexplorer.io.hashing import sha256_file
-from advexplorer.io.runfolder import record_text
 from advexplorer.io.sequences import FastaRecord, LoadedSequenceModel
 
 PROBE_RECORD_VERSION = 1
@@ -267,17 +265,6 @@ def build_probe_record(request: ProbeRequest, probes: Sequence[SequenceProbe],
     if request.screen:
         record["screen"] = screen_summary(probes, request.max_substitutions)
     return record
-
-
-def write_probe_folder(out: str | os.PathLike, record: dict[str, Any], *, overwrite: bool = False) -> Path:
-    """Write ``record.json`` and ``report.html`` into ``out``, all or nothing."""
-    from advexplorer.report.sequences import probe_report_html
-
-    html = probe_report_html(record)
-    with atomic_directory(out, overwrite=overwrite) as folder:
-        (folder / "record.json").write_text(record_text(record), encoding="utf-8")
-        (folder / "report.html").write_text(html, encoding="utf-8")
-    return Path(out)
 
 
 def run_probe(request: ProbeRequest, on_progress=None) -> tuple[list[SequenceProbe], float]:
