@@ -47,3 +47,11 @@ def test_cli_help_does_not_import_torch():
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_reading_run_folders_does_not_import_torch_or_qt():
+    """``advexplorer report`` and the GUI's history read run folders before the engine loads."""
+    code = ("import sys; import advexplorer.io.runfolder, advexplorer.report.run; "
+            "print('torch' in sys.modules, 'PySide6' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False False", result.stderr

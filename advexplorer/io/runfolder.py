@@ -32,7 +32,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +385,3 @@ class RunFolder:
             if self.file(role).is_file():
                 return self.file(role)
         return recorded
-
-    def with_record(self, record: dict[str, Any]) -> "RunFolder":
-        """The same folder with another record in memory (nothing is written)."""
-        return replace(self, record=record, _arrays=dict(self._arrays))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from advexplorer.errors import UserError
-from advexplorer.io.runfolder import FILES as DEFAULT_FILES, RunFolder
+from advexplorer.io.runfolder import RunFolder
 
 
 def _hwc(array: np.ndarray, channels: int | None) -> np.ndarray:
