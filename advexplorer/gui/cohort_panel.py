@@ -7,14 +7,18 @@ A dockable ``QWidget`` with a tiny public API (for the main window):
 * ``set_source(images, masks=None, mask_mode="none")`` fills the form (``mask_mode``:
   ``none``, ``allowed-dir``, ``protect-dir``, ``allowed-file``, ``protect-file``);
 * ``start()`` / ``cancel()`` / ``running``; ``stop_and_wait()`` when the window closes;
-* signals ``image_requested(Path, Path | None, str)`` — the user double-clicked a table row
-  or clicked a point of the curve: open that image with its mask (mode ``allowed`` /
-  ``protect`` / ``none``) and run it; ``screen_finished(list)`` — the ``per_eps`` summary.
+* ``result`` — the :class:`~advexplorer.core.screening.ScreenResult` of the last finished
+  screen (worst cases, monotone check, cost), shown below the curves;
+* signals ``image_requested(Path, Path | None, str, dict)`` — the user double-clicked a
+  table row, clicked a point of the curve or a worst case: open that image with its mask
+  (mode ``allowed`` / ``protect`` / ``none``) and attack it with the settings in the dict
+  (see :attr:`CohortPanel.image_requested`); ``screen_finished(list)`` — the ``per_eps``
+  summary.
 
 The screen is :func:`advexplorer.core.screening.screen_steps`, the generator the CLI runs,
-driven by the app's :class:`~advexplorer.gui.worker.RunController` (cancel acts between
-engine calls). Images are loaded in the worker thread itself (no loader processes: forking
-a process that runs Qt threads is unsafe).
+driven by the app's task runner (cancel acts between engine calls). Images are loaded in
+the worker thread itself (no loader processes: forking a process that runs Qt threads is
+unsafe). Importing this module imports neither torch nor :mod:`advexplorer.commands`.
 """
 
 from __future__ import annotations
@@ -26,18 +30,30 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
+from advexplorer import config as vocabulary
+from advexplorer.config import AttackConfig, eps_argument, format_budget, parse_number_list
 from advexplorer.errors import UserError
+from advexplorer.gui.views import LegendLabel
 from advexplorer.gui.worker import JobFailed, RunController
 
 MASK_MODES = {"none": "No mask", "protect-dir": "Protect masks (folder)",
               "allowed-dir": "Allowed masks (folder)", "protect-file": "One protect mask (file)",
               "allowed-file": "One allowed mask (file)"}
 FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR = "#e15759", "#4e79a7", "#9a9a9a"
+#: The curves: key, legend name, colour.
+CURVES = (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBUST_COLOUR),
+          ("noise", "noise flip rate", NOISE_COLOUR))
+DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
+#: Worst cases kept for the panel (the CLI's --worst default).
+WORST_CASES = 8
+THUMBNAIL_PX = 96
 
 
 @dataclass
@@ -52,6 +68,8 @@ class CohortJob:
     config_kwargs: dict
     noise_baseline: bool
     batch_size: int
+    verify_monotone: int = 0
+    worst_cases: int = WORST_CASES
 
 
 def cohort_job(job: CohortJob):
@@ -66,7 +84,6 @@ def cohort_job(job: CohortJob):
 
 
 def _cohort_job(job: CohortJob):
-    from advexplorer.core.attacks import AttackConfig
     from advexplorer.core.screening import screen_steps
     from advexplorer.io.cohort import open_cohort
 
@@ -79,28 +96,77 @@ def _cohort_job(job: CohortJob):
         protect=job.masks if mode == "protect-file" else None)
     entries = {e.id: (e.path, e.mask_path or cohort.mask_source, cohort.mask_mode) for e in cohort.entries}
     yield ("cohort", entries)
-    config = AttackConfig(**job.config_kwargs)
     loader = cohort.loader(job.batch_size, num_workers=0)
-    result = yield from (("progress", p) for p in _steps(screen_steps(
-        job.model.classifier, loader, job.eps, config, noise_baseline=job.noise_baseline,
-        batch_size=job.batch_size, worst_cases=0)))
-    return result
+    steps = screen_steps(job.model.classifier, loader, job.eps, AttackConfig(**job.config_kwargs),
+                         noise_baseline=job.noise_baseline, batch_size=job.batch_size,
+                         verify_monotone=job.verify_monotone, worst_cases=job.worst_cases)
+    # A generator function, not a generator expression: `yield from` hands back the
+    # screen's ScreenResult only when the inner generator itself returns it.
+    return (yield from _tagged("progress", steps))
 
 
-def _steps(generator):
-    """Re-yield a generator's items and return its value (so ``yield from`` keeps it)."""
+def _tagged(kind: str, generator):
+    """Re-yield a generator's items as ``(kind, item)`` and return its return value."""
     while True:
         try:
             item = next(generator)
         except StopIteration as stop:
             return stop.value
-        yield item
+        yield (kind, item)
+
+
+def attack_settings(config_kwargs: dict, eps: float) -> dict:
+    """The attack form's values (:meth:`AttackPanel.set_values` keys) for one image of a screen.
+
+    The screen's own settings at budget ``eps``, written as the form shows it ('3/255'),
+    with early stop on because the screen counts an image as flipped at the first iterate
+    that flips it.
+    """
+    config = AttackConfig(**{**config_kwargs, "eps": eps})
+    settings = config.to_json()
+    settings["eps"] = eps_argument(eps) if config.norm == "linf" else repr(float(eps))
+    settings["early_stop"] = True
+    return settings
+
+
+def monotone_text(check, norm: str = "linf") -> str:
+    """One line on the monotone shortcut: unchecked, or how many re-attacks disagreed."""
+    if check is None:
+        return ("Monotone shortcut: an image flipped at ε is counted as flipped at every larger ε "
+                "without a new attack; not checked (set “check monotone” to re-attack N flipped images).")
+    if not check.pairs_checked:
+        return "Monotone check: no flipped image had a larger ε to re-attack."
+    found = len(check.disagreements)
+    text = (f"Monotone check: re-attacked {check.images_checked} flipped images at "
+            f"{check.pairs_checked} larger ε — {found} disagreement{'' if found == 1 else 's'}")
+    if found:
+        examples = [f"{d['file']} flipped at {format_budget(d['flipped_at'], norm)}, not at "
+                    f"{format_budget(d['not_flipped_at'], norm)}" for d in check.disagreements[:3]]
+        text += " (" + "; ".join(examples) + (" …" if found > 3 else "") + ")"
+    return text + "."
+
+
+class PercentAxis(pg.AxisItem):
+    """A 0–1 axis labelled in per cent (0 %, 20 %, …, 100 %), never SI-scaled."""
+
+    def __init__(self, orientation: str = "left", **kwargs):
+        super().__init__(orientation, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802 (pyqtgraph's name)
+        return [f"{round(100 * v * scale, 6):g} %" for v in values]
 
 
 class CohortPanel(QWidget):
     """Screen a cohort with the loaded model; see the module docstring for the API."""
 
-    image_requested = Signal(object, object, str)
+    #: ``image_requested(path, mask, mask_mode, attack_settings)``: open ``path`` (with
+    #: ``mask`` as an ``allowed``/``protect`` mask, or none) and attack it.
+    #: ``attack_settings`` is a dict of :meth:`AttackPanel.set_values` keywords — method,
+    #: norm, eps (text such as '3/255'), step_size, steps, targeted, random_start, seed,
+    #: restarts, early_stop, decay — the screen's own settings with ε = the smallest
+    #: screened ε at which this image flipped (the largest screened ε if it never did).
+    image_requested = Signal(object, object, str, object)
     screen_finished = Signal(object)
 
     def __init__(self, parent=None):
@@ -109,7 +175,10 @@ class CohortPanel(QWidget):
         self.controller = RunController(self)
         self.entries: dict[str, tuple] = {}
         self.rows: list = []
+        self.rows_by_file: dict[str, object] = {}
         self.eps: tuple[float, ...] = ()
+        self.job: CohortJob | None = None
+        self.result = None
         self.last_progress = None
         self.started_at = 0.0
 
@@ -123,10 +192,14 @@ class CohortPanel(QWidget):
         self.masks_edit = QLineEdit()
         browse_masks = QPushButton("Browse…")
         browse_masks.clicked.connect(self._browse_masks)
-        self.eps_edit = QLineEdit("0,1/255,2/255,4/255,8/255")
+        self.eps_edit = QLineEdit(DEFAULT_EPS)
         self.eps_edit.setToolTip("Budgets in pixel units, fractions allowed; 0 is the clean image.")
         self.attack = QComboBox()
-        self.attack.addItems(["pgd", "fgsm", "mifgsm", "noise"])
+        for name in vocabulary.METHODS:
+            self.attack.addItem(vocabulary.METHOD_INFO[name].description, name)
+        self.norm = QComboBox()
+        for name in vocabulary.NORMS:
+            self.norm.addItem(vocabulary.NORM_LABELS[name], name)
         self.steps = QSpinBox()
         self.steps.setRange(1, 1000)
         self.steps.setValue(10)
@@ -134,6 +207,11 @@ class CohortPanel(QWidget):
         self.batch.setRange(1, 1024)
         self.batch.setValue(32)
         self.noise = QCheckBox("Random-noise baseline")
+        self.verify = QSpinBox()
+        self.verify.setRange(0, 100000)
+        self.verify.setSpecialValueText("off")
+        self.verify.setToolTip("Re-attack up to N flipped images at every larger ε the monotone "
+                               "shortcut skipped, and report where the attack disagrees.")
         self.run_button = QPushButton("Screen")
         self.run_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
@@ -142,26 +220,29 @@ class CohortPanel(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("Load a model, choose images, then Screen.")
         self.status.setWordWrap(True)
+        self.monotone = QLabel("")
+        self.monotone.setWordWrap(True)
+        self.monotone.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Images", _row(self.images_edit, browse_images))
         form.addRow("Masks", _row(self.mask_mode, self.masks_edit, browse_masks))
-        form.addRow("ε list", self.eps_edit)
+        form.addRow("ε list", _row(self.eps_edit, self.norm))
         form.addRow("Attack", _row(self.attack, QLabel("steps"), self.steps, QLabel("batch"), self.batch))
-        form.addRow("", self.noise)
+        form.addRow("", _row(self.noise, QLabel("check monotone on"), self.verify, QLabel("flipped images")))
 
-        pg.setConfigOptions(antialias=True)
-        self.plot = pg.PlotWidget(background="#1e1f22")
-        self.plot.setLabel("bottom", "budget ε (×255)")
+        self.plot = pg.PlotWidget(background="#1e1f22", axisItems={"left": PercentAxis("left")})
         self.plot.setLabel("left", "share of images")
-        self.plot.setYRange(0, 1)
-        self.plot.addLegend(offset=(10, 10))
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.plot.setMenuEnabled(False)
+        self.plot.setMinimumHeight(140)
+        # The legend sits above the plot, not on it, and lists only curves with data.
+        self.legend = LegendLabel()
         self.curves = {}
         self.bars = {}
-        for key, name, colour in (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBUST_COLOUR),
-                                  ("noise", "noise flip rate", NOISE_COLOUR)):
+        for key, _name, colour in CURVES:
             curve = self.plot.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=8,
-                                   symbolBrush=colour, name=name)
+                                   symbolBrush=colour)
             curve.sigPointsClicked.connect(self._point_clicked)
             bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0),
                                    beam=0.15, pen=pg.mkPen(colour))
@@ -175,19 +256,37 @@ class CohortPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSortingEnabled(True)
         self.table.cellDoubleClicked.connect(self._row_activated)
+        self.table.setToolTip("Double-click an image to attack it at the ε where it flipped.")
+
+        self.worst_cases = QWidget()
+        self.worst_layout = QHBoxLayout(self.worst_cases)
+        self.worst_layout.setContentsMargins(4, 4, 4, 4)
+        self.worst_layout.addStretch(1)
+        self.worst_buttons: list[QToolButton] = []
+        worst_scroll = QScrollArea()
+        worst_scroll.setWidgetResizable(True)
+        worst_scroll.setWidget(self.worst_cases)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.table, "Images")
+        self.tabs.addTab(worst_scroll, "Worst cases")
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(_row(self.run_button, self.cancel_button, self.progress, layout_only=True))
         layout.addWidget(self.status)
+        layout.addWidget(self.monotone)
+        layout.addWidget(self.legend)
         layout.addWidget(self.plot, 2)
-        layout.addWidget(self.table, 3)
+        layout.addWidget(self.tabs, 3)
 
+        self.eps_edit.textChanged.connect(self._form_changed)
+        self.norm.currentIndexChanged.connect(self._form_changed)
         self.controller.step.connect(self._on_step)
         self.controller.finished_run.connect(self._on_finished)
         self.controller.failed.connect(self._on_failed)
         self.controller.cancelled.connect(lambda: self._set_status("Cancelled; the images screened so far are shown."))
         self.controller.stopped.connect(self._on_stopped)
+        self._form_changed()
         self._update_enabled()
 
     # --- public API ------------------------------------------------------------------
@@ -218,8 +317,13 @@ class CohortPanel(QWidget):
         except UserError as error:
             self._set_status(str(error), error=True)
             return
-        self.entries, self.rows, self.eps, self.last_progress = {}, [], tuple(sorted(set(job.eps))), None
+        self.job, self.result = job, None
+        self.entries, self.rows, self.rows_by_file, self.last_progress = {}, [], {}, None
+        self.eps = tuple(sorted(set(job.eps)))
         self.table.setRowCount(0)
+        self._show_worst_cases([])
+        self.monotone.setVisible(False)
+        self._reset_plot(self.eps)
         self.progress.setValue(0)
         self.started_at = time.monotonic()
         self._set_status("Reading the cohort…")
@@ -235,9 +339,16 @@ class CohortPanel(QWidget):
 
     # --- internals -------------------------------------------------------------------
 
-    def _job(self) -> CohortJob:
-        from advexplorer.commands._args import number_list
+    @property
+    def _norm(self) -> str:
+        return self.job.config_kwargs["norm"] if self.job is not None else self.norm.currentData()
 
+    @property
+    def _x_scale(self) -> float:
+        """Plot x in 8-bit levels (ε × 255) for L∞ budgets, in plain units for L2."""
+        return 255.0 if self._norm == "linf" else 1.0
+
+    def _job(self) -> CohortJob:
         if self.model is None:
             raise UserError("Load a model first.")
         images = self.images_edit.text().strip()
@@ -247,14 +358,14 @@ class CohortPanel(QWidget):
         masks = self.masks_edit.text().strip() or None
         if mode != "none" and masks is None:
             raise UserError(f"Choose the mask {'file' if mode.endswith('file') else 'folder'}, or set Masks to 'No mask'.")
-        try:
-            eps = number_list(self.eps_edit.text())
-        except Exception as error:  # argparse's error type carries the message
-            raise UserError(f"ε list: {error}") from None
+        eps = parse_number_list(self.eps_edit.text(), "ε list")
+        config_kwargs = {"method": self.attack.currentData(), "norm": self.norm.currentData(),
+                         "steps": self.steps.value(), "seed": 0}
+        AttackConfig(**config_kwargs, eps=max(eps)).validate()
         return CohortJob(model=self.model, images=Path(images), masks=Path(masks) if masks else None,
-                         mask_mode=mode, eps=eps,
-                         config_kwargs={"method": self.attack.currentText(), "steps": self.steps.value()},
-                         noise_baseline=self.noise.isChecked(), batch_size=self.batch.value())
+                         mask_mode=mode, eps=eps, config_kwargs=config_kwargs,
+                         noise_baseline=self.noise.isChecked(), batch_size=self.batch.value(),
+                         verify_monotone=self.verify.value())
 
     def _browse_images(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images")
@@ -278,6 +389,34 @@ class CohortPanel(QWidget):
         self.status.setText(text)
         self.status.setStyleSheet("color: #e15759;" if error else "")
 
+    def _form_changed(self, *_args) -> None:
+        """Before a screen, the axes follow the form's ε list and norm."""
+        if self.running or self.rows:
+            return  # the curves on show belong to a screen; keep its axes
+        self.job = None  # no screen yet: the form decides the units
+        try:
+            eps = parse_number_list(self.eps_edit.text(), "ε list")
+        except UserError:
+            eps = []
+        self._reset_plot(eps)
+
+    def _reset_plot(self, eps) -> None:
+        """Empty curves, no legend entries; x over the ε list's budgets, y 0–100 %."""
+        self.plot.setLabel("bottom", "budget ε (×255)" if self._norm == "linf" else "budget ε (L2)")
+        for key, curve in self.curves.items():
+            curve.setData([], [])
+            self.bars[key].setData(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0))
+        self.legend.set_entries([])
+        self._set_ranges(eps)
+
+    def _set_ranges(self, eps) -> None:
+        low, high = (min(eps), max(eps)) if eps else (0.0, 8 / 255)
+        low, high = low * self._x_scale, high * self._x_scale
+        if high <= low:
+            high = low + 1.0
+        self.plot.setXRange(low, high, padding=0.05)
+        self.plot.setYRange(0.0, 1.0, padding=0.03)
+
     def _on_step(self, item) -> None:
         kind, payload = item
         if kind == "cohort":
@@ -289,13 +428,16 @@ class CohortPanel(QWidget):
         total = progress.images_total or 0
         self.progress.setMaximum(max(total, 1))
         self.progress.setValue(progress.images_done)
-        eta = "" if progress.eta_s is None else f" · about {_clock(progress.eta_s)} left"
-        skipped = f" · {len(progress.skipped)} unreadable skipped" if progress.skipped else ""
-        self._set_status(f"{progress.images_done} of {total} images{eta}{skipped}")
+        if progress.phase == "verify":
+            self._set_status(f"{progress.images_done} of {total} images · checking the monotone shortcut…")
+        else:
+            eta = "" if progress.eta_s is None else f" · about {_clock(progress.eta_s)} left"
+            skipped = f" · {len(progress.skipped)} unreadable skipped" if progress.skipped else ""
+            self._set_status(f"{progress.images_done} of {total} images{eta}{skipped}")
         self._draw(progress)
 
     def _draw(self, progress) -> None:
-        x = np.array([e * 255 for e in progress.eps], dtype=float)
+        x = np.array([e * self._x_scale for e in progress.eps], dtype=float)
         series = {"flip": progress.flipped}
         if progress.n_labelled:
             series["robust"] = progress.robust
@@ -303,8 +445,9 @@ class CohortPanel(QWidget):
             series["noise"] = progress.noise_flipped
         from advexplorer.core.screening import wilson_interval
 
-        for key, curve in self.curves.items():
-            counts = series.get(key)
+        shown = []
+        for key, name, colour in CURVES:
+            curve, counts = self.curves[key], series.get(key)
             n = progress.n_labelled if key == "robust" else progress.n
             if counts is None or n == 0:
                 curve.setData([], [])
@@ -314,19 +457,21 @@ class CohortPanel(QWidget):
             intervals = np.array([wilson_interval(int(k), n) for k in counts])
             curve.setData(x, rate)
             self.bars[key].setData(x=x, y=rate, top=intervals[:, 1] - rate, bottom=rate - intervals[:, 0])
+            shown.append((name, colour))
+        self.legend.set_entries(shown)
+        self._set_ranges(progress.eps)
 
     def _add_rows(self, rows) -> None:
         if not rows:
             return
-        from advexplorer.core.screening import eps_label
-
         classes = tuple(self.model.card.classes) if self.model is not None else ()
         self.table.setSortingEnabled(False)
         for row in rows:
             self.rows.append(row)
+            self.rows_by_file[row.file] = row
             r = self.table.rowCount()
             self.table.insertRow(r)
-            flip = "not flipped" if row.flip_eps is None else eps_label(row.flip_eps)
+            flip = "not flipped" if row.flip_eps is None else format_budget(row.flip_eps, self._norm)
             cells = [row.file, "—" if row.label is None else _name(classes, row.label),
                      f"{_name(classes, row.clean_prediction)} ({100 * row.clean_probability:.0f} %)", flip]
             for c, text in enumerate(cells):
@@ -338,23 +483,27 @@ class CohortPanel(QWidget):
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
 
-    def _request(self, file_id: str) -> None:
+    def request_image(self, file_id: str) -> None:
+        """Ask for ``file_id`` (a screened image) to be opened and attacked where it flipped."""
         path, mask, mode = self.entries.get(file_id, (None, None, "none"))
         if path is None:  # .npz rows have no file of their own
             self._set_status(f"{file_id} comes from a .npz archive and cannot be opened as a file.", error=True)
             return
-        self.image_requested.emit(Path(path), None if mask is None else Path(mask), mode)
+        row = self.rows_by_file.get(file_id)
+        eps = row.flip_eps if row is not None and row.flip_eps is not None else max(self.eps)
+        settings = attack_settings(self.job.config_kwargs, eps)
+        self.image_requested.emit(Path(path), None if mask is None else Path(mask), mode, settings)
 
     def _row_activated(self, row: int, _column: int) -> None:
         item = self.table.item(row, 0)
         if item is not None:
-            self._request(item.data(Qt.ItemDataRole.UserRole))
+            self.request_image(item.data(Qt.ItemDataRole.UserRole))
 
     def _point_clicked(self, _curve, points, *_args) -> None:
         """Select the images that first flipped at the clicked ε; open the first of them."""
         if not len(points) or not self.eps:
             return
-        value = points[0].pos().x() / 255
+        value = points[0].pos().x() / self._x_scale
         j = int(np.argmin([abs(e - value) for e in self.eps]))
         matches = [r.file for r in self.rows if r.flip_eps is not None and abs(r.flip_eps - self.eps[j]) < 1e-12]
         selection = self.table.selectionModel()
@@ -364,20 +513,49 @@ class CohortPanel(QWidget):
             if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) in matches:
                 selection.select(self.table.model().index(r, 0), flags)
         if matches:
-            self._request(matches[0])
+            self.tabs.setCurrentWidget(self.table)
+            self.request_image(matches[0])
 
     def _on_finished(self, result) -> None:
-        from advexplorer.core.screening import summarize
-
-        per_eps = summarize(self.rows, self.eps, noise_baseline=bool(
-            self.last_progress is not None and self.last_progress.noise_flipped is not None))
+        self.result = result
+        noise = bool(self.job is not None and self.job.noise_baseline)
+        per_eps = result.summary(self.rows, noise_baseline=noise)
         last = per_eps[-1] if per_eps else None
-        if last:
+        if last and last["n"]:
             self._set_status(f"Done: {last['flipped']} of {last['n']} images flipped at ε = "
-                             f"{last['eps_label']} ({100 * last['flip_rate']:.1f} %, 95 % CI "
-                             f"{100 * last['flip_rate_ci95'][0]:.1f}–{100 * last['flip_rate_ci95'][1]:.1f} %)"
-                             f" in {_clock(time.monotonic() - self.started_at)}.")
+                             f"{format_budget(last['eps'], self._norm)} ({100 * last['flip_rate']:.1f} %, "
+                             f"95 % CI {100 * last['flip_rate_ci95'][0]:.1f}–"
+                             f"{100 * last['flip_rate_ci95'][1]:.1f} %) in "
+                             f"{_clock(time.monotonic() - self.started_at)}.")
+        self.monotone.setText(monotone_text(result.monotone_check, self._norm))
+        self.monotone.setVisible(True)
+        self._show_worst_cases(result.worst_cases)
         self.screen_finished.emit(per_eps)
+
+    def _show_worst_cases(self, cases) -> None:
+        """One button per worst case: clean | adversarial, the file and what it became."""
+        for button in self.worst_buttons:
+            self.worst_layout.removeWidget(button)
+            button.deleteLater()
+        self.worst_buttons = []
+        classes = tuple(self.model.card.classes) if self.model is not None else ()
+        for case in cases:
+            button = QToolButton()
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
+            pixmap = _thumbnail(np.concatenate([case.clean, case.adversarial], axis=1), THUMBNAIL_PX)
+            button.setIcon(QIcon(pixmap))
+            button.setIconSize(pixmap.size())
+            button.setText(f"{case.file}\n{format_budget(case.flip_eps, self._norm)}: "
+                           f"{_name(classes, case.clean_prediction)} → "
+                           f"{_name(classes, case.adversarial_prediction)} "
+                           f"({100 * case.adversarial_probability:.0f} %)")
+            button.setToolTip("Clean (left) and adversarial (right). Click to attack this image "
+                              "at the ε where it flipped.")
+            button.clicked.connect(lambda _checked=False, file_id=case.file: self.request_image(file_id))
+            self.worst_layout.insertWidget(len(self.worst_buttons), button)
+            self.worst_buttons.append(button)
+        title = f"Worst cases ({len(cases)})" if cases else "Worst cases"
+        self.tabs.setTabText(self.tabs.indexOf(self.tabs.widget(1)), title)
 
     def _on_failed(self, failure: JobFailed) -> None:
         self._set_status(failure.message, error=True)
@@ -394,6 +572,21 @@ class _SortItem(QTableWidgetItem):
         if mine is not None and theirs is not None:
             return mine < theirs
         return self.text() < other.text()
+
+
+def _thumbnail(image_hwc: np.ndarray, height: int) -> QPixmap:
+    """A uint8 H×W×C picture as a pixmap ``height`` pixels tall (pixels kept sharp)."""
+    image = np.asarray(image_hwc, dtype=np.uint8)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    image = np.ascontiguousarray(image[:, :, :3])
+    h, w = image.shape[:2]
+    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return QPixmap.fromImage(qimage).scaled(QSize(max(1, round(w * height / h)), height),
+                                            Qt.AspectRatioMode.KeepAspectRatio,
+                                            Qt.TransformationMode.FastTransformation)
 
 
 def _name(classes, index: int) -> str:

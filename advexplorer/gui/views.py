@@ -6,19 +6,23 @@ preallocated buffers, so a redraw costs the same at step 1 and step 1000.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QGuiApplication
 from PySide6.QtWidgets import (
-    QDialog, QDialogButtonBox, QGridLayout, QHeaderView, QLabel, QSizePolicy, QTableWidget,
+    QDialog, QDialogButtonBox, QHBoxLayout, QHeaderView, QLabel, QSizePolicy, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from advexplorer.config import format_budget, method_label, norm_label, over_255
 from advexplorer.session.state import RunSummary
 
 #: Class curve colours (Okabe–Ito, readable by colour-blind users).
 PALETTE = ["#56B4E9", "#E69F00", "#009E73", "#F0E442", "#CC79A7", "#D55E00", "#0072B2", "#999999"]
+PLOT_BACKGROUND = "#1e1f22"
 DIVERGING = "CET-D1"   # blue – white – red: negative / zero / positive perturbation
 SEQUENTIAL = "inferno"
 
@@ -53,8 +57,41 @@ def saliency_map(value) -> np.ndarray | None:
     return np.ascontiguousarray(np.abs(array))
 
 
-def eps_text(eps: float, norm: str) -> str:
-    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:.3g}"
+class LegendLabel(QLabel):
+    """A plot's legend as a line of text above the plot, never on it: a legend drawn inside
+    the plot hides whichever curve passes under it. Lists only the entries it is given
+    (callers pass the curves that have data)."""
+
+    def __init__(self, prefix: str = "", parent=None):
+        super().__init__(parent)
+        self.prefix = prefix
+        self.entries: list[tuple[str, str, bool]] = []
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setWordWrap(True)
+        # The plots' own background, so the legend reads as part of the plot.
+        self.setStyleSheet(f"background: {PLOT_BACKGROUND}; color: #d0d0d0; padding: 2px 6px;")
+        self.setMinimumHeight(self.fontMetrics().height() + 4)  # no jump when entries arrive
+        self._render()
+
+    def set_entries(self, entries) -> None:
+        """``[(name, colour)]`` or ``[(name, colour, bold)]``, in the order to show them."""
+        entries = [(str(e[0]), str(e[1]), bool(e[2]) if len(e) > 2 else False) for e in entries]
+        if entries != self.entries:  # setText re-lays out the panel: only on change
+            self.entries = entries
+            self._render()
+
+    def names(self) -> list[str]:
+        return [name for name, _colour, _bold in self.entries]
+
+    def _render(self) -> None:
+        parts = []
+        for name, colour, bold in self.entries:
+            weight = "font-weight:bold;" if bold else ""
+            parts.append(f'<span style="color:{colour};">━━</span>&nbsp;'
+                         f'<span style="{weight}">{html.escape(name).replace(" ", "&nbsp;")}</span>')
+        prefix = f"{html.escape(self.prefix)}:&nbsp;&nbsp;" if self.prefix and parts else \
+            html.escape(self.prefix)
+        self.setText(prefix + " &nbsp; ".join(parts))
 
 
 class ImageStrip(pg.GraphicsLayoutWidget):
@@ -207,7 +244,7 @@ class LiveViews(QWidget):
         if scale != self._bar_scale:  # the colour bar re-renders on every setLevels: only on change
             self._bar_scale = scale
             self.strip.bars["perturbation"].setLevels((-scale, scale))
-            self.strip.set_caption("perturbation", f"range ±{scale * 255:.3g}/255 (×{0.5 / scale:.3g})")
+            self.strip.set_caption("perturbation", f"range ±{over_255(scale)} (×{0.5 / scale:.3g})")
         if caption:
             self.strip.set_caption("adversarial", caption)
 
@@ -278,12 +315,12 @@ class TrajectoryPlots(QWidget):
         self.margin = self.graphics.addPlot(row=1, col=1)
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
-        self.confidence.setTitle("Confidence per class", size="9pt", color="#d0d0d0")
         self.confidence.setLabel("bottom", "step")
         self.confidence.setLabel("left", "probability")
         self.confidence.setYRange(0, 1, padding=0.02)
-        self.legend = self.confidence.addLegend(offset=(-4, 4), labelTextSize="8pt", brush=(30, 31, 34, 235))
-        self.legend.setZValue(1000)  # above the curves, so class names stay readable
+        # The legend is the confidence plot's title line, above the curves rather than on them.
+        self.legend = LegendLabel("Confidence per class")
+        self.legend.setContentsMargins(6, 0, 6, 0)
         self.loss.setTitle("Loss", size="9pt", color="#d0d0d0")
         self.loss.setLabel("bottom", "step")
         self.margin.setTitle("Margin p(ref) − max other", size="9pt", color="#d0d0d0")
@@ -300,6 +337,8 @@ class TrajectoryPlots(QWidget):
         self.graphics.setMinimumHeight(240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.legend)
         layout.addWidget(self.graphics)
         self.classes: tuple[str, ...] | None = None
         self.curves: dict[int, pg.PlotCurveItem] = {}
@@ -343,7 +382,7 @@ class TrajectoryPlots(QWidget):
         else:
             for curve in self.curves.values():
                 self.confidence.removeItem(curve)
-            self.legend.clear()
+            self.legend.set_entries([])
             self.curves = {}
         self.confidence.enableAutoRange(x=False, y=False)
         self.loss_curve.setData([], [])
@@ -364,8 +403,8 @@ class TrajectoryPlots(QWidget):
         width = 3 if index in (self.label, self.target) else 2
         curve = pg.PlotCurveItem(pen=pg.mkPen(colour, width=width))
         self.confidence.addItem(curve)
-        self.legend.addItem(curve, name)
         self.curves[index] = curve
+        self.legend.set_entries([*self.legend.entries, (name, colour, width == 3)])
 
     def add(self, probabilities: np.ndarray, loss: float) -> None:
         """Append one step (cheap; the curves are redrawn by :meth:`redraw`)."""
@@ -484,8 +523,8 @@ def summary_lines(summary: RunSummary) -> list[tuple[str, str]]:
     record = summary.record or {}
     rows = [
         ("Model", summary.model_name),
-        ("Attack", f"{config.get('method', '?').upper()} {config.get('norm', '')} "
-                   f"ε={eps_text(config.get('eps', 0), config.get('norm', 'linf'))}, "
+        ("Attack", f"{method_label(config.get('method', '?'))} {norm_label(config.get('norm', ''))} "
+                   f"ε={format_budget(config.get('eps', 0), config.get('norm', 'linf'))}, "
                    f"{config.get('steps', '?')} steps"),
         ("Mask", summary.mask_mode),
         ("Before", f"{classes[summary.prediction_before]} "
@@ -493,7 +532,7 @@ def summary_lines(summary: RunSummary) -> list[tuple[str, str]]:
         ("After", f"{classes[summary.prediction_after]} "
                   f"({summary.probability_after[summary.prediction_after]:.3f})"),
         ("Success", "yes" if summary.success else "no"),
-        ("‖δ‖∞", f"{summary.norms.get('linf', 0) * 255:.3g}/255"),
+        ("‖δ‖∞", format_budget(summary.norms.get('linf', 0), "linf")),
         ("‖δ‖₂", f"{summary.norms.get('l2', 0):.4g}"),
         ("Pixels changed", f"{int(summary.norms.get('l0_pixels', 0))}"),
         ("Wall time", f"{summary.wall_time_s:.2f} s"),
@@ -507,12 +546,16 @@ def summary_lines(summary: RunSummary) -> list[tuple[str, str]]:
 
 
 class CompareDialog(QDialog):
-    """Two runs side by side: images on shared scales, the numbers, and both trajectories."""
+    """Two runs, one above the other: the same pictures at the same size on shared scales,
+    then the numbers of each and both confidence trajectories. The pictures take the room
+    the dialog gives them (at least ``MIN_PICTURE_PX`` at the default size)."""
+
+    MIN_PICTURE_PX = 200
 
     def __init__(self, first: RunSummary, second: RunSummary, parent=None):
         super().__init__(parent)
         self.setWindowTitle(f"Compare run #{first.number} and run #{second.number}")
-        self.resize(1200, 820)
+        self.resize(*self._default_size())
         runs = (first, second)
         scale = max(max(float(np.abs(signed_perturbation(r.perturbation)).max()), 1e-6) for r in runs)
         if all(r.config.get("norm") == "linf" for r in runs):
@@ -521,56 +564,93 @@ class CompareDialog(QDialog):
                     saliency_map(getattr(r.saliency, "after", None))) for r in runs]
         top = max([float(m.max()) for pair in salient for m in pair if m is not None] + [1e-12])
         any_saliency = any(m is not None for pair in salient for m in pair)
-        grid = QGridLayout()
-        self.strips = []
-        for column, (run, (before, after)) in enumerate(zip(runs, salient)):
+        panels = [("original", "Original"), ("adversarial", "Adversarial"),
+                  ("perturbation", "Perturbation δ")]
+        if any_saliency:
+            panels += [("saliency_before", "Saliency before"), ("saliency_after", "Saliency after")]
+
+        layout = QVBoxLayout(self)
+        self.strips: list[ImageStrip] = []
+        numbers = QHBoxLayout()
+        # Both runs get the same panels in a strip as wide as the dialog, so every picture
+        # has the same size, and the strips share the height the dialog has to give.
+        for run, (before, after) in zip(runs, salient):
             title = QLabel(f"<b>{run.title}</b>")
             title.setWordWrap(True)
-            panels = [("original", "Original"), ("adversarial", "Adversarial"),
-                      ("perturbation", "Perturbation δ")]
-            if any_saliency:
-                panels += [("saliency_before", "Saliency before"), ("saliency_after", "Saliency after")]
             strip = ImageStrip(panels)
-            strip.setFixedHeight(230)
             strip.set_rgb("original", run.original)
             strip.set_rgb("adversarial", run.adversarial)
             strip.set_scalar("perturbation", signed_perturbation(run.perturbation), (-scale, scale), DIVERGING)
             strip.bars["perturbation"].setLevels((-scale, scale))
-            strip.set_caption("perturbation", f"shared range ±{scale * 255:.3g}/255")
+            strip.set_caption("perturbation", f"shared range ±{over_255(scale)}")
             if any_saliency:
                 strip.set_scalar("saliency_before", before, (0.0, top), SEQUENTIAL)
                 strip.set_scalar("saliency_after", after, (0.0, top), SEQUENTIAL)
                 strip.bars["saliency_after"].setLevels((0.0, top))
                 strip.set_caption("saliency_after", "shared scale")
-            table = QTableWidget(0, 2)
-            table.horizontalHeader().setVisible(False)
-            table.verticalHeader().setVisible(False)
-            table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-            table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-            table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-            lines = summary_lines(run)
-            table.setRowCount(len(lines))
-            for row, (key, value) in enumerate(lines):
-                table.setItem(row, 0, QTableWidgetItem(key))
-                table.setItem(row, 1, QTableWidgetItem(value))
-            grid.addWidget(title, 0, column)
-            grid.addWidget(strip, 1, column)
-            table.setMinimumHeight(200)
-            grid.addWidget(table, 2, column)
+            layout.addWidget(title)
+            layout.addWidget(strip, 3)
             self.strips.append(strip)
-        plot = pg.PlotWidget(background="#1e1f22")
+            numbers.addWidget(self._numbers_table(run), 1)
+
+        plot = pg.PlotWidget(background=PLOT_BACKGROUND)
         plot.setTitle("Confidence in the clean prediction", size="9pt", color="#d0d0d0")
         plot.setLabel("bottom", "step")
         plot.setYRange(0, 1)
-        plot.addLegend(offset=(-4, 4))
+        legend = LegendLabel()
+        entries = []
         for run, colour in zip(runs, ("#56B4E9", "#E69F00")):
             values = run.probability_trajectory[:, run.prediction_before]
-            plot.plot(np.arange(len(values)), values, pen=pg.mkPen(colour, width=2),
-                      name=f"#{run.number} {run.classes[run.prediction_before]}")
-        plot.setMinimumHeight(160)
+            plot.plot(np.arange(len(values)), values, pen=pg.mkPen(colour, width=2))
+            entries.append((f"#{run.number} {run.classes[run.prediction_before]}", colour))
+        legend.set_entries(entries)
+        trajectories = QVBoxLayout()
+        trajectories.setSpacing(0)
+        trajectories.addWidget(legend)
+        trajectories.addWidget(plot, 1)
+        numbers.addLayout(trajectories, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addLayout(grid, 3)
-        layout.addWidget(plot, 1)
+        layout.addLayout(numbers, 2)
         layout.addWidget(buttons)
+
+    @staticmethod
+    def _numbers_table(run: RunSummary) -> QTableWidget:
+        table = QTableWidget(0, 2)
+        table.horizontalHeader().setVisible(False)
+        table.verticalHeader().setVisible(False)
+        table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 6)
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        lines = summary_lines(run)
+        table.setRowCount(len(lines))
+        for row, (key, value) in enumerate(lines):
+            table.setItem(row, 0, QTableWidgetItem(key))
+            item = QTableWidgetItem(value)
+            item.setToolTip(value)
+            table.setItem(row, 1, item)
+        table.setMinimumHeight(140)
+        return table
+
+    @staticmethod
+    def _default_size() -> tuple[int, int]:
+        """Large enough for pictures of ``MIN_PICTURE_PX``, never larger than the screen."""
+        width, height = 1320, 980
+        screen = QGuiApplication.primaryScreen()
+        if screen is not None:
+            available = screen.availableGeometry()
+            width, height = min(width, available.width() - 40), min(height, available.height() - 60)
+        return width, height
+
+    def picture_sizes(self) -> dict[tuple[int, str], tuple[float, float]]:
+        """(run 0/1, panel) → the (width, height) in screen pixels each picture is drawn at."""
+        sizes = {}
+        for number, strip in enumerate(self.strips):
+            for key, item in strip.items.items():
+                if item.image is None:
+                    continue
+                rect = item.mapRectToScene(item.boundingRect())
+                rect = strip.views[key].mapRectToScene(strip.views[key].boundingRect()).intersected(rect)
+                sizes[(number, key)] = (rect.width(), rect.height())
+        return sizes

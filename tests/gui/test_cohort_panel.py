@@ -49,7 +49,7 @@ def test_panel_screens_and_opens_a_row(qtbot, tiny_model, cohort_folder):
 
     with qtbot.waitSignal(panel.image_requested, timeout=2000) as opened:
         panel._row_activated(0, 0)
-    path, mask, mode = opened.args
+    path, mask, mode, _settings = opened.args
     assert path.is_file() and mask.is_file() and mode == "protect"
     assert path.parent.name == mask.parent.name and path.name == mask.name
 
