@@ -196,7 +196,8 @@ def run(args) -> int:
                                 "it started. Use the same model, images, masks and options, or a new "
                                 "--out folder.")
         previous_rows = read_per_image_csv(out / "per_image.csv", eps, card.classes,
-                                           noise_baseline=args.noise_baseline, min_eps=args.min_eps)
+                                           noise_baseline=args.noise_baseline, min_eps=args.min_eps,
+                                           notes=cohort.notes)
     atomic_write_text(settings_path, json.dumps(settings, indent=2) + "\n", overwrite=True)
 
     progress = Progress(quiet=args.quiet)

@@ -430,13 +430,35 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
+#: A spreadsheet evaluates a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(text: str) -> str:
+    """Neutralise a text cell a spreadsheet would run as a formula (OWASP CSV injection).
+
+    A cell starting with ``= + - @``, tab or carriage return gets a leading single quote,
+    as OWASP recommends (https://owasp.org/www-community/attacks/CSV_Injection); so does a
+    cell that already starts with a quote, so :func:`unescape_cell` gives back exactly the
+    original text (a file name, a class name, a note).
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS + ("'",)) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The original text of a cell written by :func:`escape_cell`."""
+    return text[1:] if text.startswith("'") else text
+
+
 def row_to_csv(row: ImageRow, eps: Sequence[float], classes: Sequence[str], *,
                noise_baseline: bool, min_eps: bool) -> list[str]:
     """One ``per_image.csv`` line (same order as :func:`csv_columns`)."""
     def name(index: int | None) -> str:
-        return "" if index is None else (classes[index] if 0 <= index < len(classes) else str(index))
+        if index is None:
+            return ""
+        return escape_cell(classes[index]) if 0 <= index < len(classes) else str(index)
 
-    cells = [row.file, name(row.label), "" if row.label is None else str(row.label),
+    cells = [escape_cell(row.file), name(row.label), "" if row.label is None else str(row.label),
              name(row.clean_prediction), str(row.clean_prediction), _number(row.clean_probability)]
     for j in range(len(eps)):
         cells += [name(row.adversarial_prediction[j]), _number(row.adversarial_probability[j]),
@@ -447,7 +469,7 @@ def row_to_csv(row: ImageRow, eps: Sequence[float], classes: Sequence[str], *,
     cells.append(_number(row.flip_eps))
     if min_eps:
         cells.append(_number(row.min_eps))
-    cells.append(row.note)
+    cells.append(escape_cell(row.note))
     return cells
 
 
@@ -483,16 +505,33 @@ class PerImageWriter:
 
 
 def read_per_image_csv(path: str | os.PathLike, eps, classes, *, noise_baseline: bool,
-                       min_eps: bool) -> list[ImageRow]:
+                       min_eps: bool, notes: list[str] | None = None) -> list[ImageRow]:
     """Read the rows of an earlier (possibly interrupted) screen back.
 
-    The header must match this screen's options. A last line cut short by an interruption is
-    dropped and the file rewritten without it, so that image is simply screened again.
+    The header must match this screen's options. Every row ends with a line break, so a
+    file that does not end with one was killed while writing its last line: that line is
+    dropped even when all its fields are there (the last one may be cut), and so are lines
+    that cannot be read. The file is rewritten without them, so the resumed screen appends
+    on a fresh line and those images are simply screened again; ``notes`` (if given) gets a
+    sentence saying so.
     """
     path = Path(path)
     expected = csv_columns(eps, noise_baseline=noise_baseline, min_eps=min_eps)
-    text = path.read_text(encoding="utf-8")
-    records = list(csv.reader(io.StringIO(text)))
+    with open(path, newline="", encoding="utf-8") as handle:  # keep a \r inside a quoted name
+        text = handle.read()
+    torn = bool(text) and not text.endswith("\n")
+    if torn:
+        text = text[:text.rfind("\n") + 1]
+        if notes is not None:
+            notes.append(f"the last line of {path.name} was cut short (the screen was stopped while "
+                         "writing it); that image is screened again")
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise UserError(f"{path} is not a readable per_image.csv ({error}); resume into a new "
+                        "--out folder.") from None
+    if not records and torn:
+        records = [expected]  # killed inside the header: nothing was finished
     if not records or records[0] != expected:
         raise UserError(f"{path} was written by a screen with other ε values or options, so it "
                         "cannot be resumed; use the same --eps, --noise-baseline and --min-eps, or "
@@ -501,7 +540,7 @@ def read_per_image_csv(path: str | os.PathLike, eps, classes, *, noise_baseline:
     rows, good_lines = [], [records[0]]
     for record in records[1:]:
         if len(record) != len(expected):
-            continue  # a line cut short by Ctrl-C: screen that image again
+            continue  # a damaged line: screen that image again
         cells = dict(zip(expected, record))
         try:
             row = _row_from_cells(cells, eps, index_of, noise_baseline, min_eps)
@@ -509,11 +548,16 @@ def read_per_image_csv(path: str | os.PathLike, eps, classes, *, noise_baseline:
             continue
         rows.append(row)
         good_lines.append(record)
-    if len(good_lines) != len(records):
+    dropped = len(records) - len(good_lines)
+    if dropped and notes is not None:
+        notes.append(f"dropped {dropped} unreadable line(s) of {path.name}; those images are "
+                     "screened again")
+    if dropped or torn:
         buffer = io.StringIO()
         csv.writer(buffer).writerows(good_lines)
         temporary = path.with_name(f".{path.name}.resume.tmp")
-        temporary.write_text(buffer.getvalue(), encoding="utf-8")
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            handle.write(buffer.getvalue())
         os.replace(temporary, path)
     return rows
 
@@ -523,11 +567,12 @@ def _row_from_cells(cells, eps, index_of, noise_baseline, min_eps) -> ImageRow:
         return float(text) if text != "" else None
 
     def class_index(name: str) -> int:
+        name = unescape_cell(name)
         return index_of[name] if name in index_of else int(name)
 
     labels = [eps_label(v) for v in eps]
     return ImageRow(
-        file=cells["file"],
+        file=unescape_cell(cells["file"]),
         label=int(cells["label_index"]) if cells["label_index"] != "" else None,
         clean_prediction=int(cells["clean_index"]),
         clean_probability=float(cells["clean_probability"]),
@@ -540,4 +585,4 @@ def _row_from_cells(cells, eps, index_of, noise_baseline, min_eps) -> ImageRow:
         flip_eps=optional(cells["flip_eps"]),
         min_eps=optional(cells["min_eps"]) if min_eps else None,
         noise_flipped=[cells[f"noise_flipped@{n}"] == "1" for n in labels] if noise_baseline else None,
-        note=cells["note"])
+        note=unescape_cell(cells["note"]))
