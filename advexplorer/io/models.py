@@ -44,8 +44,7 @@ import torch
 from torch import nn
 
 from advexplorer.core.model import (
-    Classifier, ModelForwardError, NonFiniteLogitsError, is_out_of_memory, last_line, pick_device,
-    select_scores)
+    Classifier, ModelForwardError, is_out_of_memory, last_line, pick_device, select_scores)
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard, card_path_for, load_card
 from advexplorer.io.hashing import sha256_file
@@ -457,41 +456,132 @@ def load_model(path: str | Path, card: ModelCard | str | Path | None = None, dev
     target = pick_device(device)
     raw, fmt = _load_raw(path, card, target, trust_pickle)
     try:
-        classifier = Classifier(raw, card.mean, card.std, card.classes).to(target)
+        classifier = Classifier(raw, card.mean, card.std, card.classes,
+                                output_key=card.output_key).to(target)
+    except UserError:
+        raise
     except Exception as exc:
         raise UserError(f"Could not move the model to {target} ({exc}).") from None
-    _check_dry_run(classifier, card, path)
+    notes = _check_dry_run(classifier, card, path)
     return LoadedModel(
         classifier=classifier, card=card, path=path.resolve(), card_path=card_path.resolve() if card_path else None,
         sha256=sha256_file(path), card_sha256=sha256_file(card_path) if card_path else None,
-        device=target, format=fmt,
+        device=target, format=fmt, notes=notes,
     )
 
 
-def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> None:
+def _probe_images(card: ModelCard, device: torch.device, path: Path) -> dict[str, torch.Tensor]:
+    """The dry run's inputs at the card's size: seeded noise (image-like, varied), then grey,
+    black and white (constant images that drive a model's outputs to their extremes)."""
     height, width = card.input_size
-    blank = torch.full((1, card.channels, height, width), 0.5, device=classifier.device)
+    shape = (1, card.channels, height, width)
     try:
-        with torch.no_grad():
-            logits = classifier(blank)
-    except UserError:
-        raise  # the output is not class logits: extract_logits has said why
-    except Exception as exc:
+        noise = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)
+        return {"noise": noise, "grey": torch.full_like(noise, 0.5), "black": torch.zeros_like(noise),
+                "white": torch.ones_like(noise)}
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise UserError(f"There is not enough memory on {device} for one {'×'.join(map(str, shape))} "
+                        f"image, the input size the card of {path.name} gives; check 'input_size'.") from None
+
+
+def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> list[str]:
+    """Run the model on a few images of the card's size; refuse what cannot be attacked.
+
+    Checks, in order: the forward runs (its errors and out-of-memory as one line); it returns
+    one row of class scores per image, as many classes as the card lists; the scores are
+    finite; and whether they are logits or probabilities (see :func:`_output_kind`), which
+    is set on the classifier. Returns notes for the user (e.g. "probabilities were found").
+    """
+    height, width = card.input_size
+    shape = f"1×{card.channels}×{height}×{width}"
+    scores: dict[str, torch.Tensor] = {}
+    for name, image in _probe_images(card, classifier.device, path).items():
+        try:
+            with torch.no_grad():
+                scores[name] = select_scores(classifier.raw_output(image), card.output_key)
+        except ModelForwardError as exc:
+            cause = exc.__cause__ or exc
+            if is_out_of_memory(cause):
+                raise UserError(f"{path.name} runs out of memory on one {shape} input as its card describes "
+                                f"({last_line(cause)}); check 'input_size' in the card, or use "
+                                "--device cpu or a device with more memory.") from None
+            raise UserError(
+                f"{path.name} fails on a {shape} input as its card describes ({last_line(cause)}). "
+                "Check 'input_size' and 'channels' in the card."
+            ) from None
+        if name == "noise":
+            _check_scores_shape(scores[name], card, path)
+    first = scores["noise"]
+    if not bool(torch.isfinite(first).all()):
+        what = "NaN" if bool(torch.isnan(first).any()) else "infinite"
         raise UserError(
-            f"{path.name} fails on a 1×{card.channels}×{height}×{width} input as its card describes "
-            f"({_last_line(exc)}). Check 'input_size' and 'channels' in the card."
-        ) from None
-    if logits.shape[0] != 1:
-        raise UserError(f"{path.name} returned {logits.shape[0]} rows for one image; it must return N×C logits.")
-    if logits.shape[1] != card.num_classes:
+            f"{path.name} returns {what} outputs on a {shape} test image, so none of its predictions "
+            "can be trusted (an attack on it would report nonsense). Check the model's weights (they "
+            "may hold NaN) and the card's 'mean' and 'std'."
+        )
+    kind, notes = _output_kind(card, scores, path)
+    classifier.output = kind
+    return notes
+
+
+def _check_scores_shape(scores: torch.Tensor, card: ModelCard, path: Path) -> None:
+    if scores.dim() != 2:
         raise UserError(
-            f"{path.name} outputs {logits.shape[1]} classes but its card lists {card.num_classes} "
+            f"{path.name}'s output has shape {tuple(scores.shape)}; AdvExplorer needs N×C class "
+            "logits from an image classifier."
+        )
+    if scores.shape[0] != 1:
+        raise UserError(f"{path.name} returned {scores.shape[0]} rows for one image; it must return N×C logits.")
+    classes = 2 if scores.shape[1] == 1 else scores.shape[1]  # a single sigmoid output is two classes
+    if classes != card.num_classes:
+        raise UserError(
+            f"{path.name} outputs {classes} classes but its card lists {card.num_classes} "
             f"({', '.join(card.classes[:5])}{', …' if card.num_classes > 5 else ''}). Fix 'classes' "
             "in the card or load the matching weights."
         )
 
 
-def _last_line(exc: Exception) -> str:
-    """The informative line of an exception (TorchScript puts it last, after a stack)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
+#: How far a row of probabilities may sum from 1 (float16 softmax rounds to ~1e-3).
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+def _output_kind(card: ModelCard, scores: dict[str, torch.Tensor], path: Path) -> tuple[str, list[str]]:
+    """Whether the model returns logits or probabilities, from the card or the dry run.
+
+    Probabilities read as logits are silently wrong: softmax flattens them (a confident 0.99
+    becomes 0.50), and a single sigmoid output in [0, 1] read as a logit always predicts
+    class 1, so nothing ever flips and the model looks "robust". Rows in [0, 1] that sum to 1
+    on every dry-run image are probabilities beyond reasonable doubt and are used as
+    ``log p``; a single output in [0, 1] could be either, so the card must say.
+    """
+    if card.output == "logits":
+        return "logits", []
+    rows = torch.cat([s.float() for s in scores.values() if bool(torch.isfinite(s).all())])
+    low, high = float(rows.min()), float(rows.max())
+    in_unit_interval = low >= 0.0 and high <= 1.0
+    as_log = ("their logarithms are used as logits (softmax of log p is p), so every probability "
+              "shown is the model's own")
+    if card.output == "probabilities":
+        if not in_unit_interval:
+            raise UserError(
+                f'The card of {path.name} says "output": "probabilities", but the model returns values '
+                f'from {low:.3g} to {high:.3g}, outside [0, 1]; write "output": "logits" or remove the field.'
+            )
+        return "probabilities", [f"The card says {path.name} outputs probabilities; {as_log}."]
+    if rows.shape[1] >= 2:
+        sums_to_one = bool(((rows.sum(dim=1) - 1).abs() <= PROBABILITY_SUM_TOLERANCE).all())
+        if in_unit_interval and sums_to_one:
+            return "probabilities", [
+                f"{path.name} outputs probabilities (every row is in [0, 1] and sums to 1 on the dry "
+                f'run); {as_log}. Write "output": "logits" in the card if that is wrong.']
+        return "logits", []
+    if in_unit_interval:
+        raise UserError(
+            f"{path.name} has a single output that stays between 0 and 1 on every dry-run image "
+            f"({low:.3g} to {high:.3g}): it looks like a sigmoid probability, and read as a logit it "
+            'would always predict the same class. Add "output": "probabilities" to the card if it is '
+            'one (AdvExplorer then uses the classes [1 - p, p]), or "output": "logits" if it is a logit.'
+        )
+    return "logits", []
