@@ -12,39 +12,33 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QSplitter, QToolBar,
-    QWidget,
+    QDockWidget, QFileDialog, QMainWindow, QMessageBox, QSplitter, QWidget,
 )
 
 from advexplorer import paths
-from advexplorer.config import SALIENCY_METHODS, eps_argument
+from advexplorer.config import SALIENCY_METHODS
 from advexplorer.errors import UserError
 from advexplorer.gui import icons
 from advexplorer.gui.canvas import MaskCanvas
+from advexplorer.gui.controllers.cohort import CohortDockController, form_values
 from advexplorer.gui.controllers.history import HistoryController
-from advexplorer.gui.controllers.images import IMAGE_FILTER, ImageController, input_note
+from advexplorer.gui.controllers.images import ImageController, input_note
+from advexplorer.gui.controllers.masks import MaskToolsController
 from advexplorer.gui.controllers.models import ModelController
 from advexplorer.gui.controllers.runs import RunController, StatusWidgets
 from advexplorer.gui.controllers.settings import Preferences, open_settings, user_folder
 from advexplorer.gui.engine import EngineLoader, module_exists
 from advexplorer.gui.imageio import read_display_image
-from advexplorer.gui.panels import (AttackDock, BatchPanel, HistoryPanel, ImagesPanel, MaskToolBar,
-                                    ModelPanel, ResultsPanel)
+from advexplorer.gui.menus import build_actions, build_menus_and_toolbars, refresh_recent_menus
+from advexplorer.gui.panels import AttackDock, BatchPanel, HistoryPanel, ImagesPanel, ModelPanel, ResultsPanel
 from advexplorer.gui.views import LiveViews
 from advexplorer.session.state import ImageEntry, RunSummary, Session
 
 __all__ = ["MainWindow", "StartOptions", "open_settings"]
 
-MODEL_FILTER = "Models (*.pt *.pth *.ts *.pt2 *.safetensors *.ckpt);;All files (*)"
 MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".safetensors", ".ckpt")
-#: What a cohort row may set on the attack form when it asks to open its image.
-FORM_KEYS = ("method", "norm", "eps", "step_size", "steps", "restarts", "random_start", "seed",
-             "early_stop", "decay", "targeted", "label", "saliency")
-
-
 @dataclass
 class StartOptions:
     """What the window opens on (from ``advexplorer gui`` / ``advexplorer demo``)."""
@@ -86,8 +80,8 @@ class MainWindow(QMainWindow):
         self.setDockNestingEnabled(True)
         self._build_docks()
         self._build_controllers()
-        self._build_actions()
-        self._build_menus_and_toolbars()
+        build_actions(self)
+        build_menus_and_toolbars(self)
         self._connect()
         self.resize(1600, 1000)
         if self.options.remember:
@@ -145,148 +139,25 @@ class MainWindow(QMainWindow):
         self.result_summary = self.results_panel.summary
         self.plots, self.prediction_table = self.results_panel.plots, self.results_panel.prediction_table
         self.batch_progress, self.batch_table = self.batch_panel.progress, self.batch_panel.table
-        status = self.statusBar()
-        self.engine_label = QLabel("Loading engine…")
-        self.engine_label.setObjectName("engine_loading")
-        self.steps_label, self.step_label, self.cursor_label = QLabel(""), QLabel(""), QLabel("")
-        self.run_progress = QProgressBar()
-        self.run_progress.setFixedWidth(200)
-        self.run_progress.setTextVisible(False)
-        self.run_progress.setVisible(False)
-        status.addWidget(self.cursor_label, 1)
-        for widget in (self.run_progress, self.step_label, self.steps_label, self.engine_label):
-            status.addPermanentWidget(widget)
+        self.status = StatusWidgets.create(self.statusBar())
+        self.engine_label, self.cursor_label = self.status.engine, self.status.cursor
+        self.run_progress, self.step_label, self.steps_label = self.status.progress, self.status.step, self.status.rate
 
     def _build_controllers(self) -> None:
-        self.models = ModelController(self.engine, self.model_panel, self.options.trust_pickle, self)
+        self.models = ModelController(self.engine, self.model_panel, self.attack_panel, self.session,
+                                      self.preferences, self.options, self)
         self.images = ImageController(self.session, self.images_panel, self.preferences, self, self)
         self.runs = RunController(self.session, self.models, self.attack_panel, self.live,
                                   self.results_panel,
-                                  StatusWidgets(self.run_progress, self.step_label, self.steps_label),
+                                  self.status,
                                   self.batch_panel, self.batch_dock, self)
         self.runs_history = HistoryController(self.session, self.history_panel, self.preferences, self, self)
         self.runs_history.busy = lambda: self.runs.running
+        self.cohort = CohortDockController(self, self.cohort_dock, self.results_dock)
         self.controller = self.runs.tasks  # the run/batch task runner (tests wait on it)
 
-    def _action(self, text: str, slot, shortcut=None, tip: str = "", icon: str | None = None,
-                checkable: bool = False) -> QAction:
-        """An action; ``slot`` is called WITHOUT Qt's ``checked`` argument (it would land
-        in the slot's first parameter: Run on selected images once got ``entries=False``)."""
-        action = QAction(text, self)
-        if shortcut is not None:
-            shortcuts = shortcut if isinstance(shortcut, (list, tuple)) else [shortcut]
-            action.setShortcuts([QKeySequence(s) for s in shortcuts])
-        if tip:
-            action.setToolTip(tip)
-            action.setStatusTip(tip)
-        if icon:
-            action.setIcon(icons.icon(icon))
-        action.setCheckable(checkable)
-        if slot is not None:
-            action.triggered.connect(lambda _checked=False: slot())
-        self.addAction(action)  # shortcuts work even when a toolbar is hidden
-        return action
-
-    def _build_actions(self) -> None:
-        a = self._action
-        images = self.images
-        self.open_images_action = a("Open images…", self.open_images_dialog, QKeySequence.StandardKey.Open,
-                                    "Add image files to the session.", "open")
-        self.open_folder_action = a("Open folder…", self.open_folder_dialog, "Ctrl+Shift+O",
-                                    "Add every image of a folder.")
-        self.open_model_action = a("Open model…", self.open_model_dialog, "Ctrl+M",
-                                   "Load a classifier and its model card.", "model")
-        self.load_mask_action = a("Load mask…", lambda: images.load_mask_dialog("attack"), None,
-                                  "Load an allowed/protect mask PNG for the current image.")
-        self.load_diagnostic_action = a("Load diagnostic region…", lambda: images.load_mask_dialog("diagnostic"))
-        self.save_mask_action = a("Save mask…", lambda: self._saved(images.save_mask_dialog("attack")),
-                                  "Ctrl+Shift+S", "Save the painted mask as a PNG at the image's size.")
-        self.save_diagnostic_action = a("Save diagnostic region…",
-                                        lambda: self._saved(images.save_mask_dialog("diagnostic")))
-        self.save_run_action = a("Save run folder…", lambda: self.runs_history.save_run_dialog(
-            self.runs.shown_run), "Ctrl+S", "Write the shown run as a run folder (record.json and files).")
-        self.report_action = a("Export report…", self.runs_history.report_dialog, "Ctrl+E",
-                               "HTML/PDF report of the selected runs (else the last run), with their "
-                               "run folders saved beside it for `advexplorer reproduce`.")
-        self.screenshot_action = a("Save screenshot…", self.screenshot_dialog, None,
-                                   "Save a PNG of the whole window.")
-        self.quit_action = a("Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.undo_action = a("Undo", lambda: self._edit_mask("undo"), ["Ctrl+Z"],
-                             "Undo the last stroke on the active layer.", "undo")
-        self.redo_action = a("Redo", lambda: self._edit_mask("redo"), ["Ctrl+Shift+Z", "Ctrl+Y"], "Redo.", "redo")
-        self.invert_action = a("Invert mask", lambda: self._edit_mask("invert"), "I",
-                               "Swap painted and unpainted pixels.", "invert")
-        self.clear_action = a("Clear mask", lambda: self._edit_mask("clear"), None,
-                              "Erase the whole active layer.", "clear")
-        self.tool_group = QActionGroup(self)
-        self.tool_actions = {}
-        for tool, text, key, tip in (
-                ("brush", "Brush", "B", "Paint on the active layer (B). [ and ] change the size."),
-                ("eraser", "Eraser", "E", "Erase from the active layer (E)."),
-                ("fill", "Fill", "F", "Flood-fill the clicked region (F)."),
-                ("rectangle", "Rectangle", "R", "Drag a rectangle to paint (R)."),
-                ("pan", "Pan / zoom", "P", "Drag to pan, wheel to zoom (P). Space-drag pans with any tool.")):
-            action = a(text, lambda t=tool: self.canvas.set_tool(t), key, tip, tool, checkable=True)
-            self.tool_group.addAction(action)
-            self.tool_actions[tool] = action
-        self.tool_actions["brush"].setChecked(True)
-        self.smaller_action = a("Smaller brush", lambda: self.canvas.grow_brush(1 / 1.25), "[")
-        self.larger_action = a("Larger brush", lambda: self.canvas.grow_brush(1.25), "]")
-        self.fit_action = a("Zoom to fit", lambda: self.canvas.view.autoRange(padding=0.02), "Ctrl+0",
-                            "Show the whole image.")
-        self.run_action = a("Run", self.start_run, "Ctrl+R", "Run the attack on the current image.", "run")
-        self.pause_action = a("Pause", self.toggle_pause, "Ctrl+P", "Pause/resume between steps.", "pause")
-        self.cancel_action = a("Cancel", self.cancel_run, "Esc", "Stop after the current step.", "stop")
-        self.batch_action = a("Run on selected images", self.start_batch, "Ctrl+Shift+R",
-                              "Run the same attack on every selected image, each with its own mask.")
-        self.cohort_action = a("Screen a cohort…", self.show_cohort, "Ctrl+Shift+C",
-                               "Flip rate and robust accuracy against ε over a folder of images.")
-        self.about_action = a("About AdvExplorer", self.about)
-        self.shortcuts_action = a("Keyboard shortcuts", self.show_shortcuts, "F1")
-
-    def _build_menus_and_toolbars(self) -> None:
-        def menu(title, *items):
-            added = self.menuBar().addMenu(title)
-            for item in items:
-                added.addSeparator() if item is None else added.addAction(item)
-            return added
-
-        self.file_menu = menu("&File", self.open_images_action, self.open_folder_action, self.open_model_action)
-        self.recent_models_menu = self.file_menu.addMenu("Recent models")
-        self.recent_images_menu = self.file_menu.addMenu("Recent images")
-        for item in (None, self.load_mask_action, self.load_diagnostic_action, self.save_mask_action,
-                     self.save_diagnostic_action, None, self.save_run_action, self.report_action,
-                     self.screenshot_action, None, self.quit_action):
-            self.file_menu.addSeparator() if item is None else self.file_menu.addAction(item)
-        menu("&Edit", self.undo_action, self.redo_action, self.invert_action, self.clear_action)
-        menu("&Mask", *self.tool_actions.values(), None, self.smaller_action, self.larger_action)
-        self.attack_menu = menu("&Attack", self.run_action, self.pause_action, self.cancel_action,
-                                self.batch_action, self.cohort_action)
-        self.view_menu = menu("&View", self.fit_action, None, *(dock.toggleViewAction() for dock in (
-            self.images_dock, self.model_dock, self.history_dock, self.attack_dock, self.results_dock,
-            self.batch_dock, self.cohort_dock)))
-        menu("&Help", self.shortcuts_action, self.about_action)
-        bar = QToolBar("File")
-        bar.setObjectName("file_toolbar")
-        bar.setIconSize(QSize(20, 20))
-        bar.addAction(self.open_images_action)
-        bar.addAction(self.open_model_action)
-        self.addToolBar(bar)
-        self.mask_toolbar = MaskToolBar(self.tool_actions.values(), (
-            self.invert_action, self.clear_action, self.undo_action, self.redo_action),
-            self.canvas.brush_size, self.canvas.opacity, self)
-        self.addToolBar(self.mask_toolbar)
-        self.brush_size, self.opacity = self.mask_toolbar.brush_size, self.mask_toolbar.opacity
-        self.layer_combo, self.mode_combo = self.mask_toolbar.layer, self.mask_toolbar.mode
-        run = QToolBar("Run")
-        run.setObjectName("run_toolbar")
-        run.setIconSize(QSize(20, 20))
-        run.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for action in (self.run_action, self.pause_action, self.cancel_action):
-            run.addAction(action)
-        self.addToolBar(run)
-
     def _connect(self) -> None:
+        self.mask_tools = MaskToolsController(self.session, self.canvas, self.mask_toolbar, self.tool_actions, self)
         self.engine.ready.connect(self._engine_ready)
         self.engine.failed.connect(self._engine_failed)
         self.session.images_changed.connect(self.images.refresh_list)
@@ -294,15 +165,17 @@ class MainWindow(QMainWindow):
         self.session.runs_changed.connect(
             lambda entry: entry is self.session.current and self.runs_history.refresh(select_last=True))
         self.image_list.currentRowChanged.connect(lambda row: row >= 0 and self.session.set_current(row))
-        self.images_panel.add_button.clicked.connect(self.open_images_dialog)
+        self.images_panel.add_button.clicked.connect(self.images.open_images_dialog)
         self.images_panel.remove_button.clicked.connect(self._remove_images)
         self.images.error.connect(self.show_error)
-        self.images.masks_loaded.connect(self._masks_loaded)
+        self.images.masks_loaded.connect(self.mask_tools.show_masks_of)
+        self.images.added.connect(self._recent_menus)
+        self.images.added.connect(self._update_enabled)
         self.model_panel.open_button.clicked.connect(self.open_model_dialog)
         self.models.loading_changed.connect(self._update_enabled)
         self.models.loaded.connect(self._model_loaded)
         self.models.failed.connect(self._model_failed)
-        self.models.classes_changed.connect(self._classes_changed)
+        self.models.message.connect(self.statusBar().showMessage)
         hist = self.runs_history
         hist.show_requested.connect(self.runs.show_run)
         hist.message.connect(self.statusBar().showMessage)
@@ -318,19 +191,10 @@ class MainWindow(QMainWindow):
         self.runs.error.connect(self.show_error)
         self.runs.run_finished.connect(self.run_finished)
         self.attack_panel.changed.connect(self._update_enabled)
-        self.attack_panel.device_changed.connect(self._device_changed)
         self.attack_panel.label.currentIndexChanged.connect(self._label_changed)
-        self.canvas.tool_changed.connect(lambda tool: self.tool_actions[tool].setChecked(True))
-        self.canvas.brush_size_changed.connect(self.brush_size.setValue)
-        self.canvas.mask_edited.connect(self._update_enabled)
+        self.mask_tools.edited.connect(self._update_enabled)
         self.canvas.cursor_moved.connect(self.cursor_label.setText)
-        self.brush_size.valueChanged.connect(self.canvas.set_brush_size)
-        self.layer_combo.currentIndexChanged.connect(self._layer_changed)
-        self.mode_combo.currentIndexChanged.connect(self._mode_changed)
-        self.opacity.valueChanged.connect(lambda v: self.canvas.set_opacity(v / 100))
         self.cohort_panel.image_requested.connect(self.open_from_cohort)
-        self.cohort_dock.topLevelChanged.connect(lambda floating: floating or QTimer.singleShot(
-            0, self._keep_on_screen))
 
     # ================================================================ start-up, engine, model
     def start(self) -> None:
@@ -340,8 +204,6 @@ class MainWindow(QMainWindow):
         if model_path is None and options.use_default_model and paths.DEFAULT_MODEL.is_file():
             model_path = paths.DEFAULT_MODEL
         card = self.models.read_card(model_path, options.card) if model_path is not None else None
-        if card is not None:
-            self.attack_panel.set_classes(card.classes)
         if options.images:
             entries = self.add_images(options.images)
             if entries and (options.mask or options.protect):
@@ -355,20 +217,10 @@ class MainWindow(QMainWindow):
             self.images.add_fallback_image()
         if model_path is not None:
             self.open_model(model_path, card=options.card, user_initiated=options.model is not None)
-        self._refresh_recent_menus()
+        self._recent_menus()
         self.engine.start()
 
     def _engine_ready(self, seconds: float) -> None:
-        import torch
-
-        devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            devices.append("mps")
-        self.attack_panel.set_devices(devices)
-        if self.options.device in devices:
-            self.attack_panel.device.setCurrentText(self.options.device)
-        self.attack_panel.set_engine_ready(True)
         self.engine_label.setObjectName("engine_ready")
         self.engine_label.setText(f"Engine ready ({seconds:.1f} s)")
         self.engine_label.style().unpolish(self.engine_label)
@@ -399,33 +251,22 @@ class MainWindow(QMainWindow):
         return self.models.loading
 
     def open_model_dialog(self) -> None:
-        start = self.preferences.folder("model", paths.MODELS_DIR)
-        path, _ = QFileDialog.getOpenFileName(self, "Open model", start, MODEL_FILTER)
-        if path:
-            self.preferences.set_folder("model", path)
-            self.open_model(Path(path))
+        self.models.open_dialog(self)
 
     def open_model(self, path, card=None, user_initiated: bool = True) -> None:
         """Load a model in the background (after the engine); errors become a dialog."""
-        self.models.open(path, card=card, device=self.attack_panel.device.currentText() or "auto",
-                         user_initiated=user_initiated)
+        self.models.open(path, card=card, user_initiated=user_initiated)
 
     def set_model(self, loaded) -> None:
         """Use an already loaded model (tests, embedding)."""
         self.models.set_model(loaded)
 
     def _model_loaded(self, loaded) -> None:
-        card = loaded.card
-        self.attack_panel.set_classes(card.classes)
         self.cohort_panel.set_model(loaded)
-        current = self.session.current
-        if current is not None and current.label is not None:
-            self.attack_panel.set_values(label=current.label)
-        self.preferences.remember("recent_models", str(loaded.path))
-        self._refresh_recent_menus()
+        self._recent_menus()
         self.engine_label.setText(f"Device: {loaded.device}")
         self.open_model_action.setText("Open another model…")
-        self.open_model_action.setToolTip(f"Loaded: {card.name} ({Path(loaded.path).name}). "
+        self.open_model_action.setToolTip(f"Loaded: {loaded.card.name} ({Path(loaded.path).name}). "
                                           "Open another classifier and its model card.")
         self._show_input_note()
         self._update_window_title()
@@ -437,49 +278,15 @@ class MainWindow(QMainWindow):
             self.show_error("Could not load the model", failure.message,
                             None if failure.is_user_error else failure.details)
 
-    def _classes_changed(self, old: tuple, new: tuple) -> None:
-        """True classes are indices into the old class list: they mean nothing for the new one."""
-        had_labels = any(entry.label is not None for entry in self.session.images)
-        for entry in self.session.images:
-            entry.label = None
-        self.attack_panel.set_values(label=None)
-        if had_labels:
-            self.statusBar().showMessage(
-                f"True class reset: the new model's classes ({', '.join(new[:4])}) differ from the "
-                f"previous ones ({', '.join(old[:4])}). Set it again if you know it.", 12000)
-
     def _label_changed(self) -> None:
         entry = self.session.current
         if entry is not None:
             entry.label = self.attack_panel.true_label
 
-    def _device_changed(self, device: str) -> None:
-        model = self.model
-        if model is not None and self.engine.is_ready and not self.model_loading:
-            if str(model.device) != device or device == "auto":
-                self.open_model(model.path, card=model.card_path or None)
-
     # ================================================================ images and masks
-    def open_images_dialog(self) -> None:
-        start = self.preferences.folder("image", paths.SAMPLES_DIR)
-        files, _ = QFileDialog.getOpenFileNames(self, "Open images", start, IMAGE_FILTER)
-        if files:
-            self.preferences.set_folder("image", files[0])
-            self.add_images([Path(f) for f in files])
-
-    def open_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images",
-                                                  self.preferences.folder("image", Path.home()))
-        if folder:
-            self.preferences.set_folder("image", folder)
-            self.add_images([Path(folder)])
-
     def add_images(self, paths_, quiet: bool = False) -> list[ImageEntry]:
         """Add image files/folders; unreadable files are skipped and reported in one dialog."""
-        entries = self.images.add_images(paths_, quiet=quiet)
-        self._refresh_recent_menus()
-        self._update_enabled()
-        return entries
+        return self.images.add_images(paths_, quiet=quiet)
 
     def _remove_images(self) -> None:
         self.images.busy_entry = self.runs.entry
@@ -499,7 +306,7 @@ class MainWindow(QMainWindow):
         masks = None if image is None else entry.ensure_masks(image.shape[1], image.shape[0])
         self.canvas.set_image(image, masks)
         if masks is not None:
-            self._masks_loaded(entry)
+            self.mask_tools.show_masks_of(entry)
             if self.attack_panel.classes:
                 self.attack_panel.label.blockSignals(True)
                 self.attack_panel.set_values(label=entry.label)
@@ -524,44 +331,12 @@ class MainWindow(QMainWindow):
         if note:
             self.statusBar().showMessage(note, 8000)
 
-    def _masks_loaded(self, entry: ImageEntry) -> None:
-        if entry is self.session.current and entry.masks is not None:
-            self.mode_combo.blockSignals(True)
-            self.mode_combo.setCurrentIndex(self.mode_combo.findData(entry.masks.mode))
-            self.mode_combo.blockSignals(False)
-            self.canvas.refresh_overlays()
-
     def _saved(self, written: Path | None) -> None:
         if written is not None:
             self.statusBar().showMessage(f"Saved {written}", 5000)
 
-    def _layer_changed(self) -> None:
-        self.canvas.active_layer = self.layer_combo.currentData()
-        self.mode_combo.setEnabled(self.canvas.active_layer == "attack")
-
-    def _mode_changed(self) -> None:
-        entry = self.session.current
-        if entry is not None and entry.masks is not None:
-            entry.masks.mode = self.mode_combo.currentData()
-            self.canvas.refresh_overlays()
-        self._update_enabled()
-
-    def _edit_mask(self, operation: str) -> None:
-        """Undo / redo / invert / clear the active layer, then refresh what shows its values."""
-        layer = self.canvas.layer
-        if layer is None:
-            return
-        getattr(layer, operation)()
-        point = self.canvas._last_point  # the status bar's pixel readout must not show old values
-        if point is not None:
-            self.canvas._hover(self.canvas.view.mapViewToScene(point))
-        self._update_enabled()
-
     def undo(self) -> None:
-        self._edit_mask("undo")
-
-    def redo(self) -> None:
-        self._edit_mask("redo")
+        self.mask_tools.edit("undo")
 
     # ================================================================ runs, batches, cohorts
     def can_run(self) -> bool:
@@ -604,26 +379,7 @@ class MainWindow(QMainWindow):
 
     def show_cohort(self) -> None:
         """Show the Cohort panel floating over the window, inside the screen (never growing it)."""
-        dock = self.cohort_dock
-        if not dock.isVisible() and not dock.isFloating():
-            dock.setFloating(True)
-            screen = (self.screen() or dock.screen()).availableGeometry()
-            width, height = min(1100, screen.width() - 80), min(760, screen.height() - 80)
-            dock.resize(max(width, 200), max(height, 200))
-            frame = self.frameGeometry()
-            dock.move(max(screen.left(), min(frame.x() + 40, screen.right() - dock.width())),
-                      max(screen.top(), min(frame.y() + 60, screen.bottom() - dock.height())))
-        dock.show()
-        dock.raise_()
-
-    def _keep_on_screen(self) -> None:
-        """The Cohort panel was docked: if that pushed the window past the screen, tab it with
-        the results instead (its curves need height that a bottom dock cannot give)."""
-        screen = (self.screen() or self.cohort_dock.screen()).availableGeometry()
-        if self.frameGeometry().height() > screen.height() or self.frameGeometry().width() > screen.width():
-            self.tabifyDockWidget(self.results_dock, self.cohort_dock)
-            self.cohort_dock.raise_()
-            self.setGeometry(self.geometry().intersected(screen))
+        self.cohort.show()
 
     def open_from_cohort(self, path: Path, mask: Path | None, mode: str, settings: dict | None = None) -> None:
         """A cohort row asked for its image: open it with its mask and attack it with the row's
@@ -636,12 +392,7 @@ class MainWindow(QMainWindow):
             self.images.load_mask(entry, "attack", mask, mode)
         self.session.set_current(self.session.index_of(entry))
         if settings:
-            values = {k: v for k, v in settings.items() if k in FORM_KEYS}
-            if isinstance(values.get("eps"), (int, float)):
-                values["eps"] = eps_argument(values["eps"])
-            if isinstance(values.get("step_size"), (int, float)):
-                values["step_size"] = eps_argument(values["step_size"])
-            self.attack_panel.set_values(**values)
+            self.attack_panel.set_values(**form_values(settings))
             self.statusBar().showMessage(f"{entry.name}: attack settings from the cohort row "
                                          f"({self.attack_panel.eps.text()}).", 8000)
         if self.can_run():
@@ -682,17 +433,8 @@ class MainWindow(QMainWindow):
             parts.append(self.session.current.name)
         self.setWindowTitle(" — ".join(parts))
 
-    def recent(self, key: str) -> list[str]:
-        return self.preferences.recent(key)
-
-    def _refresh_recent_menus(self) -> None:
-        for menu, key, opener in ((self.recent_models_menu, "recent_models", self.open_model),
-                                  (self.recent_images_menu, "recent_images", lambda p: self.add_images([p]))):
-            menu.clear()
-            for value in self.recent(key):
-                action = menu.addAction(value)
-                action.triggered.connect(lambda _=False, p=value, f=opener: f(Path(p)))
-            menu.setEnabled(bool(menu.actions()))
+    def _recent_menus(self, *_args) -> None:
+        refresh_recent_menus(self)
 
     def _restore_layout(self) -> None:
         geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
@@ -743,22 +485,6 @@ class MainWindow(QMainWindow):
         if path:
             self.preferences.set_folder("screenshot", path)
             self.grab().save(path)
-
-    def about(self) -> None:
-        from advexplorer import __version__
-
-        QMessageBox.about(self, "About AdvExplorer",
-                          f"<b>AdvExplorer {__version__}</b><br>Probe image classifiers with masked "
-                          "adversarial attacks (FGSM, PGD, MI-FGSM) and see whether explanations "
-                          "follow the prediction.")
-
-    def show_shortcuts(self) -> None:
-        QMessageBox.information(self, "Keyboard shortcuts", (
-            "B brush · E eraser · F fill · R rectangle · P pan\n"
-            "[ / ] brush size · Space + drag pan · wheel zoom · Ctrl+0 fit\n"
-            "Ctrl+Z undo · Ctrl+Shift+Z redo · I invert\n"
-            "Ctrl+R run · Ctrl+P pause/resume · Esc cancel · Ctrl+Shift+R run on selected images\n"
-            "Ctrl+E export report · Ctrl+S save run folder"))
 
     def closeEvent(self, event):  # noqa: N802
         """Stop a running attack cleanly, remember the layout, then close."""

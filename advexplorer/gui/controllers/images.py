@@ -62,10 +62,12 @@ def input_note(path: Path, card) -> str:
 
 class ImageController(QObject):
     """Owns adding and removing images and their masks; ``error(title, message)`` for dialogs,
-    ``masks_loaded(entry)`` when a mask file replaced a layer (the window redraws it)."""
+    ``masks_loaded(entry)`` when a mask file replaced a layer (the window redraws it),
+    ``added(entries)`` after images were added."""
 
     error = Signal(str, str)
     masks_loaded = Signal(object)
+    added = Signal(list)
 
     def __init__(self, session: Session, panel: ImagesPanel, preferences: Preferences,
                  dialog_parent: QWidget, parent=None):
@@ -105,7 +107,28 @@ class ImageController(QObject):
         if problems and not quiet:
             self.error.emit("Some files could not be opened", "\n".join(problems[:10]) +
                             (f"\n… and {len(problems) - 10} more" if len(problems) > 10 else ""))
+        self.added.emit(entries)
         return entries
+
+    def open_images_dialog(self) -> list[ImageEntry]:
+        """File → Open images…: starts in the folder the last images came from."""
+        from advexplorer import paths
+
+        start = self.preferences.folder("image", paths.SAMPLES_DIR)
+        files, _ = QFileDialog.getOpenFileNames(self.dialog_parent, "Open images", start, IMAGE_FILTER)
+        if not files:
+            return []
+        self.preferences.set_folder("image", files[0])
+        return self.add_images([Path(f) for f in files])
+
+    def open_folder_dialog(self) -> list[ImageEntry]:
+        """File → Open folder…: every image in it (companion masks load with their images)."""
+        folder = QFileDialog.getExistingDirectory(self.dialog_parent, "Open a folder of images",
+                                                  self.preferences.folder("image", Path.home()))
+        if not folder:
+            return []
+        self.preferences.set_folder("image", folder)
+        return self.add_images([Path(folder)])
 
     def _load_companions(self, entry: ImageEntry) -> None:
         """Masks saved beside the image (``scan_protect.png``, ``scan_diagnostic.png``) load with it."""

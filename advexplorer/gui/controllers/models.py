@@ -7,8 +7,13 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from advexplorer.errors import UserError
+from advexplorer.gui.attack_panel import AttackPanel
+from advexplorer.gui.controllers.settings import Preferences
 from advexplorer.gui.panels import ModelPanel
 from advexplorer.gui.worker import JobFailed, TaskRunner, call_task
+from advexplorer.session.state import Session
+
+MODEL_FILTER = "Models (*.pt *.pth *.ts *.pt2 *.safetensors *.ckpt);;All files (*)"
 
 
 def describe_model(loaded) -> tuple[str, str]:
@@ -36,20 +41,22 @@ class ModelController(QObject):
     """Owns the loaded model and its loading lifecycle.
 
     Signals: ``loading_changed()`` (a load started or ended), ``loaded(LoadedModel)``,
-    ``failed(JobFailed, show)`` (``show``: worth a dialog), ``classes_changed(old, new)``
-    when a model with other class names replaces the one the true classes referred to.
+    ``failed(JobFailed, show)`` (``show``: worth a dialog), ``message(text, ms)`` for the
+    status bar. It keeps the attack form's classes and devices in step with the model.
     """
 
     loading_changed = Signal()
     loaded = Signal(object)
     failed = Signal(object, bool)
-    classes_changed = Signal(tuple, tuple)
+    message = Signal(str, int)
 
-    def __init__(self, engine, panel: ModelPanel, trust_pickle: bool = False, parent=None):
+    def __init__(self, engine, panel: ModelPanel, form: AttackPanel, session: Session,
+                 preferences: Preferences, options, parent=None):
         super().__init__(parent)
-        self.engine = engine
-        self.panel = panel
-        self.trust_pickle = trust_pickle
+        self.engine, self.panel, self.form, self.session = engine, panel, form, session
+        self.preferences = preferences
+        self.trust_pickle = options.trust_pickle
+        self.start_device = options.device
         self.model = None              # advexplorer.io.models.LoadedModel
         self.card = None               # known (from the JSON card) before the model loads
         self.classes: tuple[str, ...] = ()   # what the images' true classes refer to
@@ -60,6 +67,7 @@ class ModelController(QObject):
         self.tasks.finished_run.connect(self.set_model)
         self.tasks.failed.connect(self._failed)
         self.tasks.stopped.connect(self._stopped)
+        form.device_changed.connect(self._device_changed)
 
     @property
     def loading(self) -> bool:
@@ -76,19 +84,34 @@ class ModelController(QObject):
         self.card = card
         self.classes = tuple(card.classes)
         self.panel.name.set_full_text(f"{card.name} (loading…)")
+        self.form.set_classes(card.classes)
         return card
 
-    def open(self, path, card=None, device: str = "auto", user_initiated: bool = True) -> None:
-        """Load ``path`` in the background once the engine is ready; errors come as ``failed``."""
+    def open_dialog(self, parent) -> None:
+        """File → Open model…: starts in the folder the last model came from."""
+        from PySide6.QtWidgets import QFileDialog
+
+        from advexplorer import paths
+
+        start = self.preferences.folder("model", paths.MODELS_DIR)
+        path, _ = QFileDialog.getOpenFileName(parent, "Open model", start, MODEL_FILTER)
+        if path:
+            self.preferences.set_folder("model", path)
+            self.open(Path(path))
+
+    def open(self, path, card=None, user_initiated: bool = True) -> None:
+        """Load ``path`` (on the form's device) in the background once the engine is ready;
+        errors come as ``failed``."""
         path = Path(path)
         if not self.engine.is_ready:
-            self.pending = (path, card, device, user_initiated)
+            self.pending = (path, card, user_initiated)
             self.panel.info.set_full_text(f"{path.name} — waiting for the engine…")
             return
         if self.tasks.running:
             return  # one load at a time; the user can open it again when this one ends
         from advexplorer.io.models import load_model
 
+        device = self.form.device.currentText() or "auto"
         self._loading_path = path
         self._user_initiated = user_initiated
         self.panel.info.set_full_text(f"Loading {path.name} on {device}…")
@@ -97,11 +120,30 @@ class ModelController(QObject):
         self.loading_changed.emit()
 
     def engine_ready(self) -> None:
-        """Start the load that was waiting for the engine."""
+        """Offer the devices torch sees, then start the load that was waiting for the engine."""
+        import torch
+
+        devices = ["auto", "cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            devices.append("mps")
+        self.form.set_devices(devices)
+        if self.start_device in devices:
+            self.form.device.blockSignals(True)
+            self.form.device.setCurrentText(self.start_device)
+            self.form.device.blockSignals(False)
+        self.form.set_engine_ready(True)
         if self.pending is not None:
-            path, card, device, user_initiated = self.pending
+            path, card, user_initiated = self.pending
             self.pending = None
-            self.open(path, card=card, device=device, user_initiated=user_initiated)
+            self.open(path, card=card, user_initiated=user_initiated)
+
+    def _device_changed(self, device: str) -> None:
+        """Another device in the form: load the model again onto it."""
+        model = self.model
+        if model is not None and self.engine.is_ready and not self.loading:
+            if str(model.device) != device or device == "auto":
+                self.open(model.path, card=model.card_path or None)
 
     def set_model(self, loaded) -> None:
         """Use a loaded model (from the worker, or given directly by tests and embedders)."""
@@ -111,9 +153,25 @@ class ModelController(QObject):
         self.show_model()
         new = tuple(loaded.card.classes)
         old, self.classes = self.classes, new
+        self.form.set_classes(new)
         if old and old != new:
-            self.classes_changed.emit(old, new)
+            self._reset_true_classes(old, new)
+        current = self.session.current
+        if current is not None and current.label is not None:
+            self.form.set_values(label=current.label)
+        self.preferences.remember("recent_models", str(loaded.path))
         self.loaded.emit(loaded)
+
+    def _reset_true_classes(self, old: tuple, new: tuple) -> None:
+        """True classes are indices into the old class list: they mean nothing for the new one."""
+        had_labels = any(entry.label is not None for entry in self.session.images)
+        for entry in self.session.images:
+            entry.label = None
+        self.form.set_values(label=None)
+        if had_labels:
+            self.message.emit(f"True class reset: the new model's classes ({', '.join(new[:4])}) differ "
+                              f"from the previous ones ({', '.join(old[:4])}). Set it again if you know it.",
+                              15000)
 
     def show_model(self) -> None:
         """Describe the loaded model (or say there is none) in the panel."""

@@ -31,11 +31,25 @@ TEXT_EVERY_S = 0.25  # status texts change at 4 Hz: faster is unreadable and re-
 
 @dataclass
 class StatusWidgets:
-    """The status bar's run widgets."""
+    """The status bar: pixel readout, run progress, step, steps/s, engine/device."""
 
+    cursor: QLabel
     progress: QProgressBar
     step: QLabel
     rate: QLabel
+    engine: QLabel
+
+    @classmethod
+    def create(cls, status_bar) -> "StatusWidgets":
+        widgets = cls(QLabel(""), QProgressBar(), QLabel(""), QLabel(""), QLabel("Loading engine…"))
+        widgets.engine.setObjectName("engine_loading")
+        widgets.progress.setFixedWidth(200)
+        widgets.progress.setTextVisible(False)
+        widgets.progress.setVisible(False)
+        status_bar.addWidget(widgets.cursor, 1)
+        for widget in (widgets.progress, widgets.step, widgets.rate, widgets.engine):
+            status_bar.addPermanentWidget(widget)
+        return widgets
 
 
 class RunController(QObject):
