@@ -208,7 +208,7 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         "command_line": request.command_line,
         "cwd": os.getcwd(),
         "model": {"path": str(request.model.path), "sha256": request.model.sha256,
-                  "format": request.model.format,
+                  "format": request.model.format, "notes": list(request.model.notes),
                   "card_path": str(request.model.card_path) if request.model.card_path else None,
                   "card_sha256": request.model.card_sha256, "card": card.to_json()},
         "image": {"path": str(request.image.path) if request.image.path else None,
