@@ -571,6 +571,7 @@ class CompareDialog(QDialog):
 
         layout = QVBoxLayout(self)
         self.strips: list[ImageStrip] = []
+        self.tables: list[QTableWidget] = []
         numbers = QHBoxLayout()
         # Both runs get the same panels in a strip as wide as the dialog, so every picture
         # has the same size, and the strips share the height the dialog has to give.
@@ -591,27 +592,31 @@ class CompareDialog(QDialog):
             layout.addWidget(title)
             layout.addWidget(strip, 3)
             self.strips.append(strip)
-            numbers.addWidget(self._numbers_table(run), 1)
+            self.tables.append(self._numbers_table(run))
+            numbers.addWidget(self.tables[-1], 1)
 
         plot = pg.PlotWidget(background=PLOT_BACKGROUND)
-        plot.setTitle("Confidence in the clean prediction", size="9pt", color="#d0d0d0")
         plot.setLabel("bottom", "step")
         plot.setYRange(0, 1)
-        legend = LegendLabel()
+        legend = LegendLabel("Confidence in the clean prediction")
         entries = []
         for run, colour in zip(runs, ("#56B4E9", "#E69F00")):
             values = run.probability_trajectory[:, run.prediction_before]
             plot.plot(np.arange(len(values)), values, pen=pg.mkPen(colour, width=2))
             entries.append((f"#{run.number} {run.classes[run.prediction_before]}", colour))
         legend.set_entries(entries)
-        trajectories = QVBoxLayout()
-        trajectories.setSpacing(0)
-        trajectories.addWidget(legend)
-        trajectories.addWidget(plot, 1)
-        numbers.addLayout(trajectories, 1)
+        plot.setMinimumHeight(140)
+        trajectories = QWidget()
+        trajectories.setMaximumHeight(max(t.maximumHeight() for t in self.tables))
+        column = QVBoxLayout(trajectories)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(legend)
+        column.addWidget(plot, 1)
+        numbers.addWidget(trajectories, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
-        layout.addLayout(numbers, 2)
+        layout.addLayout(numbers, 0)
         layout.addWidget(buttons)
 
     @staticmethod
@@ -630,7 +635,10 @@ class CompareDialog(QDialog):
             item = QTableWidgetItem(value)
             item.setToolTip(value)
             table.setItem(row, 1, item)
-        table.setMinimumHeight(140)
+        # As tall as its lines and no taller: the pictures get the rest of the dialog.
+        content = table.verticalHeader().length() + 2 * table.frameWidth()
+        table.setMinimumHeight(min(140, content))
+        table.setMaximumHeight(content)
         return table
 
     @staticmethod
@@ -642,15 +650,3 @@ class CompareDialog(QDialog):
             available = screen.availableGeometry()
             width, height = min(width, available.width() - 40), min(height, available.height() - 60)
         return width, height
-
-    def picture_sizes(self) -> dict[tuple[int, str], tuple[float, float]]:
-        """(run 0/1, panel) → the (width, height) in screen pixels each picture is drawn at."""
-        sizes = {}
-        for number, strip in enumerate(self.strips):
-            for key, item in strip.items.items():
-                if item.image is None:
-                    continue
-                rect = item.mapRectToScene(item.boundingRect())
-                rect = strip.views[key].mapRectToScene(strip.views[key].boundingRect()).intersected(rect)
-                sizes[(number, key)] = (rect.width(), rect.height())
-        return sizes
