@@ -1,26 +1,21 @@
-"""Masked adversarial attacks as step generators: FGSM, PGD (L∞, L2), MI-FGSM, random noise.
+"""The attack driver: one generator, :func:`attack_steps`, for every method.
 
-Every attack is one generator, :func:`attack_steps`, that yields an :class:`AttackStep`
-after each model evaluation, so a GUI can draw every step and stop between steps; running
-to completion is :func:`run_attack`, a loop over the same generator.
-
-Papers:
-
-* FGSM — Goodfellow, Shlens, Szegedy, *Explaining and Harnessing Adversarial Examples*,
-  ICLR 2015, https://arxiv.org/abs/1412.6572
-* PGD — Madry et al., *Towards Deep Learning Models Resistant to Adversarial Attacks*,
-  ICLR 2018, https://arxiv.org/abs/1706.06083
-* MI-FGSM — Dong et al., *Boosting Adversarial Attacks with Momentum*, CVPR 2018,
-  https://arxiv.org/abs/1710.06081
+The driver owns everything that is not the method's own update rule: evaluating the model
+and its input gradient, masking, the random start, restarts, early stop (an image that
+succeeds is frozen and drops out of the compute batch), per-image budgets, pass counting,
+trajectories and the result. It yields an :class:`AttackStep` after each model evaluation,
+so a GUI can draw every step and stop between steps; running to completion is
+:func:`run_attack`, a loop over the same generator. The methods themselves are small
+:class:`~advexplorer.core.attacks.base.StepRule` classes, one file each.
 
 Conventions (identical to torchattacks 3.5 where both define the behaviour):
 
 * Images are N×C×H×W in pixel space [0,1]; the model wrapper normalises.
 * ε and the step size are pixel units (8/255 is ε = 0.0314).
-* The allowed mask (1 = may change) multiplies the gradient *before* the sign or the L2
-  normalisation, and multiplies the random start, so the perturbation is exactly zero
-  outside it. After every step the perturbation is projected onto the ε-ball and the image
-  clipped to [0,1]; in float32 the norm bound holds to within rounding (≈1e-7).
+* The allowed mask (1 = may change) multiplies the gradient *before* the rule sees it, and
+  multiplies the random start, so the perturbation is exactly zero outside it. After every
+  step the perturbation is projected onto the ε-ball and the image clipped to [0,1]; in
+  float32 the norm bound holds to within rounding (≈1e-7).
 * Untargeted attacks maximise the cross-entropy of the reference class (the given label,
   else the clean prediction); targeted attacks minimise the cross-entropy of the target.
 * Step ``index`` 0 is the starting point (the clean image, or the random start); step k is
@@ -41,10 +36,9 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 
-# The vocabulary and the configuration are torch-free (advexplorer.config), so the GUI form
-# validates with the engine's own rules before torch loads; they are re-exported here.
-from advexplorer.config import METHODS, NORMS, AttackConfig  # noqa: F401
-from advexplorer.config import MethodName as Method, NormName as Norm  # noqa: F401
+from advexplorer.config import AttackConfig
+from advexplorer.core.attacks.ball import project, random_delta
+from advexplorer.core.attacks.base import STEP_RULES, Iterate
 from advexplorer.errors import UserError
 
 
@@ -204,57 +198,6 @@ def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(n, 1, 1, 1)
 
 
-def _unit_direction(gradient: torch.Tensor, norm: str) -> torch.Tensor:
-    """The step direction (sign, or unit L2 norm per image) as a new tensor."""
-    if norm == "linf":
-        return gradient.sign()
-    norms = gradient.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-10  # as torchattacks
-    return gradient / norms
-
-
-def _project(adversarial: torch.Tensor, images: torch.Tensor, eps: torch.Tensor | float,
-             norm: str) -> torch.Tensor:
-    """Project onto the ε-ball around ``images`` and clip to [0,1], overwriting ``adversarial``.
-
-    ``eps`` is an N×1×1×1 tensor, or a number when the whole batch shares one budget.
-    Callers pass a freshly computed tensor; working in place saves an allocation per
-    operation, and since + and × commute exactly in IEEE arithmetic the result is the same
-    as ``clamp(images + clamp(adversarial − images, −ε, ε), 0, 1)``.
-    """
-    delta = adversarial.sub_(images)
-    if norm == "linf":
-        delta.clamp_(-eps, eps)
-    else:
-        norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-        delta.mul_(torch.clamp(eps / norms, max=1.0))  # norm 0 → inf → factor 1
-    return delta.add_(images).clamp_(0.0, 1.0)
-
-
-def _random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator,
-                  mask: torch.Tensor | None, *, full_budget: bool) -> torch.Tensor:
-    """A random perturbation drawn on the CPU (so a seed means the same thing on any device).
-
-    ``full_budget=False``: the PGD random start (uniform in the L∞ ball; uniform radius in
-    the L2 ball, as torchattacks). ``full_budget=True``: the noise baseline, on the
-    ball's surface (random signs ·ε for L∞, a random direction of length ε for L2).
-    """
-    device = eps.device
-    if norm == "linf":
-        if full_budget:
-            delta = torch.randint(0, 2, shape, generator=generator).mul_(2).sub_(1).float()
-        else:
-            delta = torch.rand(shape, generator=generator).mul_(2).sub_(1)
-        delta = delta.to(device) * eps
-        return delta if mask is None else delta * mask
-    delta = torch.randn(shape, generator=generator).to(device)
-    if mask is not None:
-        delta = delta * mask
-    norms = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1).clamp_min(1e-12)
-    radius = torch.ones(shape[0], 1, 1, 1) if full_budget else \
-        torch.rand(shape[0], generator=generator).view(-1, 1, 1, 1)
-    return delta / norms * radius.to(device) * eps
-
-
 def _evaluate(model, x: torch.Tensor, objective_class: torch.Tensor | None, targeted: bool,
               need_grad: bool, check_range: bool = False):
     """One model evaluation: logits, per-image objective and (optionally) its input gradient.
@@ -317,7 +260,8 @@ def attack_steps(
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     generator = torch.Generator().manual_seed(int(seed))
     total_steps = config.effective_steps
-    gradient_method = config.method != "noise"
+    rule = STEP_RULES[config.method]
+    gradient_method = rule.uses_gradient
 
     targeted = targets is not None or config.targeted is not None
     if targets is None and config.targeted is not None:
@@ -353,20 +297,20 @@ def attack_steps(
     row_steps: list[tuple[int, int]] = []
     # Success is needed during the run only to freeze images (early stop) or to keep the best
     # noise draw; otherwise it is worked out once, at the end, from the logits.
-    eager_success = config.early_stop or not gradient_method
+    eager_success = config.early_stop or rule.keeps_best
 
     for restart in range(config.restarts):
         starts_clean = not (config.random_start and gradient_method)
-        x = images if starts_clean else _project(
-            images + _random_delta(images.shape, eps_t, config.norm, generator, mask, full_budget=False),
+        x = images if starts_clean else project(
+            images + random_delta(images.shape, eps_t, config.norm, generator, mask, full_budget=False),
             images, eps_t, config.norm)
-        momentum = torch.zeros_like(images) if config.method == "mifgsm" else None
+        state = rule.initial_state(images, config)
         active = torch.ones(n, dtype=torch.bool, device=device)
         # Only early stop can freeze images; until it does, every step works on the whole
         # batch, and indexing, device syncs and per-row bookkeeping are skipped.
         everyone, rows = True, slice(None)
         step_logits = loss = success = None
-        # Noise keeps its best draw per image; gradient attacks keep their last iterate.
+        # Gradient attacks keep their last iterate; noise (keeps_best) its best draw per image.
         run_adv = run_logits = run_loss = run_success = None
 
         for index in range(total_steps + 1):
@@ -411,7 +355,7 @@ def attack_steps(
             full_gradient = gradient if (gradient is None or everyone) else \
                 torch.zeros_like(images).index_copy(0, rows, gradient)
 
-            if gradient_method or index == 0:
+            if not rule.keeps_best or index == 0:
                 run_adv, run_logits, run_loss, run_success = x, step_logits, loss, success
             else:
                 run_adv, run_logits, run_loss, run_success = _keep_better(
@@ -438,20 +382,16 @@ def attack_steps(
             def pick(value):  # the rows still being attacked
                 return value if everyone or not isinstance(value, torch.Tensor) else value[rows]
 
-            if gradient_method:
-                step_gradient = full_gradient if everyone else full_gradient[rows]
-                if momentum is not None:
-                    scale = step_gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                    step_gradient = step_gradient / scale + config.decay * pick(momentum)
-                    momentum = step_gradient if everyone else momentum.index_copy(0, rows, step_gradient)
-                # α·u + x, in place on the fresh direction u (the same numbers as x + α·u).
-                moved = _unit_direction(step_gradient, config.norm).mul_(pick(step_alpha)).add_(pick(x))
-                new_rows = _project(moved, pick(images), pick(step_eps), config.norm)
-            else:
-                sub_mask = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
-                delta = _random_delta(pick(images).shape, pick(eps_t), config.norm, generator,
-                                      sub_mask, full_budget=True)
-                new_rows = torch.clamp(pick(images) + delta, 0.0, 1.0)
+            iterate = Iterate(
+                adversarial=pick(x), images=pick(images),
+                gradient=None if full_gradient is None else pick(full_gradient), loss=pick(loss), eps=pick(step_eps), step_size=pick(step_alpha),
+                eps_per_image=pick(eps_t),
+                mask=None if mask is None else (mask if mask.shape[0] == 1 else mask[rows]),
+                state={key: pick(value) for key, value in state.items()},
+                index=index, config=config, generator=generator)
+            new_rows = rule.step(iterate)
+            for key, value in iterate.state.items():  # the rule's new per-image state
+                state[key] = value if everyone else state[key].index_copy(0, rows, value)
             x = new_rows if everyone else x.index_copy(0, rows, new_rows)
 
         if run_success is None:
