@@ -283,12 +283,13 @@ class SequenceWindow(QMainWindow):
         self.runner.stopped.connect(self._update_enabled)
         self._task = None
         self._build()
-        if fasta is not None or model is None:
-            self.open_fasta(fasta or SAMPLE_FASTA)
+        # The card first: it checks the FASTA's letters and suggests the allowed region.
         if model is not None and not isinstance(model, (str, Path)):
             self.set_model(model)
         else:
             self.load_model(model or DEMO_SEQUENCE_MODEL)
+        if fasta is not None or model is None:
+            self.open_fasta(fasta or SAMPLE_FASTA)
 
     # Building ---------------------------------------------------------------------------------
     def _build(self) -> None:
