@@ -5,6 +5,14 @@ Everything is first written under a hidden temporary name *in the destination's 
 then moved into place. Without ``overwrite=True`` an existing destination is never
 replaced: the refusal is a :class:`~advexplorer.errors.UserError` that says how to proceed.
 
+A writer killed outright (``kill -9``, a power cut) cannot remove its temporary; the next
+write to the same place does. Temporary names carry the writer's process id
+(``.report.html.4242-9f3a1c2b.tmp``), so only leftovers of processes that no longer run are
+removed and a write in progress elsewhere is left alone.
+
+An empty destination folder that the user made read-only is refused, not swapped for a
+fresh writable folder of the same name.
+
 For single files the no-clobber move is ``os.link`` (fails if the name exists, atomically,
 so two writers racing for one name cannot both win); where hard links are unsupported
 (some network and FAT file systems) it falls back to check-then-rename.
@@ -27,6 +35,8 @@ import errno
 import os
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,13 +44,74 @@ from advexplorer.errors import UserError
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_path", "atomic_directory",
-    "check_destination",
+    "check_destination", "remove_leftovers",
 ]
 
 
+#: Kinds of temporary beside a destination: a file being written, a folder being filled,
+#: an old folder being retired by an overwrite.
+TEMPORARY_KINDS = ("tmp", "partial", "old")
+#: Leftovers named before temporaries carried a process id are stale after this long.
+UNOWNED_STALE_S = 24 * 3600
+
+
 def _temporary_name(path: Path, kind: str) -> Path:
-    # Hidden, unique and in the same folder: the final rename never crosses file systems.
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
+    # Hidden, unique, in the same folder (the final rename never crosses file systems) and
+    # named after this process, so a later writer can tell a dead writer's leftover.
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}")
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _is_stale(leftover: Path, owner: str) -> bool:
+    """A leftover's writer is gone: its process no longer runs (or, unnamed, it is old)."""
+    pid_text = owner.split("-", 1)[0] if "-" in owner else ""
+    if pid_text.isdigit():
+        return int(pid_text) != os.getpid() and not _process_runs(int(pid_text))
+    try:
+        return time.time() - leftover.lstat().st_mtime > UNOWNED_STALE_S
+    except OSError:
+        return False
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove temporaries of ``path`` left beside it by killed writers; return what went.
+
+    Called by every atomic write before it starts, so a ``.partial`` folder or ``.tmp``
+    file from a ``kill -9`` disappears with the next write to the same place.
+    """
+    path = Path(path).expanduser()
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for leftover in candidates:
+        owner, dot, kind = leftover.name[len(prefix):].rpartition(".")
+        if not dot or kind not in TEMPORARY_KINDS or "." in owner or not _is_stale(leftover, owner):
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        removed.append(leftover)
+    return removed
+
+
+def _read_only(folder: Path) -> bool:
+    """The user took write permission away (root may still write, but should not)."""
+    mode = folder.stat().st_mode
+    return not os.access(folder, os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
 
 
 def check_destination(path: str | os.PathLike, *, overwrite: bool = False,
@@ -57,6 +128,9 @@ def check_destination(path: str | os.PathLike, *, overwrite: bool = False,
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise UserError(f"Output folder {path} is not empty; choose a new folder or pass "
                             "--overwrite to replace it.")
+        if path.is_dir() and _read_only(path):
+            raise UserError(f"Output folder {path} is read-only; make it writable (chmod u+w) or "
+                            "choose another folder.")
     else:
         if path.is_dir():
             raise UserError(f"{path} is a folder; give a file name such as {path / 'report.html'}.")
@@ -103,6 +177,7 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     (absent, or the previous file untouched).
     """
     path = check_destination(path, overwrite=overwrite)
+    remove_leftovers(path)
     temporary = _temporary_name(path, "tmp")
     try:
         yield temporary
@@ -139,6 +214,7 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     complete. If the block raises, the temporary folder is removed and ``path`` is as before.
     """
     path = check_destination(path, overwrite=overwrite, directory=True)
+    remove_leftovers(path)
     temporary = _temporary_name(path, "partial")
     temporary.mkdir()
     try:
