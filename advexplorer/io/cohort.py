@@ -45,7 +45,8 @@ from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.hashing import sha256_file
 from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
-from advexplorer.io.images import image_from_array, load_image, mask_to_model, read_mask_array
+from advexplorer.io.images import (image_from_array, load_image, mask_to_model, read_mask_array,
+                                   vanished_region)
 MASK_MODES = ("none", "allowed", "protect")
 
 
@@ -312,6 +313,10 @@ class _CohortDataset(Dataset):
         tensor = mask_to_model(mask, self.card)
         if self.mask_mode == "protect":
             tensor = 1.0 - tensor
+        if not bool(tensor.any()) and bool((~mask if self.mask_mode == "protect" else mask).any()):
+            # Not "nothing may change" (counted as not flipped): the user allowed a region
+            # the model's input cannot hold, so this image is skipped with the reason.
+            raise UserError(vanished_region(path.name, self.card, role=self.mask_mode))
         if entry.mask_path is None:
             self._shared[key] = tensor
         return tensor

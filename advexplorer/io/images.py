@@ -120,6 +120,20 @@ def image_from_array(array: np.ndarray, card: ModelCard, name: str = "array") ->
                        notes=[f"from {name}"])
 
 
+def vanished_region(name: str, card: ModelCard, *, role: str = "mask") -> str:
+    """The sentence for a mask region that had pixels in the file but none at the model's input.
+
+    A region thinner than the reduction factor (one pixel of a 64×64 mask for a 16×16 model)
+    falls between the pixels the nearest-neighbour resize samples, or outside the centre crop.
+    """
+    height, width = card.input_size
+    what = {"protect": f"free region the protect mask {name} leaves",
+            "diagnostic": f"diagnostic region {name}"}.get(role, f"mask {name}'s allowed region")
+    how = "cropped and resized" if card.resize == "center-crop" else "resized"
+    return (f"The {what} vanished when {how} to {width}×{height} — paint a larger region or use a "
+            "model with a larger input.")
+
+
 def load_mask(path: str | Path, image: LoadedImage, card: ModelCard, *, invert: bool = False,
               role: str = "mask") -> torch.Tensor:
     """Read a mask for ``image`` and bring it to the model's input size.
@@ -138,6 +152,10 @@ def load_mask(path: str | Path, image: LoadedImage, card: ModelCard, *, invert: 
     tensor = mask_to_model(mask, card)
     if invert:
         tensor = 1.0 - tensor
+    region_in_file = bool((~mask if invert else mask).any())
+    if region_in_file and not bool(tensor.any()):
+        raise UserError(vanished_region(path.name, card,
+                                        role="protect" if invert else role))
     if role != "diagnostic" and not bool(tensor.any()):
         what = ("The protect mask covers the whole image, so nothing is left for the attack to change"
                 if invert else f"The mask {path.name} has no allowed (non-zero) pixel")
