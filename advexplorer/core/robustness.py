@@ -37,7 +37,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from advexplorer.core.attacks import AttackConfig, AttackResult, NORMS, prepare_mask, run_attack
+from advexplorer.config import GRADIENT_METHODS, NORMS, AttackConfig
+from advexplorer.core.attacks import AttackResult, prepare_mask, run_attack
 from advexplorer.errors import UserError
 
 #: Above this many classes the Lipschitz estimate uses the top-scoring classes at x only
@@ -333,6 +334,69 @@ def _select(result: AttackResult, row: int) -> AttackResult:
 DEFAULT_EPS_MAX = {"linf": 64 / 255, "l2": 8.0}
 
 
+class EpsBracket:
+    """The search for the smallest ε that flips one image: which budgets to try next, and
+    the bracket (``low``, ``high``) that the answers so far leave.
+
+    It only proposes budgets and learns from the answers; whoever uses it decides how the
+    attacks are batched. :func:`minimal_eps` attacks one image at ``grid`` budgets per round
+    in one batch; the cohort screen (:func:`advexplorer.core.screening.screen_steps`) packs
+    one budget per flipped image into its shared engine calls (``grid=1``: bisection).
+
+    Without an upper end (``high=None``) the first round is the geometric ladder
+    ``high_limit·2^-(grid-1) … high_limit``; if nothing on it flips, the search ends with
+    ``found`` False. Each later round splits (low, high) into ``grid+1`` equal parts, so
+    the bracket shrinks ``grid+1``-fold per round, until (high − low) ≤ ``tolerance``·high
+    or ``max_rounds`` rounds have run. Below the smallest budget that flipped, every budget
+    tried failed, so the new ``low`` is the largest of those (success is assumed monotone
+    in ε within a round; see the caveat in :func:`minimal_eps`).
+    """
+
+    def __init__(self, *, low: float = 0.0, high: float | None = None, high_limit: float | None = None,
+                 grid: int = 4, tolerance: float = 0.0, max_rounds: int = 12):
+        if high is None and high_limit is None:
+            raise ValueError("give the bracket's upper end or the largest ε to try")
+        self.low, self.high, self.high_limit = float(low), high, high_limit
+        self.grid, self.tolerance, self.max_rounds = int(grid), float(tolerance), int(max_rounds)
+        self.rounds = 0
+        self.exhausted = False  # the ladder up to high_limit never flipped
+
+    @property
+    def found(self) -> bool:
+        return self.high is not None
+
+    @property
+    def done(self) -> bool:
+        if self.exhausted or self.rounds >= self.max_rounds:
+            return True
+        return self.high is not None and self.high - self.low <= self.tolerance * self.high
+
+    def next_budgets(self) -> list[float]:
+        """The ε values to attack in the next round (ascending); empty when the search is done."""
+        if self.done:
+            return []
+        if self.high is None:
+            return [self.high_limit * 2.0 ** -(self.grid - 1 - i) for i in range(self.grid)]
+        low, high = self.low, self.high
+        return [low + (high - low) * (i + 1) / (self.grid + 1) for i in range(self.grid)]
+
+    def record(self, budgets: list[float], flipped: list[bool]) -> int | None:
+        """Learn one round's answers; return the position in ``budgets`` of the new upper
+        end (the smallest ε that flipped), or None when none flipped."""
+        self.rounds += 1
+        winners = [i for i, success in enumerate(flipped) if success]
+        if winners:
+            first = winners[0]
+            self.high = budgets[first]
+            if first > 0:
+                self.low = budgets[first - 1]
+            return first
+        self.low = budgets[-1]
+        if self.high is None:
+            self.exhausted = True
+        return None
+
+
 def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, norm: str = "linf",
                 label: int | None = None, method: str = "pgd", steps: int = 20,
                 eps_max: float | None = None, tolerance: float = 0.01, seed: int = 0,
@@ -346,7 +410,8 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
     searches inside the bracket left by the previous one. Round 1 tries a geometric ladder
     ``eps_max·2^-(grid-1) … eps_max``; later rounds split (lo, hi) into ``grid+1`` equal
     parts, shrinking the bracket ``grid+1``-fold per round, until (hi − lo) ≤
-    ``tolerance``·hi. The attack is deterministic (no random start unless asked), so the
+    ``tolerance``·hi (the search is :class:`EpsBracket`, shared with the cohort screen's
+    ``--min-eps``). The attack is deterministic (no random start unless asked), so the
     bracket is reproducible. ``on_round(evaluations)`` sees each round's (ε, success).
 
     ``grid=4`` is the default because it needed the fewest passes and rounds on the
@@ -361,8 +426,9 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
     is in ``evaluations``.
     """
     image, mask = _prepare(model, image, allowed_mask, norm)
-    if method not in ("pgd", "fgsm", "mifgsm"):
-        raise UserError(f"The minimal-ε search needs a gradient attack (pgd, fgsm or mifgsm), not {method!r}.")
+    if method not in GRADIENT_METHODS:
+        raise UserError(f"The minimal-ε search needs a gradient attack ({', '.join(GRADIENT_METHODS)}), "
+                        f"not {method!r}.")
     if not 0 < float(tolerance) < 1:
         raise UserError(f"Tolerance {tolerance:g} must be in (0, 1) (a relative bracket width, e.g. 0.01).")
     if int(grid) < 1:
@@ -378,8 +444,7 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
 
     forward = backward = rounds = 0
     evaluations: list[dict] = []
-    lo, hi, best = 0.0, None, None
-    reference = None
+    best = reference = None
 
     def attack(values: list[float]) -> tuple[AttackResult, list[bool]]:
         nonlocal forward, backward, rounds, reference
@@ -397,25 +462,16 @@ def minimal_eps(model: nn.Module, image: torch.Tensor, *, allowed_mask=None, nor
             on_round(evaluations[-count:])
         return result, success
 
-    ladder = [eps_max * 2.0 ** -(grid - 1 - i) for i in range(grid)]
-    result, success = attack(ladder)
-    tried = ladder
-    while True:
-        winners = [i for i, s in enumerate(success) if s]
-        if winners:
-            first = winners[0]
-            hi, best = tried[first], _select(result, first)
-            # Every tried value below the first success failed: the highest is the new lo.
-            lo = tried[first - 1] if first > 0 else lo
-        elif hi is None:
-            lo, best = tried[-1], _select(result, len(tried) - 1)  # the attack at eps_max
-            break
-        else:
-            lo = tried[-1]
-        if hi - lo <= float(tolerance) * hi or rounds >= int(max_rounds):
-            break
-        tried = [lo + (hi - lo) * (i + 1) / (grid + 1) for i in range(grid)]
-        result, success = attack(tried)
+    search = EpsBracket(high_limit=eps_max, grid=grid, tolerance=tolerance,
+                        max_rounds=max(1, int(max_rounds)))
+    while budgets := search.next_budgets():
+        result, success = attack(budgets)
+        upper = search.record(budgets, success)
+        if upper is not None:
+            best = _select(result, upper)  # the attack at the new smallest flipping ε
+        elif not search.found:
+            best = _select(result, len(budgets) - 1)  # the attack at eps_max
+    lo, hi = search.low, search.high
 
     return MinimalEps(
         eps=hi, found=hi is not None, bracket=(lo, hi),

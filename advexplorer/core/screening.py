@@ -51,10 +51,12 @@ import numpy as np
 import torch
 
 from advexplorer.core.attacks import AttackConfig, drive, perturbation_norms, run_attack
+from advexplorer.core.robustness import EpsBracket
 from advexplorer.errors import UserError
 
 Z95 = 1.959963984540054
-#: Bisection steps between two grid values for the minimal ε: the bracket shrinks 2^6 = 64×.
+#: Bisection steps between two grid values for the minimal ε (``--min-eps``; the search is
+#: :class:`advexplorer.core.robustness.EpsBracket` with one ε per round): the bracket shrinks 2^6 = 64×.
 BISECTION_STEPS = 6
 
 
@@ -275,9 +277,7 @@ class _Unit:
     kind: str                    # "attack" | "bisect" | "noise" | "verify"
     eps: float
     index: int = 0               # position in the ε list (attack / noise / verify)
-    low: float = 0.0             # bisection bracket (bisect)
-    high: float = 0.0
-    left: int = 0                # bisection steps left
+    search: EpsBracket | None = None  # the minimal-ε search of this image (bisect)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -457,8 +457,8 @@ def screen_steps(
                     item.keep = (adversarial[i].detach().clone(), j)
                     if min_eps:
                         below = eps[j - 1] if j > 0 else 0.0
-                        survivors.append(_Unit(item, "bisect", (below + eps[j]) / 2, low=below,
-                                               high=eps[j], left=BISECTION_STEPS))
+                        search = EpsBracket(low=below, high=eps[j], grid=1, max_rounds=BISECTION_STEPS)
+                        survivors.append(_Unit(item, "bisect", search.next_budgets()[0], search=search))
                     else:
                         track_done(item)
                 else:
@@ -469,14 +469,14 @@ def screen_steps(
                         survivors.append(replace(unit, index=j + 1, eps=eps[j + 1]))
                     else:
                         track_done(item)
-            else:  # bisection between the last ε that did not flip and the first that did
-                low, high = (unit.low, unit.eps) if success[i] else (unit.eps, unit.high)
-                if unit.left <= 1:
-                    row.min_eps = high
-                    track_done(item)
+            else:  # minimal-ε search between the last ε that did not flip and the first that did
+                unit.search.record([unit.eps], [success[i]])
+                budgets = unit.search.next_budgets()
+                if budgets:
+                    survivors.append(replace(unit, eps=budgets[0]))
                 else:
-                    survivors.append(replace(unit, eps=(low + high) / 2, low=low, high=high,
-                                             left=unit.left - 1))
+                    row.min_eps = unit.search.high
+                    track_done(item)
         # Survivors go first so images finish (and reach the CSV) soon after they start.
         grad_queue.extendleft(reversed(survivors))
 
