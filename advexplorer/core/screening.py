@@ -39,6 +39,7 @@ https://doi.org/10.1214/ss/1009213286, on why Wilson rather than the Wald interv
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import random
@@ -49,14 +50,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from advexplorer.core.attacks import AttackConfig, drive, perturbation_norms, run_attack
-from advexplorer.core.robustness import EpsBracket
+from advexplorer.core.attacks.ball import random_delta
 from advexplorer.errors import UserError
 
 Z95 = 1.959963984540054
-#: Bisection steps between two grid values for the minimal ε (``--min-eps``; the search is
-#: :class:`advexplorer.core.robustness.EpsBracket` with one ε per round): the bracket shrinks 2^6 = 64×.
+#: Bisection steps between two grid values for the minimal ε: the bracket shrinks 2^6 = 64×.
 BISECTION_STEPS = 6
 
 
@@ -277,7 +278,9 @@ class _Unit:
     kind: str                    # "attack" | "bisect" | "noise" | "verify"
     eps: float
     index: int = 0               # position in the ε list (attack / noise / verify)
-    search: EpsBracket | None = None  # the minimal-ε search of this image (bisect)
+    low: float = 0.0             # bisection bracket (bisect)
+    high: float = 0.0
+    left: int = 0                # bisection steps left
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -352,10 +355,10 @@ def screen_steps(
     device = _model_device(model)
     done = frozenset(done)
     rng = random.Random(0 if config.seed is None else config.seed)
-    # One seed stream per track, so the noise baseline's draws do not depend on how many
-    # attack or bisection calls ran before (they still depend on the batch composition).
     base_seed = 0 if config.seed is None else int(config.seed)
-    call_seed = {"grad": base_seed, "noise": base_seed + 1_000_003}
+    # Gradient attacks draw (random starts only) from one stream per engine call; noise
+    # draws come from one stream per (seed, image, ε) instead — see _noise_attack.
+    call_seed = {"grad": base_seed}
 
     start = time.perf_counter()
     grad_queue: deque[_Unit] = deque()
@@ -414,6 +417,12 @@ def screen_steps(
             finish(item)
 
     def engine_call(units: list[_Unit], attack_config: AttackConfig):
+        if attack_config.method == "noise":
+            outcome, forward = _noise_attack(model, units, attack_config, base_seed)
+            stats["calls"] += 1
+            stats["attacked"] += len(units)
+            stats["forward"] += forward
+            return outcome
         images = torch.stack([u.item.image for u in units])
         masks = [u.item.mask for u in units]
         if all(m is None for m in masks):
@@ -423,10 +432,9 @@ def screen_steps(
             allowed = torch.stack([full if m is None else m for m in masks])
         reference = torch.tensor([u.item.row.clean_prediction for u in units], device=device)
         eps_t = torch.tensor([u.eps for u in units], dtype=images.dtype, device=device)
-        track = "noise" if attack_config.method == "noise" and config.method != "noise" else "grad"
-        call_seed[track] += 1
+        call_seed["grad"] += 1
         result = run_attack(model, images, allowed, reference,
-                            replace(attack_config, seed=call_seed[track]), eps=eps_t)
+                            replace(attack_config, seed=call_seed["grad"]), eps=eps_t)
         stats["calls"] += 1
         stats["attacked"] += len(units)
         stats["forward"] += result.forward_passes
@@ -457,8 +465,8 @@ def screen_steps(
                     item.keep = (adversarial[i].detach().clone(), j)
                     if min_eps:
                         below = eps[j - 1] if j > 0 else 0.0
-                        search = EpsBracket(low=below, high=eps[j], grid=1, max_rounds=BISECTION_STEPS)
-                        survivors.append(_Unit(item, "bisect", search.next_budgets()[0], search=search))
+                        survivors.append(_Unit(item, "bisect", (below + eps[j]) / 2, low=below,
+                                               high=eps[j], left=BISECTION_STEPS))
                     else:
                         track_done(item)
                 else:
@@ -469,14 +477,14 @@ def screen_steps(
                         survivors.append(replace(unit, index=j + 1, eps=eps[j + 1]))
                     else:
                         track_done(item)
-            else:  # minimal-ε search between the last ε that did not flip and the first that did
-                unit.search.record([unit.eps], [success[i]])
-                budgets = unit.search.next_budgets()
-                if budgets:
-                    survivors.append(replace(unit, eps=budgets[0]))
-                else:
-                    row.min_eps = unit.search.high
+            else:  # bisection between the last ε that did not flip and the first that did
+                low, high = (unit.low, unit.eps) if success[i] else (unit.eps, unit.high)
+                if unit.left <= 1:
+                    row.min_eps = high
                     track_done(item)
+                else:
+                    survivors.append(replace(unit, eps=(low + high) / 2, low=low, high=high,
+                                             left=unit.left - 1))
         # Survivors go first so images finish (and reach the CSV) soon after they start.
         grad_queue.extendleft(reversed(survivors))
 
@@ -611,6 +619,69 @@ def screen_steps(
         engine_calls=stats["calls"], attacked_pairs=stats["attacked"],
         shortcut_pairs=stats["shortcut"], forward_passes=stats["forward"],
         backward_passes=stats["backward"], elapsed_s=time.perf_counter() - start)
+
+
+def image_stream_seed(seed: int, file_id: str, eps: float) -> int:
+    """The seed of one image's random stream at one budget: a stable hash of (seed, id, ε).
+
+    SHA-256, not Python's ``hash`` (salted per process), so the same image at the same ε
+    draws the same noise in every run, batch size and resumed screen.
+    """
+    text = f"{int(seed)}\x00{file_id}\x00{float(eps).hex()}"
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
+
+
+def _noise_attack(model: torch.nn.Module, units: Sequence[_Unit], config: AttackConfig,
+                  seed: int) -> tuple[tuple, int]:
+    """The noise method on (image, ε) pairs, each drawing from its own random stream.
+
+    The same rule as the engine's ``noise`` attack (see :mod:`advexplorer.core.attacks.noise`):
+    ``steps × restarts`` independent points on the ε-sphere inside the allowed mask, keeping
+    per image the best (a flip first, then the highest loss against the clean prediction),
+    starting from the clean image. The engine draws for a whole batch from one generator,
+    so an image's draws would depend on its neighbours, the batch size and, in a resumed
+    screen, on which images were finished before; here they depend only on
+    :func:`image_stream_seed`. An image stops drawing at its first flip, which decides its
+    outcome. Returns the engine call's outcome tuple and the forward passes spent.
+    """
+    images = torch.stack([u.item.image for u in units])
+    n = images.shape[0]
+    device = images.device
+    reference = torch.tensor([u.item.row.clean_prediction for u in units], device=device)
+    eps_t = torch.tensor([u.eps for u in units], dtype=images.dtype, device=device).view(-1, 1, 1, 1)
+    masks = [None if u.item.mask is None else u.item.mask[None, None] for u in units]
+    generators = [torch.Generator().manual_seed(image_stream_seed(seed, u.item.id, u.eps)) for u in units]
+    with torch.no_grad():
+        best_logits = model(images).float()
+    forward = n
+    best = images.clone()
+    best_loss = F.cross_entropy(best_logits, reference, reduction="none")
+    success = best_logits.argmax(dim=1) != reference
+    for _ in range(config.effective_steps * config.restarts):
+        rows = (~success).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break
+        delta = torch.cat([random_delta((1, *images.shape[1:]), eps_t[i:i + 1], config.norm,
+                                        generators[i], masks[i], full_budget=True)
+                           for i in rows.tolist()])
+        candidate = torch.clamp(images[rows] + delta, 0.0, 1.0)
+        with torch.no_grad():
+            logits = model(candidate).float()
+        forward += len(rows)
+        loss = F.cross_entropy(logits, reference[rows], reduction="none")
+        flipped = logits.argmax(dim=1) != reference[rows]
+        better = flipped | (loss > best_loss[rows])  # these rows have not flipped yet
+        keep = rows[better]
+        best[keep] = candidate[better]
+        best_logits[keep] = logits[better]
+        best_loss[keep] = loss[better]
+        success[keep] = flipped[better]
+    probabilities = torch.softmax(best_logits, dim=1)
+    norms = perturbation_norms(best - images)
+    outcome = (success.tolist(), best_logits.argmax(dim=1).tolist(),
+               probabilities.max(dim=1).values.tolist(), norms["linf"].tolist(),
+               norms["l2"].tolist(), best)
+    return outcome, forward
 
 
 class _HeapEntry:

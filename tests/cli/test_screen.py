@@ -186,3 +186,35 @@ def test_bomb_image_is_skipped_in_a_screen_and_refused_by_attack(setup, tmp_path
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "900 Mpx, above the 200 Mpx limit for one image" in err and "ADVEXPLORER_MAX_IMAGE_PIXELS" in err
+
+
+def test_resumed_noise_baseline_matches_an_uninterrupted_screen(setup, tmp_path, monkeypatch, capsys):
+    """Kill a --noise-baseline screen mid-line, resume it with another batch size: same rows."""
+    from advexplorer.io import cohort as cohort_module
+
+    noisy = ("--noise-baseline", "--eps", "0,3/255,12/255,48/255")
+    full = tmp_path / "full"
+    assert screen(setup, full, *noisy) == 0
+    expected = {r["file"]: r for r in read_csv(full / "per_image.csv")}
+    assert 0 < sum(r["noise_flipped@48/255"] == "1" for r in expected.values()) < 10
+
+    out = tmp_path / "partial"
+    original = cohort_module.PerImageWriter.write
+
+    def write_then_die(self, rows):
+        original(self, rows)
+        if rows:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cohort_module.PerImageWriter, "write", write_then_die)
+    assert screen(setup, out, *noisy) == 130
+    monkeypatch.setattr(cohort_module.PerImageWriter, "write", original)
+    csv_path = out / "per_image.csv"
+    text = csv_path.read_text(encoding="utf-8")
+    csv_path.write_text(text[:-2], encoding="utf-8")  # killed before the line break of the last row
+    capsys.readouterr()
+
+    assert screen(setup, out, *noisy, "--resume", "--batch-size", "3") == 0
+    rows = {r["file"]: r for r in read_csv(csv_path)}
+    assert rows == expected
+    assert "cut short" in capsys.readouterr().err

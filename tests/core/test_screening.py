@@ -244,3 +244,47 @@ def test_eps_list_is_checked():
     with pytest.raises(UserError, match="negative"):
         check_eps_list([-1 / 255, 0.1], "linf")
     assert eps_label(2 / 255) == "2/255" and eps_label(0.5 / 255) == "0.5/255" and eps_label(0) == "0"
+
+
+# --------------------------------------------------------------------------------------
+# Random streams: one per (seed, image, ε), so batching and resuming change nothing
+
+NOISE_EPS = (0.0, 8 / 255, 24 / 255, 64 / 255)
+
+
+def noise_table(result):
+    return {row.file: (row.noise_flipped, row.flipped) for row in result.rows}
+
+
+@pytest.mark.parametrize("method", ["pgd", "noise"])
+def test_noise_draws_do_not_depend_on_the_batch_size(cohort, method):
+    model, images, masks, labels, ids = cohort
+    config = AttackConfig(method=method, steps=3, seed=5)
+    one = run_screen(model, batches_of(images, masks, labels, ids, 1), NOISE_EPS, config,
+                     noise_baseline=True, batch_size=1)
+    seven = run_screen(model, batches_of(images, masks, labels, ids, 7), NOISE_EPS, config,
+                       noise_baseline=True, batch_size=7)
+    assert noise_table(one) == noise_table(seven)
+    # Not trivial: noise flips some images and not others.
+    flips = one.summary(noise_baseline=True)[-1]["noise_flipped"]
+    assert 0 < flips < len(ids)
+
+
+def test_resumed_screen_draws_the_same_noise(cohort):
+    model, images, masks, labels, ids = cohort
+    config = AttackConfig(steps=3, seed=5)
+    whole = run_screen(model, batches_of(images, masks, labels, ids, 4), NOISE_EPS, config,
+                       noise_baseline=True, batch_size=4)
+    done = set(ids[:5])  # the first five finished before an interruption
+    rest = run_screen(model, batches_of(images, masks, labels, ids, 4), NOISE_EPS, config,
+                      noise_baseline=True, batch_size=4, done=done)
+    expected = {f: v for f, v in noise_table(whole).items() if f not in done}
+    assert noise_table(rest) == expected
+
+
+def test_another_seed_draws_other_noise(cohort):
+    model, images, masks, labels, ids = cohort
+    tables = [noise_table(run_screen(model, batches_of(images, None, None, ids, 7), NOISE_EPS,
+                                     AttackConfig(method="noise", steps=1, seed=seed),
+                                     batch_size=7)) for seed in range(4)]
+    assert any(table != tables[0] for table in tables[1:])
