@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -65,6 +66,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, arguments, m
     arguments = [a.format(bad=bad, table=table) for a in arguments]
     out = tmp_path / "out"
     assert main(["probe", *arguments, "--out", str(out)]) == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("advexplorer: error:") and message in error
+    lines = capsys.readouterr().err.strip().splitlines()
+    error = lines[-1]
+    assert re.match(r"advexplorer( probe)?: error: ", error) and message in error
     assert not out.exists() or not any(out.iterdir())
