@@ -53,7 +53,7 @@ CURVES = (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBU
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
 #: Worst cases kept for the panel (the CLI's --worst default).
 WORST_CASES = 8
-THUMBNAIL_PX = 96
+THUMBNAIL_PX = 112
 
 
 @dataclass
@@ -195,8 +195,10 @@ class CohortPanel(QWidget):
         self.eps_edit = QLineEdit(DEFAULT_EPS)
         self.eps_edit.setToolTip("Budgets in pixel units, fractions allowed; 0 is the clean image.")
         self.attack = QComboBox()
-        for name in vocabulary.METHODS:
-            self.attack.addItem(vocabulary.METHOD_INFO[name].description, name)
+        for position, name in enumerate(vocabulary.METHODS):
+            info = vocabulary.METHOD_INFO[name]
+            self.attack.addItem(info.label, name)  # short: the panel often sits in a narrow dock
+            self.attack.setItemData(position, info.description, Qt.ItemDataRole.ToolTipRole)
         self.norm = QComboBox()
         for name in vocabulary.NORMS:
             self.norm.addItem(vocabulary.NORM_LABELS[name], name)
@@ -210,6 +212,7 @@ class CohortPanel(QWidget):
         self.verify = QSpinBox()
         self.verify.setRange(0, 100000)
         self.verify.setSpecialValueText("off")
+        self.verify.setSuffix(" images")
         self.verify.setToolTip("Re-attack up to N flipped images at every larger ε the monotone "
                                "shortcut skipped, and report where the attack disagrees.")
         self.run_button = QPushButton("Screen")
@@ -229,13 +232,15 @@ class CohortPanel(QWidget):
         form.addRow("Masks", _row(self.mask_mode, self.masks_edit, browse_masks))
         form.addRow("ε list", _row(self.eps_edit, self.norm))
         form.addRow("Attack", _row(self.attack, QLabel("steps"), self.steps, QLabel("batch"), self.batch))
-        form.addRow("", _row(self.noise, QLabel("check monotone on"), self.verify, QLabel("flipped images")))
+        verify_label = QLabel("check monotone on")
+        verify_label.setToolTip(self.verify.toolTip())
+        form.addRow("", _row(self.noise, verify_label, self.verify))
 
         self.plot = pg.PlotWidget(background="#1e1f22", axisItems={"left": PercentAxis("left")})
         self.plot.setLabel("left", "share of images")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.setMenuEnabled(False)
-        self.plot.setMinimumHeight(140)
+        self.plot.setMinimumHeight(120)
         # The legend sits above the plot, not on it, and lists only curves with data.
         self.legend = LegendLabel()
         self.curves = {}
@@ -252,6 +257,8 @@ class CohortPanel(QWidget):
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["image", "label", "clean prediction", "first flipping ε"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in (1, 2, 3):  # the names and budgets are short: show them whole
+            self.table.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSortingEnabled(True)
@@ -266,9 +273,17 @@ class CohortPanel(QWidget):
         worst_scroll = QScrollArea()
         worst_scroll.setWidgetResizable(True)
         worst_scroll.setWidget(self.worst_cases)
+        worst_page = QWidget()
+        worst_column = QVBoxLayout(worst_page)
+        worst_column.setContentsMargins(0, 4, 0, 0)
+        worst_hint = QLabel("The images that flipped at the smallest ε, each as clean (left) | "
+                            "adversarial (right). Click one to attack it at that ε.")
+        worst_hint.setWordWrap(True)
+        worst_column.addWidget(worst_hint)
+        worst_column.addWidget(worst_scroll, 1)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.table, "Images")
-        self.tabs.addTab(worst_scroll, "Worst cases")
+        self.tabs.addTab(worst_page, "Worst cases")
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
