@@ -334,6 +334,10 @@ class _CohortDataset(Dataset):
             mask = self._mask(entry, size_hw)
         except (UserError, OSError, ValueError) as error:
             return ("skip", entry.id, str(error))
+        except MemoryError:
+            # One huge (but allowed) image must not end a screen of hundreds.
+            return ("skip", entry.id, "not enough memory to read and prepare it; crop it, or lower "
+                                      "ADVEXPLORER_MAX_IMAGE_PIXELS to refuse such files up front")
         label = -1 if entry.label is None else entry.label
         return ("ok", entry.id, image.tensor, mask, label)
 

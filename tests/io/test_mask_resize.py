@@ -44,3 +44,21 @@ def test_a_screen_skips_an_image_whose_mask_vanished_with_the_reason(files):
     skipped = [entry for batch in batches for entry in batch.skipped]
     assert [name for name, _ in skipped] == ["a.png"]
     assert "vanished when resized to 16×16" in skipped[0][1]
+
+
+def test_an_image_too_large_for_memory_is_skipped_not_fatal(files, monkeypatch):
+    from advexplorer.io import cohort as cohort_module
+
+    (files / "images" / "b.png").write_bytes((files / "images" / "a.png").read_bytes())
+    real = cohort_module.load_image
+
+    def load(path, card):
+        if path.name == "a.png":
+            raise MemoryError("cannot allocate 3.6 GB")
+        return real(path, card)
+
+    monkeypatch.setattr(cohort_module, "load_image", load)
+    batches = list(open_cohort(files / "images", CARD).loader(2, num_workers=0))
+    assert [i for b in batches for i in b.ids] == ["b.png"]
+    (name, reason), = [entry for b in batches for entry in b.skipped]
+    assert name == "a.png" and "not enough memory" in reason
