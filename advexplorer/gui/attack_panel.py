@@ -1,16 +1,14 @@
 """The attack form: method, norm, ε, step size, steps, classes, randomness, device, saliency.
 
 Every field has a tooltip (what it does, the usual values). Values are checked as the
-user types: text that is not a number, or an :class:`AttackConfig` the engine would
-refuse, shows an inline message in red and disables Run — a bad value never reaches
-the worker. Before the engine is loaded only the parsing is checked (AttackConfig lives
-with torch); the full check runs as soon as it is.
+user types with the engine's own rules (:func:`advexplorer.config.parse_number` and the
+torch-free :class:`advexplorer.config.AttackConfig`, so also before torch has loaded):
+text that is not a number, or a configuration the engine would refuse, shows an inline
+message in red and disables Run — a bad value never reaches the worker. Method, norm and
+saliency names and labels come from :mod:`advexplorer.config`.
 """
 
 from __future__ import annotations
-
-import sys
-from fractions import Fraction
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -18,16 +16,9 @@ from PySide6.QtWidgets import (
     QSpinBox, QVBoxLayout, QWidget,
 )
 
+from advexplorer.config import (METHOD_INFO, METHODS, NORM_DESCRIPTIONS, NORMS, SALIENCY_LABELS, AttackConfig,
+                                format_budget, parse_number)
 from advexplorer.errors import UserError
-
-METHODS = (
-    ("pgd", "PGD — projected gradient descent"),
-    ("fgsm", "FGSM — one gradient-sign step"),
-    ("mifgsm", "MI-FGSM — with momentum"),
-    ("noise", "Random noise — baseline"),
-)
-NORMS = (("linf", "L∞ (max per pixel)"), ("l2", "L2 (Euclidean)"))
-SALIENCY_METHODS = ("gradient", "smoothgrad", "integrated-gradients", "gradcam")
 
 TIPS = {
     "method": "How the perturbation is searched. PGD (Madry et al. 2018) iterates signed "
@@ -63,17 +54,6 @@ TIPS = {
 }
 
 
-def parse_number(text: str, what: str) -> float:
-    """A number such as ``0.03`` or a fraction such as ``8/255``; UserError otherwise."""
-    text = text.strip()
-    if not text:
-        raise UserError(f"{what} is empty; enter a number such as 8/255 or 0.03.")
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"{what}: {text!r} is not a number (examples: 0.03, 8/255).") from None
-
-
 class AttackPanel(QWidget):
     """The attack form. ``changed()`` fires on any edit; ``device_changed(str)`` on a new device."""
 
@@ -87,11 +67,11 @@ class AttackPanel(QWidget):
         self._error = ""
 
         self.method = QComboBox()
-        for key, text in METHODS:
-            self.method.addItem(text, key)
+        for name in METHODS:
+            self.method.addItem(METHOD_INFO[name].description, name)
         self.norm = QComboBox()
-        for key, text in NORMS:
-            self.norm.addItem(text, key)
+        for name in NORMS:
+            self.norm.addItem(NORM_DESCRIPTIONS[name], name)
         self.eps = QLineEdit("8/255")
         self.eps_scale = QLabel()
         self.eps_scale.setObjectName("hint")
@@ -211,7 +191,7 @@ class AttackPanel(QWidget):
         self.saliency.clear()
         self.saliency.addItem("none", None)
         for name in methods:
-            self.saliency.addItem(name, name)
+            self.saliency.addItem(SALIENCY_LABELS.get(name, name), name)
         self.saliency.blockSignals(False)
 
     def set_engine_ready(self, ready: bool = True) -> None:
@@ -236,10 +216,8 @@ class AttackPanel(QWidget):
             "decay": float(self.decay.value()),
         }
 
-    def make_config(self):
-        """A validated :class:`AttackConfig` (needs the engine)."""
-        from advexplorer.core.attacks import AttackConfig
-
+    def make_config(self) -> AttackConfig:
+        """A validated :class:`AttackConfig` (UserError if the form is invalid)."""
         return AttackConfig(**self.config_kwargs()).validate()
 
     @property
@@ -283,22 +261,17 @@ class AttackPanel(QWidget):
 
     # -- validation ----------------------------------------------------------------------
     def _on_edit(self, *_args) -> None:
-        method = self.method.currentData()
-        iterative = method != "fgsm"
-        self.steps.setEnabled(iterative)
-        self.step_size.setEnabled(iterative)
-        self.decay.setEnabled(method == "mifgsm")
+        info = METHOD_INFO[self.method.currentData()]
+        self.steps.setEnabled(info.iterative)
+        self.step_size.setEnabled(info.iterative)
+        self.decay.setEnabled(info.momentum)
         if hasattr(self, "form"):  # not yet during construction
-            self.form.setRowVisible(self._row_labels["decay"], method == "mifgsm")
-        self.random_start.setEnabled(method in ("pgd", "mifgsm"))
+            self.form.setRowVisible(self._row_labels["decay"], info.momentum)
+        self.random_start.setEnabled(info.random_start)
         self._update_eps_scale()
         error = ""
         try:
-            kwargs = self.config_kwargs()
-            if self.engine_ready or "advexplorer.core.attacks" in sys.modules:
-                from advexplorer.core.attacks import AttackConfig
-
-                AttackConfig(**kwargs).validate()
+            self.make_config()
         except UserError as exc:
             error = str(exc)
         self._error = error
@@ -322,7 +295,6 @@ class AttackPanel(QWidget):
         except UserError:
             self.eps_scale.setText("")
             return
-        if self.norm.currentData() == "linf":
-            self.eps_scale.setText(f"= {eps * 255:.4g}/255 = {eps:.5g}")
-        else:
-            self.eps_scale.setText(f"= {eps:.5g} (L2, pixel units)")
+        norm = self.norm.currentData()
+        suffix = "" if norm == "linf" else " (L2, pixel units)"
+        self.eps_scale.setText(f"= {format_budget(eps, norm, raw=True)}{suffix}")

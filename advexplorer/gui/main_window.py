@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
-    QDockWidget, QFileDialog, QMainWindow, QMessageBox, QSplitter, QWidget,
+    QDockWidget, QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QWidget,
 )
 
 from advexplorer import paths
@@ -83,15 +83,22 @@ class MainWindow(QMainWindow):
         build_actions(self)
         build_menus_and_toolbars(self)
         self._connect()
-        self.resize(1600, 1000)
+        screen = self.screen().availableGeometry()  # never larger than the screen it opens on
+        self.resize(min(1600, screen.width() - 16), min(1000, screen.height() - 40))  # room for the frame
         if self.options.remember:
             self._restore_layout()
         self._update_enabled()
 
     # ================================================================ construction
-    def _dock(self, title: str, name: str, widget: QWidget, area) -> QDockWidget:
+    def _dock(self, title: str, name: str, widget: QWidget, area, scroll: bool = False) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
+        if scroll:  # a tall panel scrolls rather than forcing the window past the screen
+            area_widget = QScrollArea()
+            area_widget.setWidgetResizable(True)
+            area_widget.setFrameShape(QScrollArea.Shape.NoFrame)
+            area_widget.setWidget(widget)
+            widget = area_widget
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
@@ -115,11 +122,11 @@ class MainWindow(QMainWindow):
         self.images_dock = self._dock("Images", "images_dock", self.images_panel, left)
         self.model_dock = self._dock("Model", "model_dock", self.model_panel, left)
         self.history_dock = self._dock("Run history", "history_dock", self.history_panel, left)
-        self.attack_dock = self._dock("Attack", "attack_dock", self.attack_dock_widget, right)
+        self.attack_dock = self._dock("Attack", "attack_dock", self.attack_dock_widget, right, True)
         self.results_dock = self._dock("Results", "results_dock", self.results_panel, right)
         self.splitDockWidget(self.attack_dock, self.results_dock, Qt.Orientation.Vertical)
         self.batch_dock = self._dock("Batch", "batch_dock", self.batch_panel, bottom)
-        self.cohort_dock = self._dock("Cohort", "cohort_dock", self.cohort_panel, bottom)
+        self.cohort_dock = self._dock("Cohort", "cohort_dock", self.cohort_panel, bottom, True)
         self.tabifyDockWidget(self.batch_dock, self.cohort_dock)
         self.batch_dock.hide()
         self.cohort_dock.hide()
@@ -268,7 +275,7 @@ class MainWindow(QMainWindow):
         self.open_model_action.setText("Open another model…")
         self.open_model_action.setToolTip(f"Loaded: {loaded.card.name} ({Path(loaded.path).name}). "
                                           "Open another classifier and its model card.")
-        self._show_input_note()
+        self._show_input_note(announce=False)  # the panel says it; the status bar may say more
         self._update_window_title()
         self._update_enabled()
         self.model_loaded.emit(loaded)
@@ -321,14 +328,14 @@ class MainWindow(QMainWindow):
         self._update_window_title()
         self._update_enabled()
 
-    def _show_input_note(self) -> None:
+    def _show_input_note(self, announce: bool = True) -> None:
         """Say how the current image will be converted for the model, before anyone runs."""
         entry, card = self.session.current, self.model_card
         note = input_note(entry.path, card) if entry is not None and card is not None else ""
         label = self.attack_dock_widget.input_note
         label.set_full_text(note)
         label.setVisible(bool(note))
-        if note:
+        if note and announce:
             self.statusBar().showMessage(note, 8000)
 
     def _saved(self, written: Path | None) -> None:
