@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import resources
@@ -24,6 +25,7 @@ from advexplorer.io.atomic import atomic_path, atomic_write_text
 from advexplorer.report import figures
 from advexplorer.report.content import percent
 from advexplorer.report.html import CSP, esc
+from advexplorer.report.pdf import header_lines  # Qt itself is imported only to write a PDF
 
 #: Series colours: attack (red), robust accuracy (blue), noise baseline (grey).
 FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR = "#e15759", "#4e79a7", "#8c8c8c"
@@ -123,13 +125,14 @@ def _interval(value, interval) -> str:
 
 
 def _eps_table(per_eps: Sequence[dict]) -> str:
-    labelled = bool(per_eps) and "robust_accuracy" in per_eps[0]
+    labelled = _labelled(per_eps)
     noise = bool(per_eps) and "noise_flip_rate" in per_eps[0]
-    head = ["ε", "images", "flipped (cumulative)", "flip rate [95 % CI]", "attacked at this ε"]
+    ci = "[95\u00a0%\u00a0CI]"  # kept on one line where headers wrap
+    head = ["ε", "images", "flipped (cumulative)", f"flip rate {ci}", "attacked at this ε"]
     if labelled:
-        head += ["robust accuracy [95 % CI]"]
+        head += [f"robust accuracy {ci}"]
     if noise:
-        head += ["noise flip rate [95 % CI]"]
+        head += [f"noise flip rate {ci}"]
     body = []
     for e in per_eps:
         cells = [f"{eps_label(e['eps'])} ({e['eps']:.5g})", e["n"], e["flipped"],
@@ -211,6 +214,30 @@ def headline(summary: dict) -> str:
     return text
 
 
+def _labelled(per_eps: Sequence[dict]) -> bool:
+    return bool(per_eps) and "robust_accuracy" in per_eps[0]
+
+
+def curves_title(per_eps: Sequence[dict]) -> str:
+    """'Flip rate and robust accuracy vs ε', naming only the curves the plot has."""
+    curves = ["Flip rate"]
+    if per_eps and "noise_flip_rate" in per_eps[0]:
+        curves = ["Flip rate (attack and random noise)"]
+    if _labelled(per_eps):
+        curves.append("robust accuracy")
+    return " and ".join(curves) + " vs ε"
+
+
+def curves_note(per_eps: Sequence[dict]) -> str:
+    """What the curves mean; robust accuracy is explained where it is shown, else how to get it."""
+    text = ("Flipped = the prediction differs from the clean prediction at this ε or a smaller one "
+            "(cumulative). Bands and whiskers are Wilson 95 % intervals.")
+    if _labelled(per_eps):
+        return text + " Robust accuracy counts labelled images that are correct when clean and not flipped."
+    return text + (" The images have no labels, so there is no robust accuracy: put them in one "
+                   "sub-folder per class to measure it.")
+
+
 def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Sequence[WorstCase],
                        classes: Sequence[str]) -> str:
     """The cohort report as one self-contained HTML page (no script, no external resource)."""
@@ -235,11 +262,9 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
     if warnings:
         parts.append('<div class="warnings"><strong>Check before relying on this screen:</strong><ul>'
                      + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul></div>")
-    parts.append('<section class="block card"><h3 style="text-transform:none;letter-spacing:0">Flip rate and robust accuracy vs ε</h3>'
-                 f'<div class="plot">{curves_svg(summary["per_eps"])}</div>'
-                 '<p class="note">Flipped = the prediction differs from the clean prediction at this ε '
-                 "or a smaller one (cumulative). Bands and whiskers are Wilson 95 % intervals. Robust "
-                 "accuracy counts labelled images that are correct when clean and not flipped.</p></section>")
+    parts.append(f'<section class="block card"><h3 style="text-transform:none;letter-spacing:0">'
+                 f'{esc(curves_title(summary["per_eps"]))}</h3><figure class="plot">{curves_svg(summary["per_eps"])}'
+                 f'<figcaption class="note">{esc(curves_note(summary["per_eps"]))}</figcaption></figure></section>')
     parts.append(f'<section class="block"><h2>Per budget</h2>{_eps_table(summary["per_eps"])}</section>')
     if worst_cases:
         parts.append("<h2>Worst cases</h2><p class=\"note\">Images flipped at the smallest budget, most "
@@ -299,6 +324,30 @@ def write_cohort_report(out_dir: str | os.PathLike, summary: dict, rows: Sequenc
     return written
 
 
+def _printable_markup(html: str) -> str:
+    """The cohort page in the rich-text subset Qt lays out well on paper.
+
+    Qt ignores <figure>: each becomes a one-cell table, which the PDF's page-breaking pass
+    keeps whole, so a plot or picture never parts from its caption. Table headers break
+    only between words; commands wrap instead of running off the page; the screen
+    stylesheet (CSS Qt does not know) gives way to a few plain rules.
+    """
+    html = re.sub(r"<figure[^>]*>", '<table width="100%" cellspacing="0" cellpadding="0" border="0"><tr><td>', html)
+    html = html.replace("</figure>", "</td></tr></table>")
+    html = re.sub(r"<figcaption[^>]*>", '<p style="color:#5b6673;font-size:7.5pt;margin-top:2px;">', html)
+    html = html.replace("</figcaption>", "</p>")
+    html = re.sub(r"<thead>(.*?)</thead>", lambda head: re.sub(
+        r"<th>(.*?)</th>", lambda cell: '<th style="white-space:nowrap">'
+        + "<br>".join(header_lines(cell.group(1))) + "</th>", head.group(1)), html, flags=re.S)
+    html = re.sub(r'<pre class="command">(.*?)</pre>',
+                  r'<p style="font-family:\'DejaVu Sans Mono\',monospace;font-size:7.5pt;'
+                  r'background-color:#f3f5f7;">\1</p>', html, flags=re.S)
+    return re.sub(r"<style>.*?</style>", "<style>table{border-collapse:collapse} "
+                  "td,th{padding:2px 6px;border-bottom:1px solid #ccc;text-align:left}"
+                  "h1{font-size:16pt} h2{font-size:12pt} h3{font-size:9.5pt;color:#1f5f8b}"
+                  "</style>", html, flags=re.S)
+
+
 def _html_to_pdf(html: str, path: Path) -> None:
     """Print the cohort page to an A4 PDF with the report package's Qt machinery.
 
@@ -308,7 +357,6 @@ def _html_to_pdf(html: str, path: Path) -> None:
     so the curves are rasterised and every picture becomes a document resource.
     """
     import base64
-    import re
 
     from advexplorer.report import pdf
 
@@ -328,11 +376,7 @@ def _html_to_pdf(html: str, path: Path) -> None:
     printable = re.sub(r"<svg.*?</svg>", replace_svg, html, flags=re.S)
     printable = re.sub(r'src="data:image/png;base64,([^"]*)"',
                        lambda m: f'src="{resources.png(base64.b64decode(m.group(1)))}"', printable)
-    # The screen stylesheet uses CSS Qt does not know; a few plain rules read better on paper.
-    printable = re.sub(r"<style>.*?</style>", "<style>table{border-collapse:collapse} "
-                       "td,th{padding:2px 6px;border-bottom:1px solid #ccc;text-align:left}"
-                       "h1{font-size:16pt} h2{font-size:12pt} h3{font-size:9.5pt;color:#1f5f8b}"
-                       "</style>", printable, flags=re.S)
+    printable = _printable_markup(printable)
     document.setHtml(printable)
     title = "AdvExplorer cohort screen"
     document.setMetaInformation(QtGui.QTextDocument.MetaInformation.DocumentTitle, title)

@@ -825,7 +825,7 @@ def run_content(view: RunView, number: int | None = None) -> RunContent:
 
 
 COMPARISON_COLUMNS = ("Run", "Model", "Mask", "Attack", "Before", "After", "Flipped", "L∞", "L2",
-                      "Pixels changed", "8-bit PNG flips", "Explanation", "R ≈ m/2L")
+                      "Pixels changed", "8-bit PNG flips", "Explanation", "R\u00a0≈\u00a0m/2L")
 
 
 @dataclass

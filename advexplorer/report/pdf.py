@@ -104,8 +104,36 @@ def _kv(rows: Rows, *, mono: bool = False, label_width: str = "36%") -> str:
 
 
 def _heading(text: str) -> str:
-    return (f'<p style="color:{ACCENT};font-size:9pt;font-weight:bold;margin-top:10px;'
-            f'margin-bottom:3px;">{esc(text.upper())}</p>')
+    # A real heading (<h3>), so the page-breaking pass can keep it with what follows.
+    return (f'<h3 style="color:{ACCENT};font-size:9pt;font-weight:bold;margin-top:10px;'
+            f'margin-bottom:3px;">{esc(text.upper())}</h3>')
+
+
+#: Characters a header line may hold before the next word starts a new line.
+HEADER_LINE = 12
+
+
+def header_lines(text: str, width: int = HEADER_LINE) -> list[str]:
+    """Words of a table header gathered greedily into lines of about ``width`` characters
+    (a longer word gets a line of its own, whole). Non-breaking spaces stay inside a word."""
+    lines: list[str] = []
+    for word in (w for w in str(text).split(" ") if w):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def header_cell(text: str, style: str = "") -> str:
+    """A table header that breaks only between words, never inside one.
+
+    Qt's rich text wraps anywhere when a column is narrow ("Explanatio" / "n"); a cell that
+    may not wrap, with its line breaks chosen here, gives each column at least its longest
+    word.
+    """
+    lines = "<br>".join(esc(line) for line in header_lines(text)) or "&nbsp;"
+    return f'<th align="left" style="white-space:nowrap;{style}">{lines}</th>'
 
 
 def _prediction(title: str, prediction: Prediction) -> str:
@@ -118,13 +146,22 @@ def _prediction(title: str, prediction: Prediction) -> str:
 
 
 def _scale(scale: ColourScale, resources: PdfResources, width: int) -> str:
+    """The colour bar with its three ticks under its left end, middle and right end.
+
+    One table of cells with fixed pixel widths, so the ticks line up with the bar (a table
+    given width="N" is stretched by Qt to its cell, which put the right tick of one bar
+    next to the left tick of the next).
+    """
     name = resources.png(scale.png)
-    return (f'<img src="{name}" width="{width}" height="9"><br>'
-            f'<table width="{width}" cellspacing="0" cellpadding="0" border="0"><tr>'
-            f'<td align="left" style="font-size:7pt;">{esc(scale.low)}</td>'
-            f'<td align="center" style="font-size:7pt;">{esc(scale.middle)}</td>'
-            f'<td align="right" style="font-size:7pt;">{esc(scale.high)}</td></tr></table>'
-            f'<span style="font-size:7pt;color:{MUTED};">{esc(scale.caption)}</span><br>')
+    third = width // 3
+    tick = "font-size:7pt;white-space:nowrap;"
+    return (f'<table cellspacing="0" cellpadding="0" border="0">'
+            f'<tr><td colspan="3"><img src="{name}" width="{width}" height="9"></td></tr><tr>'
+            f'<td width="{third}" align="left" style="{tick}">{esc(scale.low)}</td>'
+            f'<td width="{width - 2 * third}" align="center" style="{tick}">{esc(scale.middle)}</td>'
+            f'<td width="{third}" align="right" style="{tick}">{esc(scale.high)}</td></tr>'
+            f'<tr><td colspan="3" align="center" style="font-size:7pt;color:{MUTED};">{esc(scale.caption)}</td>'
+            '</tr></table>')
 
 
 def _pictures(pictures: Sequence[Picture], resources: PdfResources, per_row: int = 4) -> str:
@@ -141,7 +178,7 @@ def _pictures(pictures: Sequence[Picture], resources: PdfResources, per_row: int
             height = round(width * picture.height / picture.width) if picture.width else width
             scale = _scale(picture.scale, resources, width) if picture.scale else ""
             pictures_row.append(f'{cell}<img src="{resources.png(picture.png)}" width="{width}" '
-                                f'height="{height}"><br>{scale}</td>')
+                                f'height="{height}">{scale}</td>')
         rows.append("<tr>" + "".join(pictures_row) + blank + "</tr>")
         rows.append("<tr>" + "".join(f'{cell}<span style="font-size:7pt;color:{MUTED};">'
                                      f'{esc(p.caption)}</span></td>' for p in group) + blank + "</tr>")
@@ -185,9 +222,11 @@ def _run(content: RunContent, number: int | None, resources: PdfResources, first
         if content.loss_svg:
             name, width, height = resources.svg(content.loss_svg)
             plot += f'<br><img src="{name}" width="{int(width * 0.8)}" height="{int(height * 0.8)}">'
-        # No separate heading: the plot carries its own title, so the two never part at a page end.
-        parts.append(plot +
-                     f'<p style="color:{MUTED};font-size:7.5pt;">{esc(content.trajectory_note)}</p>')
+        # No separate heading: the plot carries its own title. Plot and note share one table
+        # cell, which the page-breaking pass moves whole, so the note never leaves its plot.
+        parts.append('<table width="100%" cellspacing="0" cellpadding="0" border="0"><tr><td>' + plot +
+                     f'<p style="color:{MUTED};font-size:7.5pt;">{esc(content.trajectory_note)}</p>'
+                     '</td></tr></table>')
     for section in content.sections:
         extra = ""
         if section.title.startswith("Explanation") and content.saliency_pictures:
@@ -219,8 +258,7 @@ def _run(content: RunContent, number: int | None, resources: PdfResources, first
 
 def _comparison(views: Sequence[RunView]) -> str:
     table = comparison(list(views))
-    head = "".join(f'<th align="left" bgcolor="#eef1f4" style="font-size:7pt;">{esc(c)}</th>'
-                   for c in table.columns)
+    head = "".join(header_cell(c, "font-size:7pt;background-color:#eef1f4;") for c in table.columns)
     body = []
     for flipped, row in zip(table.flipped, table.rows):
         colour = BAD if flipped else "#1d232b"
@@ -259,6 +297,102 @@ def render_pdf_html(views: Sequence[RunView], resources, *, title: str | None = 
             f'<body style="font-size:8.5pt;color:#1d232b;">{"".join(parts)}</body></html>')
 
 
+#: How much of what follows a heading must fit on its page (about three lines), and the
+#: most a group kept together may take of a page (taller ones split where they must).
+KEEP_UNDER_HEADING = 48.0
+KEEP_AT_MOST = 0.85
+_PICTURE = "\ufffc"  # the character an image occupies in a QTextDocument
+
+
+def _top_level_items(document) -> list:
+    """The blocks and tables directly in the document, in reading order."""
+    items = []
+    iterator = document.rootFrame().begin()
+    while not iterator.atEnd():
+        frame = iterator.currentFrame()
+        items.append(frame if frame is not None else iterator.currentBlock())
+        iterator += 1
+    return items
+
+
+def _extent(layout, item, QtGui) -> tuple[float, float]:
+    rect = layout.frameBoundingRect(item) if isinstance(item, QtGui.QTextFrame) else layout.blockBoundingRect(item)
+    return rect.top(), rect.bottom()
+
+
+def _has_picture(document, item, QtGui) -> bool:
+    if isinstance(item, QtGui.QTextFrame):
+        return any(document.characterAt(p) == _PICTURE for p in range(item.firstPosition(), item.lastPosition()))
+    return _PICTURE in item.text()
+
+
+def _is_heading(item, QtGui) -> bool:
+    return not isinstance(item, QtGui.QTextFrame) and item.blockFormat().headingLevel() > 0
+
+
+def _break_before(item, QtGui) -> None:
+    always = QtGui.QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore
+    if isinstance(item, QtGui.QTextFrame):
+        table_format = item.format()
+        table_format.setPageBreakPolicy(always)
+        item.setFormat(table_format)
+    else:
+        block_format = item.blockFormat()
+        block_format.setPageBreakPolicy(always)
+        QtGui.QTextCursor(item).setBlockFormat(block_format)
+
+
+def keep_together(document, page_height: float, QtGui) -> int:
+    """Start a new page before a heading that would be left alone at a page's foot, and
+    before a table of pictures (figures with their titles, colour bars and captions) that
+    would be split across two pages. Returns how many page breaks were added.
+
+    Qt's rich text knows no "keep with next" or "avoid break inside", so the laid-out
+    document is measured and a page break set where one is needed; each break moves what
+    follows, so positions are measured again after every change.
+    """
+    layout = document.documentLayout()
+    items = _top_level_items(document)
+
+    def is_figure(item) -> bool:
+        return isinstance(item, QtGui.QTextFrame) and _has_picture(document, item, QtGui)
+
+    def heading_group_bottom(index: int) -> float:
+        """Where what must stay with the heading at ``index`` ends: any short lines under it
+        (a verdict), then all of a table of pictures, the next heading's own group, or the
+        first lines of anything else."""
+        following = index + 1
+        while following < len(items) and not isinstance(items[following], QtGui.QTextFrame) \
+                and not _is_heading(items[following], QtGui) and not _has_picture(document, items[following], QtGui):
+            top, bottom = _extent(layout, items[following], QtGui)
+            if bottom - top > KEEP_UNDER_HEADING:
+                break
+            following += 1
+        if following >= len(items):
+            return _extent(layout, items[following - 1], QtGui)[1]
+        item = items[following]
+        if _is_heading(item, QtGui):
+            return heading_group_bottom(following)
+        top, bottom = _extent(layout, item, QtGui)
+        return bottom if is_figure(item) else min(bottom, top + KEEP_UNDER_HEADING)
+
+    breaks = 0
+    for index, item in enumerate(items):
+        if _is_heading(item, QtGui):
+            bottom = heading_group_bottom(index)
+        elif is_figure(item):
+            bottom = _extent(layout, item, QtGui)[1]
+        else:
+            continue
+        top = _extent(layout, item, QtGui)[0]
+        first_page, last_page = int(top // page_height), int((bottom - 1) // page_height)
+        at_page_top = top - first_page * page_height < KEEP_UNDER_HEADING / 2
+        if first_page != last_page and not at_page_top and bottom - top <= KEEP_AT_MOST * page_height:
+            _break_before(item, QtGui)
+            breaks += 1
+    return breaks
+
+
 def paint_pages(document, writer, QtCore, QtGui, footer: str) -> None:
     """Lay the document out on A4 pages and paint each with a 'page n of N' footer.
 
@@ -272,6 +406,7 @@ def paint_pages(document, writer, QtCore, QtGui, footer: str) -> None:
     page_width = paint.width() * dpi / 72.0
     page_height = (paint.height() - footer_height) * dpi / 72.0
     document.setPageSize(QtCore.QSizeF(page_width, page_height))
+    keep_together(document, page_height, QtGui)
     scale = writer.resolution() / dpi  # document pixels → PDF device pixels
     pages = document.pageCount()
     painter = QtGui.QPainter(writer)
