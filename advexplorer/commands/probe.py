@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         motifs=motifs or DEFAULT_MOTIFS, candidates=args.candidates, screen=args.screen,
         fasta_path=fasta, substitutions_path=None if isinstance(rule, str) else Path(args.substitutions),
         command_line=getattr(args, "command_line", None))
-    request.table()  # a rule that allows nothing fails here, before any work
+    request.check()  # a region or a table that allows nothing fails here, before any work
     if not args.quiet:
         print(f"{model.card.name}: {len(records)} sequence(s) from {fasta.name}", file=sys.stderr)
 

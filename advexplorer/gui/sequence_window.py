@@ -100,7 +100,7 @@ def probe_job(model, record: FastaRecord, allowed: list[bool], settings: dict[st
             saliency=None if settings["saliency"] == "none" else settings["saliency"],
             motifs=settings["motifs"], fasta_path=fasta_path,
             command_line=["advexplorer", "gui", "(sequence window)"])
-        request.table()
+        request.check()
         steps = probe_run_steps(request)
         while True:
             try:

@@ -24,7 +24,7 @@ import torch
 
 import advexplorer
 from advexplorer.core.screening import wilson_interval
-from advexplorer.core.sequences import (DEFAULT_MOTIFS, Motif, ProbeOutcome, ProbeProgress, encode,
+from advexplorer.core.sequences import (DEFAULT_MOTIFS, allowed_candidates, Motif, ProbeOutcome, ProbeProgress, encode,
                                         find_motifs, format_positions, parse_positions, probe_steps,
                                         search_steps, substitution_table)
 from advexplorer.errors import UserError
@@ -69,6 +69,16 @@ class ProbeRequest:
 
     def table(self) -> torch.Tensor:
         return substitution_table(self.substitutions, self.model.card.alphabet, blosum_min=self.blosum_min)
+
+    def check(self) -> None:
+        """Refuse, before any work, a record whose allowed region or table allows nothing."""
+        table = self.table()
+        for record, allowed in zip(self.records, self.allowed):
+            try:
+                allowed_candidates(encode(record.sequence, self.model.card.alphabet),
+                                   torch.tensor(allowed, dtype=torch.bool), table)
+            except UserError as error:
+                raise UserError(f"{record.name}: {error}") from None
 
 
 def allowed_from_text(records: Sequence[FastaRecord], positions: str | None) -> list[list[bool]]:
