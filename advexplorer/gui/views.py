@@ -94,6 +94,33 @@ class LegendLabel(QLabel):
         self.setText(prefix + " &nbsp; ".join(parts))
 
 
+class FittedLabel(pg.LabelItem):
+    """A title or caption that never widens its grid column: text longer than the column
+    wraps instead. (pyqtgraph's LabelItem makes its text's width the column's minimum, so
+    one long caption — "DAB-negative → DAB-positive (1.00)" — made its picture larger than
+    the others.)"""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        option = self.item.document().defaultTextOption()
+        option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.item.document().setDefaultTextOption(option)
+
+    def updateMin(self):  # noqa: N802 (pyqtgraph's name)
+        height = self.itemRect().height()
+        self.setMinimumWidth(0)
+        self.setMinimumHeight(height)
+        self._sizeHint = {Qt.SizeHint.MinimumSize: (0, height), Qt.SizeHint.PreferredSize: (0, height),
+                          Qt.SizeHint.MaximumSize: (-1, -1), Qt.SizeHint.MinimumDescent: (0, 0)}
+        self.updateGeometry()
+
+    def resizeEvent(self, event):  # noqa: N802
+        width = self.rect().width()
+        if width > 0 and self.item.textWidth() != width:
+            self.item.setTextWidth(width)
+        super().resizeEvent(event)
+
+
 class ImageStrip(pg.GraphicsLayoutWidget):
     """A row of titled image panels; some with a colour bar."""
 
@@ -111,7 +138,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
         self._bar_columns: list[int] = []
         column = 0
         for key, title in titles:
-            label = pg.LabelItem(title, size="9pt", color="#d0d0d0")
+            label = FittedLabel(title, size="9pt", color="#d0d0d0")
             self.addItem(label, row=0, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
             view = self.addViewBox(row=1, col=column, lockAspect=True, invertY=True, enableMenu=False)
             view.setMouseEnabled(False, False)
@@ -121,9 +148,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
             view.setPreferredWidth(100)
             item = pg.ImageItem(axisOrder="row-major")
             view.addItem(item)
-            caption = pg.LabelItem("", size="8pt", color="#a8a8a8")
-            for text_item in (label, caption):  # long captions must not widen their column
-                text_item.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            caption = FittedLabel("", size="8pt", color="#a8a8a8")
             self.addItem(caption, row=2, col=column, colspan=2 if key in ("perturbation", "saliency_after") else 1)
             self.items[key], self.views[key] = item, view
             self._view_columns.append(column)

@@ -108,3 +108,20 @@ def test_the_perturbation_caption_does_not_round_the_budget_away(qtbot, eps, tex
     views.start(eps, "linf")
     views.show_step(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8, 3), np.float32))
     assert views.strip.captions["perturbation"].text.startswith(f"range ±{text}")
+
+
+def test_a_long_caption_does_not_make_its_picture_larger_than_the_others(qtbot):
+    from advexplorer.gui.views import LiveViews
+
+    views = LiveViews()
+    qtbot.addWidget(views)
+    views.resize(720, 240)
+    views.show()
+    qtbot.waitExposed(views)
+    image = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
+    views.start(4 / 255, "linf", image)
+    views.show_step(image, (image - 0.5) * 0.01, caption="DAB-negative → DAB-positive (1.00)")
+    views.strip.set_caption("original", "DAB-negative (1.00)")
+    QApplication.processEvents()
+    widths = [view.geometry().width() for view in views.strip.views.values()]
+    assert max(widths) - min(widths) <= 1, widths
