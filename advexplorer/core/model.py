@@ -119,13 +119,16 @@ def check_finite_logits(logits: torch.Tensor, where: str = "") -> None:
     finite_rows = torch.isfinite(logits).all(dim=1)
     rows = (~finite_rows).nonzero().flatten().tolist()
     what = "NaN" if bool(torch.isnan(logits).any()) else "infinite"
-    which = ", ".join(str(r) for r in rows[:5]) + (", …" if len(rows) > 5 else "")
+    if logits.shape[0] > 1:
+        which = ", ".join(str(r) for r in rows[:5]) + (", …" if len(rows) > 5 else "")
+        what = f"{what} logits for {len(rows)} of {logits.shape[0]} images (row {which})"
+    else:
+        what = f"{what} logits"
     raise NonFiniteLogitsError(
-        f"The model returned {what} logits for {len(rows)} of {logits.shape[0]} image(s) "
-        f"(row {which}){' ' + where if where else ''}, so its prediction there is undefined; the run "
-        "was stopped rather than counted as robust. The model is numerically unstable on these "
-        "inputs (a log of 0 or a division by zero inside it, or weights that hold NaN): fix the "
-        "model, or check the card's 'mean' and 'std'."
+        f"The model returned {what}{' ' + where if where else ''}, so its prediction there is "
+        "undefined; the run was stopped rather than counted as robust. The model is numerically "
+        "unstable on these inputs (a log of 0 or a division by zero inside it, or weights that hold "
+        "NaN): fix the model, or check the card's 'mean' and 'std'."
     )
 
 
@@ -141,6 +144,17 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and ("not enough memory" in text or "out of memory" in text)
+
+
+def error_name_and_message(error: BaseException) -> tuple[str, str]:
+    """``("ValueError", "bad input")``, also for TorchScript, which wraps the model's own
+    exception in ``torch.jit.Error`` with ``builtins.ValueError: bad input`` as its last line."""
+    line = last_line(error)
+    if isinstance(error, torch.jit.Error):
+        head, separator, rest = line.partition(": ")
+        if separator and all(part.isidentifier() for part in head.split(".")):
+            return head.rpartition(".")[2], rest
+    return type(error).__name__, line
 
 
 def last_line(error: BaseException) -> str:
@@ -200,9 +214,10 @@ class Classifier(nn.Module):
                     "use a smaller --batch-size, check 'input_size' in the card, or use a device "
                     "with more memory."
                 ) from error
+            name, message = error_name_and_message(error)
             raise ModelForwardError(
-                f"The model's forward raised {type(error).__name__} on a {shape_text(images)}: "
-                f"{last_line(error)}; check 'input_size' and 'channels' in the card."
+                f"The model's forward raised {name} on a {shape_text(images)}: {message}; "
+                "check 'input_size' and 'channels' in the card."
             ) from error
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

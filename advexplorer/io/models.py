@@ -489,10 +489,12 @@ def _probe_images(card: ModelCard, device: torch.device, path: Path) -> dict[str
 def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> list[str]:
     """Run the model on a few images of the card's size; refuse what cannot be attacked.
 
-    Checks, in order: the forward runs (its errors and out-of-memory as one line); it returns
-    one row of class scores per image, as many classes as the card lists; the scores are
-    finite; and whether they are logits or probabilities (see :func:`_output_kind`), which
-    is set on the classifier. Returns notes for the user (e.g. "probabilities were found").
+    Checks, on the noise image: the forward runs (its errors and out-of-memory as one line);
+    it returns one row of class scores per image, as many classes as the card lists; the
+    scores are finite. Then, on every image the model handles, whether the scores are logits
+    or probabilities (see :func:`_output_kind`), which is set on the classifier. A model may
+    fail or return NaN on the constant images (per-image standardisation divides by a zero
+    spread there) without being refused. Returns notes for the user (e.g. "probabilities").
     """
     height, width = card.input_size
     shape = f"1×{card.channels}×{height}×{width}"
@@ -502,6 +504,8 @@ def _check_dry_run(classifier: Classifier, card: ModelCard, path: Path) -> list[
             with torch.no_grad():
                 scores[name] = select_scores(classifier.raw_output(image), card.output_key)
         except ModelForwardError as exc:
+            if name != "noise":
+                continue  # constant images only help to tell probabilities from logits
             cause = exc.__cause__ or exc
             if is_out_of_memory(cause):
                 raise UserError(f"{path.name} runs out of memory on one {shape} input as its card describes "
