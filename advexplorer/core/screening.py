@@ -356,8 +356,8 @@ def screen_steps(
     done = frozenset(done)
     rng = random.Random(0 if config.seed is None else config.seed)
     base_seed = 0 if config.seed is None else int(config.seed)
-    # Gradient attacks draw (random starts only) from one stream per engine call; noise
-    # draws come from one stream per (seed, image, ε) instead — see _noise_attack.
+    # Random starts and noise draws come from one stream per (seed, image, ε), so an
+    # image's draws do not depend on its batch or on a resume (see image_stream_seed).
     call_seed = {"grad": base_seed}
 
     start = time.perf_counter()
@@ -433,8 +433,11 @@ def screen_steps(
         reference = torch.tensor([u.item.row.clean_prediction for u in units], device=device)
         eps_t = torch.tensor([u.eps for u in units], dtype=images.dtype, device=device)
         call_seed["grad"] += 1
+        starts = [torch.Generator().manual_seed(image_stream_seed(base_seed, u.item.id, u.eps, "start"))
+                  for u in units] if attack_config.random_start else None
         result = run_attack(model, images, allowed, reference,
-                            replace(attack_config, seed=call_seed["grad"]), eps=eps_t)
+                            replace(attack_config, seed=call_seed["grad"]), eps=eps_t,
+                            start_generators=starts)
         stats["calls"] += 1
         stats["attacked"] += len(units)
         stats["forward"] += result.forward_passes
@@ -621,13 +624,14 @@ def screen_steps(
         backward_passes=stats["backward"], elapsed_s=time.perf_counter() - start)
 
 
-def image_stream_seed(seed: int, file_id: str, eps: float) -> int:
+def image_stream_seed(seed: int, file_id: str, eps: float, purpose: str = "noise") -> int:
     """The seed of one image's random stream at one budget: a stable hash of (seed, id, ε).
 
     SHA-256, not Python's ``hash`` (salted per process), so the same image at the same ε
-    draws the same noise in every run, batch size and resumed screen.
+    draws the same noise (``purpose="noise"``) or random start (``"start"``) in every run,
+    batch size and resumed screen; the two purposes draw from unrelated streams.
     """
-    text = f"{int(seed)}\x00{file_id}\x00{float(eps).hex()}"
+    text = f"{int(seed)}\x00{purpose}\x00{file_id}\x00{float(eps).hex()}"
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") >> 1
 
 

@@ -288,3 +288,16 @@ def test_another_seed_draws_other_noise(cohort):
                                      AttackConfig(method="noise", steps=1, seed=seed),
                                      batch_size=7)) for seed in range(4)]
     assert any(table != tables[0] for table in tables[1:])
+
+
+def test_random_starts_do_not_depend_on_the_batch_size(cohort):
+    model, images, masks, labels, ids = cohort
+    config = AttackConfig(method="pgd", steps=2, random_start=True, restarts=2, seed=3)
+    tables = []
+    for size in (1, 7):
+        result = run_screen(model, batches_of(images, masks, labels, ids, size), NOISE_EPS, config,
+                            batch_size=size)
+        tables.append({row.file: (row.flipped, row.adversarial_prediction,
+                                  [round(v, 4) for v in row.l2 + row.adversarial_probability])
+                       for row in result.rows})
+    assert tables[0] == tables[1]

@@ -48,7 +48,7 @@ def step_and_project(adversarial: torch.Tensor, images: torch.Tensor, direction:
     return project(moved, images, eps, norm)
 
 
-def random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator,
+def random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator | list[torch.Generator],
                  mask: torch.Tensor | None, *, full_budget: bool) -> torch.Tensor:
     """A random perturbation drawn on the CPU (so a seed means the same thing on any device).
 
@@ -56,7 +56,12 @@ def random_delta(shape, eps: torch.Tensor, norm: str, generator: torch.Generator
     random start (uniform in the L∞ ball; uniform radius in the L2 ball, as torchattacks).
     ``full_budget=True``: the noise baseline, on the ball's surface (random signs ·ε for
     L∞, a random direction of length ε for L2). ``mask`` (allowed = 1) zeroes the rest.
+    ``generator`` may be a list of N generators: each row is then drawn from its own.
     """
+    if not isinstance(generator, torch.Generator):  # one stream per image: rows drawn alone
+        return torch.cat([random_delta((1, *shape[1:]), eps[i:i + 1] if eps.shape[0] > 1 else eps, norm,
+                                       stream, mask if mask is None or mask.shape[0] == 1 else mask[i:i + 1],
+                                       full_budget=full_budget) for i, stream in enumerate(generator)])
     device = eps.device
     if norm == "linf":
         if full_budget:

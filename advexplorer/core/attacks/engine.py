@@ -29,7 +29,7 @@ Conventions (identical to torchattacks 3.5 where both define the behaviour):
 from __future__ import annotations
 
 import secrets
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -231,6 +231,7 @@ def attack_steps(
     *,
     targets: torch.Tensor | None = None,
     eps: torch.Tensor | float | None = None,
+    start_generators: Sequence[torch.Generator] | None = None,
 ) -> Generator[AttackStep, None, AttackResult]:
     """Run a masked attack one step at a time; the generator's return value is the result.
 
@@ -238,7 +239,8 @@ def attack_steps(
     ``labels`` (N,) are the true classes for untargeted attacks; without them the attack
     moves away from the clean prediction. ``targets`` (N,) overrides ``config.targeted``
     per image. ``eps`` (scalar or N values) overrides ``config.eps`` per image, which lets
-    one batch sweep several budgets.
+    one batch sweep several budgets. ``start_generators`` (N) gives each image its own random
+    stream for the random start, so its start does not depend on the rest of the batch.
     """
     config = (config or AttackConfig()).validate()
     images = images.detach()
@@ -302,7 +304,8 @@ def attack_steps(
     for restart in range(config.restarts):
         starts_clean = not (config.random_start and gradient_method)
         x = images if starts_clean else project(
-            images + random_delta(images.shape, eps_t, config.norm, generator, mask, full_budget=False),
+            images + random_delta(images.shape, eps_t, config.norm, start_generators or generator, mask,
+                                  full_budget=False),
             images, eps_t, config.norm)
         state = rule.initial_state(images, config)
         active = torch.ones(n, dtype=torch.bool, device=device)
@@ -416,9 +419,10 @@ def attack_steps(
 
 
 def run_attack(model, images, allowed_mask=None, labels=None, config=None, *, targets=None,
-               eps=None, on_step=None) -> AttackResult:
+               eps=None, start_generators=None, on_step=None) -> AttackResult:
     """Run :func:`attack_steps` to completion; ``on_step(step)`` sees every step."""
-    steps = attack_steps(model, images, allowed_mask, labels, config, targets=targets, eps=eps)
+    steps = attack_steps(model, images, allowed_mask, labels, config, targets=targets, eps=eps,
+                         start_generators=start_generators)
     return drive(steps, on_step)
 
 
