@@ -52,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="cohort mode: fraction flippable by ≤ k substitutions, Wilson intervals "
                             "(no scan, no saliency)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", required=True, metavar="DIR", help="new or empty folder")
+    output.add_argument("--out", metavar="DIR", help="new or empty folder (required unless --reproduce)")
+    output.add_argument("--reproduce", metavar="RUN_DIR",
+                        help="repeat a recorded probe after checking the SHA-256 of its model, card "
+                             "and FASTA; exit 0: same result, 1: differs, 2: inputs changed "
+                             "(with --out, also write the new run folder)")
     output.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     output.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -63,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     from advexplorer.io.sequences import (DEMO_SEQUENCE_MODEL, SAMPLE_FASTA, load_sequence_model,
                                           read_fasta, read_motifs, read_substitution_rule)
 
+    if args.reproduce:
+        return _reproduce(args)
+    if not args.out:
+        raise UserError("--out DIR is required: the folder for record.json and report.html.")
     if args.max_subs < 1:
         raise UserError("--max-subs must be at least 1.")
     if args.candidates < 1:
@@ -137,3 +145,37 @@ def _print_summary(record: dict) -> None:
         if "scan" in result:
             scan = result["scan"]
             print(f"  scan: {scan['flips']} of {scan['candidates']} single substitutions succeed alone")
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    """Repeat a recorded probe and compare: 0 same, 1 differs (inputs changed: UserError, 2)."""
+    import json
+
+    from advexplorer.errors import UserError
+    from advexplorer.io.atomic import check_destination
+    from advexplorer.report.sequences import write_probe_folder
+    from advexplorer.session.probes import (build_probe_record, compare_probe_records,
+                                            request_from_record, run_probe)
+
+    record_path = Path(args.reproduce) / "record.json"
+    try:
+        recorded = json.loads(record_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{args.reproduce} holds no record.json; give a folder written by "
+                        "'advexplorer probe --out'.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{record_path} is not valid JSON ({error}).") from None
+    if args.out:
+        check_destination(args.out, overwrite=args.overwrite, directory=True)
+    request = request_from_record(recorded)
+    request.command_line = getattr(args, "command_line", None)
+    probes, wall = run_probe(request)
+    repeated = build_probe_record(request, probes, wall)
+    if args.out:
+        write_probe_folder(args.out, repeated, overwrite=args.overwrite)
+    differences = compare_probe_records(recorded, repeated)
+    if not args.quiet:
+        for line in differences:
+            print(line)
+        print("same result" if not differences else f"{len(differences)} difference(s)")
+    return 1 if differences else 0

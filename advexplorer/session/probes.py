@@ -24,9 +24,10 @@ import torch
 
 import advexplorer
 from advexplorer.core.screening import wilson_interval
-from advexplorer.core.sequences import (DEFAULT_MOTIFS, allowed_candidates, Motif, ProbeOutcome, ProbeProgress, encode,
-                                        find_motifs, format_positions, parse_positions, probe_steps,
-                                        search_steps, substitution_table)
+from advexplorer.core.sequences import (DEFAULT_MOTIFS, Motif, ProbeOutcome, ProbeProgress,
+                                        allowed_candidates, encode, find_motifs, format_positions, motif_changes,
+                                        parse_positions, position_flags, probe_steps, search_steps,
+                                        substitution_table)
 from advexplorer.errors import UserError
 from advexplorer.io.hashing import sha256_file
 from advexplorer.io.sequences import FastaRecord, LoadedSequenceModel
@@ -146,8 +147,6 @@ def probe_run_steps(request: ProbeRequest) -> Generator[tuple[int, ProbeProgress
         except UserError as error:
             raise UserError(f"{record.name}: {error}") from None
         if request.screen:  # the search alone: wrap it like a full probe
-            from advexplorer.core.sequences import motif_changes
-
             created, destroyed = motif_changes(outcome.original, outcome.probed, request.motifs)
             outcome = ProbeOutcome(search=outcome, motifs_created=created, motifs_destroyed=destroyed)
         probes.append(SequenceProbe(record, list(allowed), outcome, time.perf_counter() - started))
@@ -288,3 +287,67 @@ def run_probe(request: ProbeRequest, on_progress=None) -> tuple[list[SequencePro
             return stop.value, time.perf_counter() - started
         if on_progress is not None:
             on_progress(*item)
+
+
+# ----------------------------------------------------------------------------- reproducing
+
+class InputsChanged(UserError):
+    """A recorded input file is missing or no longer has its recorded SHA-256."""
+
+
+def _recorded_file(entry: dict[str, Any] | None, key: str, what: str) -> Path:
+    path = Path(entry.get(key) or "") if entry else Path("")
+    digest = entry.get(key.replace("path", "sha256")) if entry else None
+    if not entry or not entry.get(key) or not path.is_file():
+        raise InputsChanged(f"The recorded {what} {path} is missing; the probe cannot be repeated.")
+    if digest and sha256_file(path) != digest:
+        raise InputsChanged(f"The {what} {path} changed since the probe was recorded (SHA-256 differs).")
+    return path
+
+
+def request_from_record(record: dict[str, Any]) -> ProbeRequest:
+    """Rebuild the request of a recorded probe, after checking every input's SHA-256."""
+    from advexplorer.io.sequences import load_sequence_model, read_fasta
+
+    if record.get("kind") != "sequence-probe":
+        raise UserError("This record.json is not a sequence probe; use 'advexplorer reproduce' for attacks.")
+    model_path = _recorded_file(record.get("model"), "path", "model")
+    card_path = _recorded_file(record.get("model"), "card_path", "model card")
+    fasta_path = _recorded_file(record.get("fasta"), "path", "FASTA file")
+    settings = record["settings"]
+    rule = settings["substitutions"]
+    model = load_sequence_model(model_path, card_path, device=record.get("device") or "cpu")
+    by_name = {r.name: r for r in read_fasta(fasta_path, model.card.alphabet, model.card.max_length)}
+    results = record["results"]
+    records = [by_name[r["name"]] for r in results]
+    return ProbeRequest(
+        model=model, records=records,
+        allowed=[position_flags(r["allowed_positions"], r["length"]) for r in results],
+        substitutions=rule.get("table") or rule["rule"], blosum_min=int(rule.get("blosum_min", 0)),
+        max_substitutions=int(settings["max_substitutions"]),
+        target=None if settings["target"] is None else int(settings["target"]["index"]),
+        scan=bool(settings["scan"]), saliency=settings.get("saliency"),
+        motifs=tuple(Motif(m["name"], m["pattern"], m.get("meaning", "")) for m in settings["motifs"]),
+        candidates=int(settings["candidates_per_step"]), screen=settings["mode"] == "screen",
+        fasta_path=fasta_path, command_line=record.get("command_line"))
+
+
+def compare_probe_records(recorded: dict[str, Any], repeated: dict[str, Any],
+                          tolerance: float = 1e-5) -> list[str]:
+    """The differences between two probe records' results (empty when they agree): the
+    substitutions and success must be identical, probabilities within ``tolerance``."""
+    differences = []
+    for old, new in zip(recorded["results"], repeated["results"]):
+        name = old["name"]
+        old_subs = [s["label"] for s in old["substitutions"]]
+        new_subs = [s["label"] for s in new["substitutions"]]
+        if old_subs != new_subs or old["success"] != new["success"]:
+            differences.append(f"{name}: recorded {old_subs or 'none'} (success {old['success']}), "
+                               f"now {new_subs or 'none'} (success {new['success']})")
+            continue
+        for when in ("prediction_before", "prediction_after"):
+            for cls, p in old[when]["probabilities"].items():
+                q = new[when]["probabilities"][cls]
+                if abs(p - q) > tolerance:
+                    differences.append(f"{name}: p({cls}) {when.split('_')[1]} was {p:.6g}, now {q:.6g}")
+    return differences

@@ -70,3 +70,22 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, arguments, m
     error = lines[-1]
     assert re.match(r"advexplorer( probe)?: error: ", error) and message in error
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_reproduce_same_differs_and_changed_inputs(tmp_path, capsys, showcase, loop):
+    run = tmp_path / "run"
+    assert main(["probe", "--record", showcase.name, "--positions", loop, "--saliency", "none",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["probe", "--reproduce", str(run)]) == 0
+    assert "same result" in capsys.readouterr().out
+
+    record = json.loads((run / "record.json").read_text())
+    record["results"][0]["substitutions"][0]["label"] = "Y49W"   # a record that no longer matches
+    (run / "record.json").write_text(json.dumps(record))
+    assert main(["probe", "--reproduce", str(run)]) == 1
+    assert "recorded ['Y49W']" in capsys.readouterr().out
+
+    record["model"]["sha256"] = "0" * 64
+    (run / "record.json").write_text(json.dumps(record))
+    assert main(["probe", "--reproduce", str(run)]) == 2
+    assert "changed since the probe was recorded" in capsys.readouterr().err
