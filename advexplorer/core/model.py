@@ -121,7 +121,8 @@ def check_finite_logits(logits: torch.Tensor, where: str = "") -> None:
     what = "NaN" if bool(torch.isnan(logits).any()) else "infinite"
     if logits.shape[0] > 1:
         which = ", ".join(str(r) for r in rows[:5]) + (", …" if len(rows) > 5 else "")
-        what = f"{what} logits for {len(rows)} of {logits.shape[0]} images (row {which})"
+        what = f"{what} logits for {len(rows)} of {logits.shape[0]} images " \
+               f"({'rows' if len(rows) > 1 else 'row'} {which})"
     else:
         what = f"{what} logits"
     raise NonFiniteLogitsError(

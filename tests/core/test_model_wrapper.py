@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from advexplorer.core.attacks import AttackConfig, run_attack
-from advexplorer.core.model import Classifier, extract_logits, pick_device
+from advexplorer.core.model import (
+    Classifier, ModelForwardError, NonFiniteLogitsError, check_finite_logits, extract_logits, pick_device)
 from advexplorer.errors import UserError
 
 
@@ -185,3 +186,75 @@ def test_attack_on_gpu_matches_cpu(make_tiny_cnn, images):
     assert float(delta.abs().max()) <= 0.03 + 1e-6
     agree = (gpu.adversarial.cpu() - cpu.adversarial).abs() <= 1e-5
     assert float(agree.float().mean()) > 0.95
+
+
+def test_dict_with_several_tensors_and_no_logits_asks_which_one():
+    classifier = Classifier(Returns(lambda z: {"features": z * 2, "scores": z}), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(UserError, match=r"'features', 'scores'.*\"output_key\""):
+        classifier(torch.rand(2, 3, 4, 4))
+    chosen = Classifier(Returns(lambda z: {"features": z * 2, "scores": z}), [0.0] * 3, [1.0] * 3,
+                        output_key="scores")
+    plain = Classifier(Returns(lambda z: z), [0.0] * 3, [1.0] * 3)
+    images = torch.rand(2, 3, 4, 4)
+    assert torch.equal(chosen(images), plain(images))
+
+
+def test_probabilities_become_log_probabilities():
+    """softmax(log p) = p: the wrapper hands on the model's own probabilities."""
+    images = torch.rand(3, 3, 4, 4)
+    softmaxed = Returns(lambda z: torch.softmax(z, dim=1))
+    classifier = Classifier(softmaxed, [0.0] * 3, [1.0] * 3, output="probabilities")
+    with torch.no_grad():
+        expected = softmaxed(images)
+    assert torch.allclose(torch.softmax(classifier(images), dim=1), expected, atol=1e-6)
+    # A probability of exactly 0 stays a finite logit with a finite gradient.
+    certain = Classifier(Returns(lambda z: torch.softmax(z * 1e4, dim=1)), [0.0] * 3, [1.0] * 3,
+                         output="probabilities")
+    x = images.clone().requires_grad_(True)
+    gradient = torch.autograd.grad(torch.nn.functional.cross_entropy(certain(x), torch.zeros(3).long()), x)[0]
+    assert torch.isfinite(gradient).all()
+
+
+def test_single_sigmoid_probability_becomes_two_classes():
+    images = torch.rand(4, 3, 4, 4)
+    sigmoid = Returns(lambda z: torch.sigmoid(z), classes=1)
+    classifier = Classifier(sigmoid, [0.0] * 3, [1.0] * 3, output="probabilities")
+    with torch.no_grad():
+        p = sigmoid(images)[:, 0]
+    assert torch.allclose(torch.softmax(classifier(images), dim=1)[:, 1], p, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, word", [(float("nan"), "NaN"), (float("inf"), "infinite")])
+def test_non_finite_logits_name_the_rows(bad, word):
+    def poison(z):
+        z = z.clone()
+        z[1, 0] = bad
+        return z
+
+    classifier = Classifier(Returns(poison), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(NonFiniteLogitsError, match=fr"{word} logits for 1 of 3 images \(row 1\) on a 3×3×4×4 batch"):
+        classifier(torch.rand(3, 3, 4, 4))
+    check_finite_logits(torch.zeros(2, 3))  # finite logits pass silently
+
+
+def test_forward_errors_and_out_of_memory_are_one_line():
+    def out_of_memory(z):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\n(stack...)")
+
+    classifier = Classifier(Returns(out_of_memory), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(ModelForwardError, match=r"ran out of memory on a 2×3×4×4 batch.*--batch-size"):
+        classifier(torch.rand(2, 3, 4, 4))
+
+    def fails(z):
+        raise KeyError("missing layer")
+
+    classifier = Classifier(Returns(fails), [0.0] * 3, [1.0] * 3)
+    with pytest.raises(ModelForwardError, match=r"forward raised KeyError on a 1×3×4×4 image: 'missing layer'"):
+        classifier(torch.rand(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("mean, std", [([0.0] * 3, [0.0, 1.0, 1.0]), ([float("nan")] * 3, [1.0] * 3),
+                                       ([0.0] * 3, [1e-300] * 3)])
+def test_unusable_normalisation_is_refused(mean, std):
+    with pytest.raises(UserError, match="Normalisation"):
+        Classifier(Returns(lambda z: z), mean, std)
