@@ -171,3 +171,41 @@ def test_unlabelled_cohort_title_does_not_mention_robust_accuracy(tmp_path):
     # The per-budget table's headers break between words only.
     table = text[text.index("Per budget"):text.index("Reproducibility")]
     assert intact_words(table, ["images", "flipped", "(cumulative)", "attacked", "rate"]) == []
+
+
+def test_colour_bar_ticks_sit_under_their_own_bar():
+    """Each bar's ticks lie within the bar (left, middle, right), never beside the next bar's."""
+    from advexplorer.report import pdf
+
+    QtCore, QtGui, QtSvg = pdf.qt_modules()
+    pdf.ensure_application()
+    content = run_content(view(0))
+    document = QtGui.QTextDocument()
+    resources = pdf.PdfResources(document, QtCore, QtGui, QtSvg)
+    document.setHtml(pdf._pictures(content.saliency_pictures + content.pictures[2:3], resources, per_row=3))
+    document.setTextWidth(650.0)
+    layout = document.documentLayout()
+
+    def span(block) -> tuple[float, float]:
+        left = layout.blockBoundingRect(block).left()
+        line = block.layout().lineAt(0).naturalTextRect()
+        return left + line.left(), left + line.right()
+
+    blocks, block = [], document.begin()
+    while block.isValid():
+        if block.text().strip():
+            blocks.append(block)
+        block = block.next()
+    def is_picture(block) -> bool:
+        return set(block.text()) <= {"\ufffc", "\u2028"}
+
+    # The last picture of each column (the bar, as wide as the picture above it) is
+    # followed by the three ticks.
+    bars = [k for k, b in enumerate(blocks[:-3]) if is_picture(b) and not is_picture(blocks[k + 1])]
+    assert len(bars) == 3
+    for k in bars:
+        bar_left, bar_right = span(blocks[k])
+        low, middle, high = (span(blocks[k + j]) for j in (1, 2, 3))
+        assert abs(low[0] - bar_left) < 2 and abs(high[1] - bar_right) < 2
+        assert abs((middle[0] + middle[1]) / 2 - (bar_left + bar_right) / 2) < 0.05 * (bar_right - bar_left)
+        assert low[1] < middle[0] and middle[1] < high[0]
