@@ -274,6 +274,7 @@ class SequenceWindow(QMainWindow):
         self.records: list[FastaRecord] = []
         self.allowed_by_record: dict[str, list[bool]] = {}
         self.last_record: dict | None = None
+        self.history: list[dict] = []        # every finished probe of this window, in order
         self.last_error: str | None = None
         self.non_interactive = False         # errors go to stderr, not a dialog (scripts)
         self.runner = TaskRunner(self)
@@ -356,6 +357,10 @@ class SequenceWindow(QMainWindow):
         self.results_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.results_table.setMinimumHeight(120)
         form.addRow(self.results_table)
+        self.history_combo = QComboBox()
+        self.history_combo.setToolTip("Every probe of this session; pick one to show it again")
+        self.history_combo.activated.connect(self.show_history)
+        form.addRow("History", self.history_combo)
         dock = QDockWidget("Probe", self)
         dock.setObjectName("probe_dock")
         dock.setWidget(form_widget)
@@ -640,6 +645,7 @@ class SequenceWindow(QMainWindow):
             self.status_label.setText(f"model {value.card.name} loaded")
         elif value is not None:
             self.show_result(value)
+            self._remember(value)
             self.probe_finished.emit(value)
         self._update_enabled()
 
@@ -721,6 +727,29 @@ class SequenceWindow(QMainWindow):
                                   f"{result['backward_passes']} backward passes")
         self._follow_scroll()
         self._update_enabled()
+
+    def _remember(self, record: dict) -> None:
+        result = record["results"][0]
+        labels = ", ".join(s["label"] for s in result["substitutions"]) or "no change"
+        self.history.append(record)
+        self.history_combo.addItem(f"{len(self.history)}. {result['name']}: {labels}"
+                                   f"{'' if result['success'] else ' (held)'}")
+        self.history_combo.setCurrentIndex(len(self.history) - 1)
+
+    def show_history(self, index: int) -> None:
+        """Show an earlier probe again: its sequence, its allowed region and its results."""
+        if not 0 <= index < len(self.history):
+            return
+        record = self.history[index]
+        result = record["results"][0]
+        names = [r.name for r in self.records]
+        if result["name"] not in names:
+            self.show_error("History", f"{result['name']} is not in the open FASTA file any more.")
+            return
+        self.allowed_by_record[result["name"]] = position_flags(result["allowed_positions"], result["length"])
+        self.record_combo.setCurrentIndex(names.index(result["name"]))
+        self._show_record()
+        self.show_result(record)
 
     def _draw_saliency(self, saliency: dict) -> None:
         before = np.asarray(saliency["before"], dtype=np.float32)

@@ -76,6 +76,15 @@ def test_paint_probe_and_save(qtbot, window, errors, tmp_path):
     assert window.heat_delta.shape == (20, length)
     assert len(window.before_bars.opts["height"]) == len(window.after_bars.opts["height"]) == length
 
+    # A second probe with another region goes into the history; the first can be shown again.
+    window.set_positions("1-20")
+    with qtbot.waitSignal(window.probe_finished, timeout=60000):
+        window.run_action.trigger()
+    assert window.history_combo.count() == 2 and window.positions_edit.text() == "1-20"
+    window.show_history(0)
+    assert window.positions_edit.text() == "44-50"
+    assert window.results_table.item(0, 0).text() == "Y49H"
+
     saved = window.save_run(tmp_path / "run")
     record = json.loads((saved / "record.json").read_text())
     assert record["results"][0]["allowed_positions"] == "44-50"
