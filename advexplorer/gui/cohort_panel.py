@@ -203,13 +203,16 @@ class CohortPanel(QWidget):
         for name in vocabulary.NORMS:
             self.norm.addItem(vocabulary.NORM_LABELS[name], name)
         self.steps = QSpinBox()
+        self.steps.setMaximumWidth(100)
         self.steps.setRange(1, 1000)
         self.steps.setValue(10)
         self.batch = QSpinBox()
+        self.batch.setMaximumWidth(100)
         self.batch.setRange(1, 1024)
         self.batch.setValue(32)
         self.noise = QCheckBox("Random-noise baseline")
         self.verify = QSpinBox()
+        self.verify.setMaximumWidth(130)
         self.verify.setRange(0, 100000)
         self.verify.setSpecialValueText("off")
         self.verify.setSuffix(" images")
@@ -231,10 +234,11 @@ class CohortPanel(QWidget):
         form.addRow("Images", _row(self.images_edit, browse_images))
         form.addRow("Masks", _row(self.mask_mode, self.masks_edit, browse_masks))
         form.addRow("ε list", _row(self.eps_edit, self.norm))
-        form.addRow("Attack", _row(self.attack, QLabel("steps"), self.steps, QLabel("batch"), self.batch))
+        form.addRow("Attack", _row(self.attack, QLabel("steps"), self.steps, QLabel("batch"), self.batch,
+                                   stretch=True))
         verify_label = QLabel("check monotone on")
         verify_label.setToolTip(self.verify.toolTip())
-        form.addRow("", _row(self.noise, verify_label, self.verify))
+        form.addRow("", _row(self.noise, verify_label, self.verify, stretch=True))
 
         self.plot = pg.PlotWidget(background="#1e1f22", axisItems={"left": PercentAxis("left")})
         self.plot.setLabel("left", "share of images")
@@ -242,7 +246,7 @@ class CohortPanel(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMinimumHeight(120)
         # The legend sits above the plot, not on it, and lists only curves with data.
-        self.legend = LegendLabel()
+        self.legend = LegendLabel(empty_text="The curves appear here as images finish.")
         self.curves = {}
         self.bars = {}
         for key, _name, colour in CURVES:
@@ -613,11 +617,13 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def _row(*widgets, layout_only: bool = False):
+def _row(*widgets, layout_only: bool = False, stretch: bool = False):
     box = QHBoxLayout()
     box.setContentsMargins(0, 0, 0, 0)
     for widget in widgets:
         box.addWidget(widget)
+    if stretch:  # keep short fields short; the free room goes to the right
+        box.addStretch(1)
     if layout_only:
         return box
     holder = QWidget()

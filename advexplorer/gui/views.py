@@ -62,9 +62,10 @@ class LegendLabel(QLabel):
     the plot hides whichever curve passes under it. Lists only the entries it is given
     (callers pass the curves that have data)."""
 
-    def __init__(self, prefix: str = "", parent=None):
+    def __init__(self, prefix: str = "", parent=None, *, empty_text: str = ""):
         super().__init__(parent)
         self.prefix = prefix
+        self.empty_text = empty_text  # shown while no curve has data
         self.entries: list[tuple[str, str, bool]] = []
         self.setTextFormat(Qt.TextFormat.RichText)
         self.setWordWrap(True)
@@ -89,8 +90,10 @@ class LegendLabel(QLabel):
             weight = "font-weight:bold;" if bold else ""
             parts.append(f'<span style="color:{colour};">━━</span>&nbsp;'
                          f'<span style="{weight}">{html.escape(name).replace(" ", "&nbsp;")}</span>')
-        prefix = f"{html.escape(self.prefix)}:&nbsp;&nbsp;" if self.prefix and parts else \
-            html.escape(self.prefix)
+        if not parts:
+            self.setText(html.escape(self.prefix or self.empty_text))
+            return
+        prefix = f"{html.escape(self.prefix)}:&nbsp;&nbsp;" if self.prefix else ""
         self.setText(prefix + " &nbsp; ".join(parts))
 
 
