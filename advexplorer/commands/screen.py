@@ -155,6 +155,9 @@ def _prepare_out(out: Path, resume: bool) -> bool:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"Cannot create the folder {out}: {error.strerror or error}.") from None
+    from advexplorer.io.atomic import check_destination
+
+    check_destination(out, directory=True, overwrite=True)  # refuses a read-only folder
     return earlier and resume
 
 

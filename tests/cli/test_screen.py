@@ -218,3 +218,18 @@ def test_resumed_noise_baseline_matches_an_uninterrupted_screen(setup, tmp_path,
     rows = {r["file"]: r for r in read_csv(csv_path)}
     assert rows == expected
     assert "cut short" in capsys.readouterr().err
+
+
+def test_an_empty_read_only_out_folder_is_refused_in_one_line(setup, tmp_path, capsys):
+    import stat
+
+    out = tmp_path / "protected"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert screen(setup, out) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"Output folder {out} is read-only" in err
+        assert list(out.iterdir()) == []
+    finally:
+        out.chmod(stat.S_IRWXU)
