@@ -214,6 +214,12 @@ def test_unknown_architecture_and_device(tmp_path):
     ({"std": [0, 1, 1]}, "std"),
     ({"resize": "squash"}, "resize"),
     ({"classes": ["a", "a"]}, "duplicate"),
+    ({"std": [float("nan")] * 3}, "std"),
+    ({"mean": [0.5, float("inf"), 0.5]}, "mean"),
+    ({"std": [1e-300] * 3}, "std"),
+    ({"input_size": [100000, 100000]}, "16384"),
+    ({"output": "scores"}, "'output' must be 'logits' or 'probabilities'"),
+    ({"output_key": 3}, "output_key"),
 ])
 def test_card_validation_messages(bad, message):
     card = {"classes": ["a", "b"], "input_size": [8, 8]}
@@ -227,3 +233,12 @@ def test_card_that_is_not_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         load_card(path)
+
+
+def test_card_output_fields_round_trip():
+    card = parse_card({"classes": ["a", "b"], "input_size": [8, 8], "output": "probabilities",
+                       "output_key": "scores"})
+    assert (card.output, card.output_key) == ("probabilities", "scores")
+    assert parse_card(card.to_json()) == card
+    plain = parse_card({"classes": ["a", "b"], "input_size": [8, 8]})
+    assert "output" not in plain.to_json() and plain.output is None
