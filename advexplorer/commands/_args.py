@@ -1,25 +1,59 @@
-"""Argument types and option groups shared by the subcommands."""
+"""Argument types and option groups shared by the subcommands.
+
+Numbers go through :func:`advexplorer.config.parse_number`, the parser the GUI form uses
+too, so ``8/255``, ``0.5/255``, ``2e-3`` and ``-1/255`` mean the same everywhere; a value
+out of range is refused with the reason (argparse prints it on one line, see
+:mod:`advexplorer.cli`).
+"""
 
 from __future__ import annotations
 
 import argparse
-from fractions import Fraction
+
+from advexplorer import config
+from advexplorer.errors import UserError
 
 
 def number(text: str) -> float:
     """A number, or a fraction such as ``8/255`` (ε and step sizes are pixel units)."""
     try:
-        return float(Fraction(text.strip())) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (examples: 0.03, 8/255)") from None
+        return config.parse_number(text, "value")
+    except UserError as error:
+        raise argparse.ArgumentTypeError(_reason(error)) from None
+
+
+def positive_number(text: str) -> float:
+    """A number or fraction greater than 0 (a step size, a tolerance)."""
+    value = number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not greater than 0")
+    return value
+
+
+def budget(text: str) -> float:
+    """A budget ε: a number or fraction greater than 0, in pixel units."""
+    value = number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"ε = {text} is out of range: it must be greater than 0 "
+                                         "(a budget in pixel units, e.g. 8/255)")
+    return value
 
 
 def number_list(text: str) -> list[float]:
     """A comma-separated list of numbers or fractions: ``0,1/255,2/255``."""
-    parts = [p for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError("give at least one value, e.g. 0,2/255,8/255")
-    return [number(p) for p in parts]
+    try:
+        return config.parse_number_list(text, "values")
+    except UserError as error:
+        raise argparse.ArgumentTypeError(_reason(error)) from None
+
+
+def _reason(error: UserError) -> str:
+    """The part of the parser's message after 'value: ' (argparse names the option itself)."""
+    text = str(error)
+    for prefix in ("value: ", "values: "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

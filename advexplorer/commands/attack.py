@@ -7,13 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from advexplorer.commands._args import add_mask_arguments, add_model_arguments, number
+from advexplorer import config
+from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must not load torch
     from advexplorer.session.runs import RunRequest
-
-SALIENCY_CHOICES = ("gradient", "smoothgrad", "integrated-gradients", "gradcam")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", metavar="I",
@@ -22,13 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_mask_arguments(parser)
     attack = parser.add_argument_group("attack")
-    attack.add_argument("--attack", default="pgd", choices=("fgsm", "pgd", "mifgsm", "noise"),
+    attack.add_argument("--attack", default=config.METHODS[0], choices=config.METHODS,
                         help="fgsm (one step), pgd (iterative, Madry et al.), mifgsm (momentum), "
                              "noise (random perturbation of the same norm: the baseline)")
-    attack.add_argument("--norm", default="linf", choices=("linf", "l2"))
-    attack.add_argument("--eps", type=number, default=8 / 255,
+    attack.add_argument("--norm", default=config.NORMS[0], choices=config.NORMS)
+    attack.add_argument("--eps", type=budget, default=8 / 255,
                         help="budget in pixel units; fractions allowed (default 8/255)")
-    attack.add_argument("--step-size", type=number, default=None,
+    attack.add_argument("--step-size", type=positive_number, default=None,
                         help="per-step size (default: ε for FGSM, 2.5·ε/steps otherwise)")
     attack.add_argument("--steps", type=int, default=10, help="iterations (default 10)")
     attack.add_argument("--label", metavar="CLASS",
@@ -40,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attack.add_argument("--restarts", type=int, default=1, help="random restarts; the best is kept per image")
     attack.add_argument("--early-stop", action="store_true", help="stop as soon as the attack succeeds")
     explain = parser.add_argument_group("explanation and robustness")
-    explain.add_argument("--saliency", choices=SALIENCY_CHOICES,
+    explain.add_argument("--saliency", choices=config.SALIENCY_METHODS,
                          help="attribution map before and after, compared (implies --robustness)")
     explain.add_argument("--saliency-class", default="clean",
                          choices=("clean", "adversarial", "label", "target", "each"),
@@ -97,10 +95,11 @@ def build_request(args) -> "RunRequest":
     diagnostic = load_mask(diagnostic_path, image, card, role="diagnostic") if diagnostic_path else None
     targeted = card.class_index(args.targeted) if args.targeted is not None else None
     label = card.class_index(args.label) if args.label is not None else None
-    config = AttackConfig(method=args.attack, norm=args.norm, eps=args.eps, step_size=args.step_size,
-                          steps=args.steps, targeted=targeted, random_start=args.random_start,
-                          seed=args.seed, restarts=args.restarts, early_stop=args.early_stop).validate()
-    return RunRequest(model=loaded, image=image, config=config, allowed_mask=allowed,
+    attack_config = AttackConfig(
+        method=args.attack, norm=args.norm, eps=args.eps, step_size=args.step_size, steps=args.steps,
+        targeted=targeted, random_start=args.random_start, seed=args.seed, restarts=args.restarts,
+        early_stop=args.early_stop).validate()
+    return RunRequest(model=loaded, image=image, config=attack_config, allowed_mask=allowed,
                       mask_mode=mask_mode, mask_path=mask_path, diagnostic_mask=diagnostic,
                       diagnostic_path=diagnostic_path, label=label, saliency=args.saliency,
                       saliency_class=getattr(args, "saliency_class", "clean"),
@@ -154,7 +153,7 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
     attack = record["attack"]
     before, after = record["prediction_before"], record["prediction_after"]
     eps = attack["eps"]
-    budget = f"ε={eps * 255:.3g}/255 ({eps:.4g})" if attack["norm"] == "linf" else f"ε={eps:.4g} (L2)"
+    budget = f"ε={config.format_budget(eps, attack['norm'], raw=True)}"
     mask = record["mask"]
     mask_text = {"none": "no mask (whole image)",
                  "allowed": f"allowed mask: {_pct(mask['allowed_fraction'])} of pixels may change",
@@ -166,11 +165,12 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
     lines = [
         f"model    {record['model']['card']['name']} ({record['model']['format']}) on {record['device']}",
         f"image    {Path(record['image']['path'] or 'array').name}  — {mask_text}",
-        f"attack   {attack['method'].upper()} {attack['norm']} {budget}, "
-        f"{attack['steps']} step(s) of {attack['step_size_used']:.4g}, seed {attack['seed']}",
+        f"attack   {config.method_label(attack['method'])} {config.norm_label(attack['norm'])} {budget}, "
+        f"{attack['steps']} step(s) of {config.format_budget(attack['step_size_used'], attack['norm'])}, "
+        f"seed {attack['seed']}",
         f"before   {before['class']} {_pct(before['probability'])}",
         f"after    {after['class']} {_pct(after['probability'])}  → {flip}, attack {outcome}",
-        f"norms    L∞ {norms['linf']:.4g} ({norms['linf'] * 255:.2f}/255)  L2 {norms['l2']:.4g}  "
+        f"norms    L∞ {config.format_budget(norms['linf'], 'linf', raw=True)}  L2 {norms['l2']:.4g}  "
         f"L0 {norms['l0_pixels']} px",
         f"8-bit    adversarial.png predicts {exported['prediction']['class']} "
         f"({_export_text(record)})",

@@ -11,17 +11,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advexplorer.commands._args import number
+from advexplorer import config
+from advexplorer.commands._args import budget
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--screenshot", metavar="FILE.png",
                         help="save a screenshot of the window after the last step, then exit")
     parser.add_argument("--steps", type=int, default=20, help="PGD iterations (default 20)")
-    parser.add_argument("--eps", type=number, default=8 / 255,
+    parser.add_argument("--eps", type=budget, default=8 / 255,
                         help="L∞ budget (default 8/255, which flips the bundled sample even "
                              "with its protect mask)")
-    parser.add_argument("--saliency", default="smoothgrad",
+    parser.add_argument("--saliency", default="smoothgrad", choices=(*config.SALIENCY_METHODS, "none"),
                         help="saliency method shown before/after, or 'none' (default smoothgrad)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--size", default="1600x1000", metavar="WxH",

@@ -13,7 +13,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from advexplorer.commands._args import add_mask_arguments, add_model_arguments, number
+from advexplorer import config
+from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,13 +23,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_mask_arguments(parser)
     search = parser.add_argument_group("search")
-    search.add_argument("--norm", default="linf", choices=("linf", "l2"))
-    search.add_argument("--attack", default="pgd", choices=("pgd", "mifgsm", "fgsm"),
+    search.add_argument("--norm", default=config.NORMS[0], choices=config.NORMS)
+    search.add_argument("--attack", default="pgd", choices=config.GRADIENT_METHODS,
                         help="the attack whose minimal ε is searched (default pgd)")
     search.add_argument("--steps", type=int, default=20, help="attack iterations per ε (default 20)")
-    search.add_argument("--eps-max", type=number, default=None,
+    search.add_argument("--eps-max", type=budget, default=None,
                         help="largest ε tried (default 64/255 for linf, 8 for l2); fractions allowed")
-    search.add_argument("--tolerance", type=number, default=0.01,
+    search.add_argument("--tolerance", type=positive_number, default=0.01,
                         help="stop when the bracket is this narrow relative to ε (default 0.01)")
     search.add_argument("--grid", type=int, default=4,
                         help="ε values attacked together in one batch per round (default 4; "
@@ -121,14 +122,13 @@ def summary_text(record: dict, out_dir: Path) -> str:
     """What the command prints: the minimal ε, its bracket and what the search cost."""
     found = record["min_eps"]
     norm = found["norm"]
+    method = config.method_label(found["method"])
     mask = record["mask"]
     where = "whole image" if mask["mode"] == "none" else \
         f"{mask['mode']} mask, {100 * mask['allowed_fraction']:.1f}% of pixels may change"
 
     def show(value):
-        if value is None:
-            return "—"
-        return f"{value:.5g} ({value * 255:.3g}/255)" if norm == "linf" else f"{value:.5g}"
+        return config.format_budget(value, norm, raw=True)
 
     lines = [f"model    {record['model']['card']['name']} on {record['device']}",
              f"image    {Path(record['image']['path'] or 'array').name} — {where}",
@@ -136,13 +136,13 @@ def summary_text(record: dict, out_dir: Path) -> str:
              f"{100 * record['prediction_before']['probability']:.1f}%"]
     if found["found"]:
         lo, hi = found["bracket"]
-        lines.append(f"min ε    {show(found['eps'])} {norm} with {found['method'].upper()} "
+        lines.append(f"min ε    {show(found['eps'])} {config.norm_label(norm)} with {method} "
                      f"{found['steps']} steps → {found['adversarial_class']}; bracket ({show(lo)}, {show(hi)})")
         png = record["exported_png"]
         lines.append("8-bit    adversarial.png " + ("still flips" if png["still_flips"] else
                                                     "no longer flips (rounding moves it back across the boundary)"))
     else:
-        lines.append(f"min ε    not found: {found['method'].upper()} did not flip the prediction at "
+        lines.append(f"min ε    not found: {method} did not flip the prediction at "
                      f"ε = {show(found['eps_max'])}; raise --eps-max or --steps")
     cost = found["cost"]
     lines.append(f"cost     {cost['forward_passes']} forward + {cost['backward_passes']} backward passes "

@@ -21,7 +21,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from advexplorer.commands._args import add_model_arguments, number, number_list
+from advexplorer import config
+from advexplorer.commands._args import add_model_arguments, number_list, positive_number
 
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
 SUMMARY_VERSION = 1
@@ -43,13 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     masks.add_argument("--mask", metavar="A.png", help="one allowed mask for every image")
     masks.add_argument("--protect", metavar="P.png", help="one protect mask for every image")
     attack = parser.add_argument_group("attack")
-    attack.add_argument("--attack", default="pgd", choices=("fgsm", "pgd", "mifgsm", "noise"))
-    attack.add_argument("--norm", default="linf", choices=("linf", "l2"))
+    attack.add_argument("--attack", default=config.METHODS[0], choices=config.METHODS)
+    attack.add_argument("--norm", default=config.NORMS[0], choices=config.NORMS)
     attack.add_argument("--eps", type=number_list, default=number_list(DEFAULT_EPS), metavar="LIST",
                         help=f"budgets in pixel units, fractions allowed (default {DEFAULT_EPS}); "
                              "0 is the clean image")
     attack.add_argument("--steps", type=int, default=10, help="iterations (default 10)")
-    attack.add_argument("--step-size", type=number, default=None,
+    attack.add_argument("--step-size", type=positive_number, default=None,
                         help="per-step size (default: 2.5·ε/steps for each ε; ε for FGSM)")
     attack.add_argument("--random-start", action="store_true", help="start from a random point in the ε-ball")
     attack.add_argument("--restarts", type=int, default=1, help="random restarts per image and ε")

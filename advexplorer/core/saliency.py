@@ -43,9 +43,9 @@ from advexplorer.core.compare import (
     as_diagnostic_mask,
     compare_maps,
 )
+from advexplorer.config import SALIENCY_METHODS
 from advexplorer.errors import UserError
 
-SALIENCY_METHODS: tuple[str, ...] = ("gradient", "smoothgrad", "integrated-gradients", "gradcam")
 
 #: Defaults and accepted ``**options`` per method (the paper values, or why not).
 METHOD_OPTIONS: dict[str, dict[str, object]] = {

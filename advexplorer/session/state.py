@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from advexplorer.config import method_label
 from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
 from advexplorer.session.masks import ImageMasks
 
@@ -82,8 +83,7 @@ class RunSummary:
     def title(self) -> str:
         """A one-line name for lists: number, method, ε, mask, result."""
         eps = self.config.get("eps", 0.0)
-        method = {"fgsm": "FGSM", "pgd": "PGD", "mifgsm": "MI-FGSM", "noise": "Noise"}.get(
-            self.config.get("method", ""), self.config.get("method", "?"))
+        method = method_label(self.config.get("method")) or "?"
         norm = "L∞" if self.config.get("norm") == "linf" else "L2"
         eps_text = f"{eps * 255:.3g}/255" if self.config.get("norm") == "linf" else f"{eps:.3g}"
         result = "flipped" if self.flipped else "held"
