@@ -560,3 +560,37 @@ def test_generator_can_be_stopped_between_steps(tiny_cnn, images):
     generator.close()  # what a Stop button does
     assert (first.index, second.index) == (0, 1)
     assert second.total_steps == 50
+
+
+# --------------------------------------------------------------------------- one rule per method
+
+def test_every_method_in_the_vocabulary_has_exactly_one_step_rule():
+    from advexplorer.core.attacks import STEP_RULES
+
+    assert sorted(STEP_RULES) == sorted(METHODS)
+    for name, rule in STEP_RULES.items():
+        assert rule.name == name
+        assert type(rule).__module__ == f"advexplorer.core.attacks.{name}"  # one file per method
+
+
+def test_a_new_rule_is_driven_like_the_others(tiny_cnn, images, monkeypatch):
+    """A rule is only an update: the driver gives it the gradient, masks, freezes rows and
+    counts passes. A rule that halves PGD's step equals PGD with half the step size."""
+    from advexplorer.core.attacks import STEP_RULES, StepRule
+    from advexplorer.core.attacks.ball import step_and_project
+
+    class HalfStep(StepRule):
+        name = "pgd"
+
+        def step(self, it):
+            return step_and_project(it.adversarial, it.images, it.gradient, it.step_size / 2,
+                                    it.eps, it.norm)
+
+    expected = run_attack(tiny_cnn, images, None, None, AttackConfig(eps=0.05, step_size=0.005,
+                                                                     steps=4, early_stop=True))
+    monkeypatch.setitem(STEP_RULES, "pgd", HalfStep())
+    found = run_attack(tiny_cnn, images, None, None, AttackConfig(eps=0.05, step_size=0.01, steps=4,
+                                                                  early_stop=True))
+    assert torch.equal(found.adversarial, expected.adversarial)
+    assert (found.forward_passes, found.backward_passes) == (expected.forward_passes,
+                                                             expected.backward_passes)

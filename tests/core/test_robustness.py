@@ -157,3 +157,28 @@ def test_bad_inputs_are_user_errors():
         minimal_eps(model, image, allowed_mask=torch.zeros(8, 8))
     with pytest.raises(UserError, match="gradient attack"):
         minimal_eps(model, image, method="noise")
+
+
+def test_one_search_bisects_for_the_screen_and_brackets_for_min_eps():
+    """EpsBracket is the one minimal-ε search: with grid=1 it is bisection (the screen's
+    --min-eps), with a grid it proposes the ladder and then equal splits (min-eps)."""
+    from advexplorer.core.robustness import EpsBracket
+
+    true_eps = 0.3
+    search = EpsBracket(low=0.25, high=0.5, grid=1, max_rounds=6)
+    tried = []
+    while budgets := search.next_budgets():
+        tried += budgets
+        search.record(budgets, [b >= true_eps for b in budgets])
+    assert len(tried) == 6 and tried[0] == pytest.approx(0.375)
+    assert search.low < true_eps <= search.high and search.high - search.low == pytest.approx(0.25 / 64)
+
+    ladder = EpsBracket(high_limit=1.0, grid=4, tolerance=0.01)
+    assert ladder.next_budgets() == [0.125, 0.25, 0.5, 1.0]
+    assert ladder.record([0.125, 0.25, 0.5, 1.0], [False, False, True, True]) == 2
+    assert (ladder.low, ladder.high) == (0.25, 0.5)
+    assert ladder.next_budgets() == pytest.approx([0.3, 0.35, 0.4, 0.45])
+
+    nothing = EpsBracket(high_limit=0.1, grid=2)
+    assert nothing.record(nothing.next_budgets(), [False, False]) is None
+    assert not nothing.found and nothing.done and nothing.next_budgets() == []
