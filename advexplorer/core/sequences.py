@@ -422,6 +422,8 @@ def scan_steps(model: SequenceClassifier, tokens: torch.Tensor, allowed_position
     predictions = torch.where(scored, probabilities.nan_to_num(-1.0).argmax(dim=2), torch.tensor(-1))
     if target is None:
         flipping = candidates & (predictions != reference)
+    elif target == reference:  # the target is already predicted: nothing to reach
+        flipping = torch.zeros_like(candidates)
     else:
         flipping = candidates & (predictions == target)
     flips = [Substitution(p, model.alphabet[int(tokens[p])], model.alphabet[b])
@@ -590,6 +592,9 @@ def probe_steps(model: SequenceClassifier, tokens: torch.Tensor, allowed_positio
     When the scan finds single substitutions that succeed, the strongest one is the answer
     (one substitution is minimal) and the search is not needed.
     """
+    if saliency and not model.differentiable:  # say so before any work, not after it
+        raise UserError("This model has no input gradients (a TorchScript token model), so it has "
+                        "no saliency track; probe without saliency.")
     tokens = tokens.to(model.device)
     scan_result = None
     if scan:

@@ -438,8 +438,12 @@ class SequenceWindow(QMainWindow):
         for widget in (self.run_action, self.run_button):
             widget.setEnabled(self.can_run())
         self.cancel_action.setEnabled(running and self._task == "probe")
-        for widget in (self.open_fasta_action, self.open_model_action):
+        # While a probe runs the sequence and its region stay as they were when it started.
+        for widget in (self.open_fasta_action, self.open_model_action, self.record_combo,
+                       self.history_combo, self.positions_edit, self.allow_all_action,
+                       self.clear_region_action):
             widget.setEnabled(not running)
+        self.track.setEnabled(not running)
         self.save_action.setEnabled(self.last_record is not None and not running)
 
     def current_record(self) -> FastaRecord | None:

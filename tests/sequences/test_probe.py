@@ -176,3 +176,14 @@ def test_positions_round_trip():
     for bad, message in (("0-3", "starts before 1"), ("5-11", "past the end"), ("a-b", "not a position")):
         with pytest.raises(UserError, match=message):
             parse_positions(bad, 10)
+
+
+def test_a_target_already_predicted_needs_no_substitution(demo_model, showcase, loop):
+    model = demo_model.classifier
+    tokens = encode(showcase.sequence)
+    allowed = parse_positions(loop, len(tokens))
+    dehydrogenase = demo_model.card.classes.index("dehydrogenase")
+    outcome = drive(probe_steps(model, tokens, allowed, substitution_table("any"),
+                                target=dehydrogenase, scan=True))
+    assert outcome.search.success and outcome.search.substitutions == ()
+    assert outcome.scan.flips == [] and outcome.search.probed == showcase.sequence
