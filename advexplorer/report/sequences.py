@@ -69,7 +69,7 @@ def _track_svg(before: list[float], after: list[float], labels: tuple[str, str])
     length = len(before)
     width, row = max(300, 8 * length), 60
     scale = max(max(map(abs, before)), max(map(abs, after)), 1e-12)
-    parts = [f'<svg viewBox="0 0 {width + 150} {2 * row + 10}" width="{width + 150}">']
+    parts = [f'<svg viewBox="0 0 {width + 150} {2 * row + 22}" width="{width + 150}">']
     for r, (values, label) in enumerate(zip((before, after), labels)):
         middle = r * row + row / 2 + 4
         parts.append(f'<text x="0" y="{middle + 4:.1f}" font-size="11">{esc(label)}</text>')
@@ -79,6 +79,9 @@ def _track_svg(before: list[float], after: list[float], labels: tuple[str, str])
             y = middle - h if v >= 0 else middle
             colour = "#1f5f8b" if v >= 0 else "#b3261e"
             parts.append(f'<rect x="{150 + 8 * i}" y="{y:.1f}" width="7" height="{max(h, 0.3):.1f}" fill="{colour}"/>')
+    for position in range(10, length + 1, 10):
+        parts.append(f'<text x="{150 + 8 * (position - 1) + 3.5:.1f}" y="{2 * row + 18}" font-size="9" '
+                     f'text-anchor="middle">{position}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -87,13 +90,14 @@ def _heatmap_svg(delta: list[list[float | None]], alphabet: str, sequence: str) 
     """Position × residue → Δ probability (blue = falls, red = rises; grey = not allowed)."""
     length, cell = len(delta), 8
     scale = max((abs(v) for row in delta for v in row if v is not None), default=0.0) or 1.0
-    parts = [f'<svg viewBox="0 0 {20 + cell * length} {cell * len(alphabet) + 4}" width="{20 + cell * length}">']
+    height = cell * len(alphabet) + 14
+    parts = [f'<svg viewBox="0 0 {20 + cell * length} {height}" width="{20 + cell * length}">']
     for j, letter in enumerate(alphabet):
         parts.append(f'<text x="2" y="{cell * j + cell - 1}" font-size="8" font-family="monospace">{esc(letter)}</text>')
     for i, row in enumerate(delta):
         for j, value in enumerate(row):
             if value is None:
-                colour = "#eeeeee"
+                colour = "#c4c9cf"
             else:
                 t = min(1.0, abs(value) / scale)
                 shade = int(255 * (1 - t))
@@ -101,6 +105,9 @@ def _heatmap_svg(delta: list[list[float | None]], alphabet: str, sequence: str) 
             if alphabet[j] == sequence[i]:
                 colour = "#222222"
             parts.append(f'<rect x="{20 + cell * i}" y="{cell * j}" width="{cell}" height="{cell}" fill="{colour}"/>')
+    for position in range(10, length + 1, 10):  # 1-based position ticks under the columns
+        x = 20 + cell * (position - 1) + cell / 2
+        parts.append(f'<text x="{x:.0f}" y="{height - 2}" font-size="9" text-anchor="middle">{position}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -111,7 +118,7 @@ def _result_html(result: dict[str, Any]) -> str:
     subs = result["substitutions"]
     if result["success"] and subs:
         verdict = (f'{len(subs)} substitution{"s" if len(subs) > 1 else ""} in the allowed region '
-                   f'({", ".join(s["label"] for s in subs)}) change the prediction from '
+                   f'({", ".join(s["label"] for s in subs)}) {"change" if len(subs) > 1 else "changes"} the prediction from '
                    f'{before["class"]} to {after["class"]}'
                    + (" — the fewest possible." if result["minimal"] else
                       " (the fewest the search found; fewer may exist)."))
@@ -154,7 +161,7 @@ def _result_html(result: dict[str, Any]) -> str:
         scan = result["scan"]
         out.append(f"<h3>Every single substitution: Δ p({esc(scan['watched_class']['name'])})</h3>")
         out.append(f"<p class=note>{scan['candidates']} allowed single substitutions scored exactly; "
-                   f"{scan['flips']} of them succeed alone"
+                   f"{scan['flips']} of them {'succeeds' if scan['flips'] == 1 else 'succeed'} alone"
                    + (f" (strongest: {esc(', '.join(scan['strongest_flips'][:8]))})" if scan["flips"] else "")
                    + ". Rows are residues, columns positions; black = the residue present, grey = not allowed.</p>")
         out.append(_heatmap_svg(scan["delta"], scan["alphabet"], result["sequence"]))
