@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -377,12 +378,18 @@ def _load_export_program(path: Path, trust_pickle: bool) -> nn.Module:
                 "with plain tensors (torch.export.save of an exported nn.Module), or — only if you "
                 "trust the file — pass --trust-pickle."
             )
+    # torch logs a traceback before it falls back to the pre-2.7 layout; the user gets one line.
+    export_log = logging.getLogger("torch.export")
+    was_disabled, export_log.disabled = export_log.disabled, True
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.load(io.BytesIO(data))
     except Exception as exc:
-        raise UserError(f"{path.name} is not a readable torch.export program ({last_line(exc)}).") from None
+        raise UserError(f"{path.name} is not a readable torch.export program ({last_line(exc)}); "
+                        "it may be truncated, or made by another PyTorch version.") from None
+    finally:
+        export_log.disabled = was_disabled
     return program.module()
 
 
