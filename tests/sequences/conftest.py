@@ -40,3 +40,19 @@ def random_model():
     torch.manual_seed(0)
     return SequenceClassifier(MotifCNN(filters=8, width=5), classes=["a", "b", "c"],
                               max_length=40, padding="right")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_qt_garbage_while_qt_lives():
+    """Collect Python wrappers of Qt objects before interpreter shutdown (as tests/gui does):
+    a window collected after QApplication is gone can abort the process at exit."""
+    yield
+    import gc
+    import sys
+
+    if "PySide6" in sys.modules:
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    gc.collect()
