@@ -33,7 +33,9 @@ from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.hashing import sha256_file
 # Files are read in one torch-free place, shared with the GUI (re-exported here for callers).
-from advexplorer.io.rasters import read_image_array, read_mask_array  # noqa: F401
+from advexplorer.io.rasters import (  # noqa: F401  (read_* re-exported for callers)
+    is_large, read_image_array, read_mask_array, read_raw, reduce_raw, to_unit_float,
+)
 
 @dataclass
 class LoadedImage:
@@ -79,11 +81,27 @@ def image_to_model(array: np.ndarray, card: ModelCard) -> torch.Tensor:
     """H×W×C float [0,1] (file resolution) → C×H×W float32 tensor at the card's input size."""
     array = to_channels(np.asarray(array, dtype=np.float32), card.channels)
     top, left, h, w = crop_box(array.shape[0], array.shape[1], card)
-    tensor = torch.from_numpy(np.ascontiguousarray(array[top:top + h, left:left + w])).permute(2, 0, 1)
-    if (h, w) != tuple(card.input_size):
+    return _resize_to_model(array[top:top + h, left:left + w], card)
+
+
+def _resize_to_model(region: np.ndarray, card: ModelCard) -> torch.Tensor:
+    """An already cropped H×W×C float region → C×H×W at the card's input size (antialiased)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(region)).permute(2, 0, 1)
+    if tuple(region.shape[:2]) != tuple(card.input_size):
         tensor = F.interpolate(tensor[None], size=card.input_size, mode="bilinear",
                                align_corners=False, antialias=True)[0]
     return tensor.clamp_(0.0, 1.0).contiguous()
+
+
+def reduction_factor(height: int, width: int, card: ModelCard) -> int:
+    """How many file pixels (per side) one block average may stand for when a large image is
+    prepared: the kept region stays at least twice the model's input on each side, so the
+    antialiased resize after it still sees every detail the model can."""
+    if not is_large(width, height):
+        return 1
+    _, _, crop_h, crop_w = crop_box(height, width, card)
+    target_h, target_w = card.input_size
+    return max(1, int(min(crop_h / target_h, crop_w / target_w) // 2))
 
 
 def mask_to_model(mask: np.ndarray, card: ModelCard) -> torch.Tensor:
@@ -99,16 +117,40 @@ def mask_to_model(mask: np.ndarray, card: ModelCard) -> torch.Tensor:
 
 
 def load_image(path: str | Path, card: ModelCard) -> LoadedImage:
-    """Read an image file and prepare it for the model described by ``card``."""
+    """Read an image file and prepare it for the model described by ``card``.
+
+    ``original`` is at file resolution, except for a large image (above 50 Mpx) whose kept
+    region is at least 4× the model's input per side: it is then prepared from block
+    averages (see :func:`reduction_factor`) and ``original`` is that reduced image; the
+    notes say so. ``file_size`` is always the file's own.
+    """
     path = Path(path)
-    array, notes = read_image_array(path)
-    original = to_channels(array, card.channels)
-    if array.shape[2] != card.channels:
-        notes.append(f"converted from {array.shape[2]} to {card.channels} channel(s) for the model")
-    return LoadedImage(
-        path=path.resolve(), sha256=sha256_file(path), tensor=image_to_model(original, card),
-        original=original, file_size=(array.shape[1], array.shape[0]), notes=notes,
-    )
+    raw, notes = read_raw(path)
+    height, width = raw.shape[:2]
+    factor = reduction_factor(height, width, card)
+    if factor > 1:
+        # A large file for a small model: the crop is taken at file resolution (so masks stay
+        # aligned), then block-averaged, and only the reduced pixels ever become floats.
+        top, left, crop_h, crop_w = crop_box(height, width, card)
+        original = to_channels(to_unit_float(reduce_raw(raw, factor), notes), card.channels)
+        region = original if (crop_h, crop_w) == (height, width) else to_channels(
+            to_unit_float(reduce_raw(raw[top:top + crop_h, left:left + crop_w], factor), []),
+            card.channels)
+        tensor = _resize_to_model(region, card)
+        notes.append(f"large image {width}×{height}: prepared from {factor}×{factor} block averages "
+                     f"({original.shape[1]}×{original.shape[0]}) for the model's "
+                     f"{card.input_size[1]}×{card.input_size[0]} input, to save memory")
+    else:
+        if is_large(width, height):
+            notes.append(f"large image {width}×{height}: read in full, about "
+                         f"{width * height * raw.shape[2] * 4 / 1e9:.1f} GB of memory as floats")
+        original = to_channels(to_unit_float(raw, notes), card.channels)
+        tensor = image_to_model(original, card)
+    channels = raw.shape[2] - (1 if raw.shape[2] in (2, 4) else 0)
+    if channels != card.channels:
+        notes.append(f"converted from {channels} to {card.channels} channel(s) for the model")
+    return LoadedImage(path=path.resolve(), sha256=sha256_file(path), tensor=tensor,
+                       original=original, file_size=(width, height), notes=notes)
 
 
 def image_from_array(array: np.ndarray, card: ModelCard, name: str = "array") -> LoadedImage:

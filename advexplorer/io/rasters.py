@@ -24,8 +24,10 @@ by default, the environment variable ``ADVEXPLORER_MAX_IMAGE_PIXELS`` to change 
 RGB is 600 MB as 8-bit and 2.4 GB as the float32 the engine works in — about the most one
 image may take on a 16 GB workstation next to a model; it is larger than any microscope
 field or radiograph, while whole-slide images (gigapixels) need tiled reading, not this
-path. Images above :data:`LARGE_IMAGE_PIXELS` (50 Mpx) are read in full but with a note that
-says how much memory they take.
+path. Images above :data:`LARGE_IMAGE_PIXELS` (50 Mpx) are prepared for a model from
+block averages when the model's input is at least 4× smaller (see
+:func:`advexplorer.io.images.load_image`), otherwise read in full with a note that says how
+much memory they take.
 """
 
 from __future__ import annotations
@@ -142,11 +144,8 @@ def read_raw(path: str | Path) -> tuple[np.ndarray, list[str]]:
     for floating-point files. The pixel count is checked before anything is decoded.
     """
     path = Path(path)
-    width, height = image_size(path)
-    notes = []
-    if width * height > LARGE_IMAGE_PIXELS:
-        notes.append(f"large image {width}×{height} ({_mpx(width * height)}): read in full, about "
-                     f"{width * height * 16 / 1e9:.1f} GB of memory while it is prepared")
+    image_size(path)
+    notes: list[str] = []
     Image = _pillow()
     try:
         with Image.open(path) as image:
@@ -242,7 +241,35 @@ def to_unit_float(array: np.ndarray, notes: list[str]) -> np.ndarray:
 def read_image_array(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Read an image file to H×W×C float32 in [0, 1] (C = 1 or 3) plus notes."""
     raw, notes = read_raw(path)
+    height, width = raw.shape[:2]
+    if is_large(width, height):
+        notes.append(f"large image {width}×{height} ({_mpx(width * height)}): read in full, about "
+                     f"{width * height * raw.shape[2] * 4 / 1e9:.1f} GB of memory as floats")
     return to_unit_float(raw, notes), notes
+
+
+def is_large(width: int, height: int) -> bool:
+    """Whether an image is above :data:`LARGE_IMAGE_PIXELS` (read reduced where that is exact enough)."""
+    return width * height > LARGE_IMAGE_PIXELS
+
+
+def reduce_raw(raw: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor × factor`` blocks of H×W×C raw values, keeping the value type.
+
+    The last rows and columns that do not fill a block are left out (fewer than ``factor``
+    file pixels). Integer values are rounded, as Pillow's ``reduce`` does. The average is
+    taken block row by block row, so no float copy of the whole image is made.
+    """
+    height, width, channels = raw.shape[0] // factor, raw.shape[1] // factor, raw.shape[2]
+    reduced = np.empty((height, width, channels), np.float32)
+    for row in range(height):
+        # Summing the block's rows first keeps both reductions on contiguous memory (fast).
+        band = raw[row * factor:(row + 1) * factor, :width * factor].astype(np.float32)
+        reduced[row] = band.sum(axis=0).reshape(width, factor, channels).sum(axis=1)
+    reduced /= np.float32(factor * factor)
+    if raw.dtype.kind in "ui":
+        return np.round(reduced).astype(raw.dtype)
+    return reduced.astype(raw.dtype, copy=False)
 
 
 def read_display_image(path: str | Path) -> np.ndarray:

@@ -175,6 +175,36 @@ def test_large_allowed_image_says_what_it_costs(tmp_path, monkeypatch):
     assert any("large image 50×40" in note and "memory" in note for note in notes), notes
 
 
+def test_large_image_for_a_small_model_is_prepared_from_block_averages(tmp_path, monkeypatch):
+    import torch
+
+    from advexplorer.io.cards import parse_card
+    from advexplorer.io.images import load_image, mask_to_model
+
+    # A smooth 64×192 image whose middle 64×64 square is white; a centre-crop 8×8 model.
+    ramp = np.tile(np.linspace(0, 120, 192, dtype=np.float32), (64, 1))
+    pixels = np.dstack([ramp, ramp[:, ::-1], np.full_like(ramp, 60)]).round().astype(np.uint8)
+    pixels[:, 64:128] = 255
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    card = parse_card({"classes": ["a", "b"], "input_size": [8, 8], "channels": 3,
+                       "resize": "center-crop"})
+    full = load_image(tmp_path / "wide.png", card)
+    monkeypatch.setattr("advexplorer.io.rasters.LARGE_IMAGE_PIXELS", 1000)
+    reduced = load_image(tmp_path / "wide.png", card)
+    assert any("4×4 block averages" in note for note in reduced.notes), reduced.notes
+    assert reduced.file_size == (192, 64) and reduced.original.shape == (16, 48, 3)
+    assert torch.equal(reduced.tensor, full.tensor)  # the white crop, exactly, both ways
+    stretch = parse_card({"classes": ["a", "b"], "input_size": [8, 24], "channels": 3})
+    monkeypatch.setattr("advexplorer.io.rasters.LARGE_IMAGE_PIXELS", 10**9)
+    exact = load_image(tmp_path / "wide.png", stretch).tensor
+    monkeypatch.setattr("advexplorer.io.rasters.LARGE_IMAGE_PIXELS", 1000)
+    assert torch.allclose(load_image(tmp_path / "wide.png", stretch).tensor, exact, atol=0.03)
+    # Masks keep using the file's size and the same crop.
+    mask = np.zeros((64, 192), bool)
+    mask[:, 64:96] = True
+    assert mask_to_model(mask, card)[:, :4].all() and not mask_to_model(mask, card)[:, 4:].any()
+
+
 def test_environment_is_inherited_by_subprocesses():
     # Cohort loader workers are processes: the limit must be read at call time from the
     # environment, not frozen at import.
