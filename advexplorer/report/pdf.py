@@ -358,23 +358,22 @@ def keep_together(document, page_height: float, QtGui) -> int:
         return isinstance(item, QtGui.QTextFrame) and _has_picture(document, item, QtGui)
 
     def heading_group_bottom(index: int) -> float:
-        """Where what must stay with the heading at ``index`` ends: any short lines under it
-        (a verdict), then all of a table of pictures, the next heading's own group, or the
-        first lines of anything else."""
-        following = index + 1
-        while following < len(items) and not isinstance(items[following], QtGui.QTextFrame) \
-                and not _is_heading(items[following], QtGui) and not _has_picture(document, items[following], QtGui):
-            top, bottom = _extent(layout, items[following], QtGui)
-            if bottom - top > KEEP_UNDER_HEADING:
-                break
-            following += 1
-        if following >= len(items):
-            return _extent(layout, items[following - 1], QtGui)[1]
-        item = items[following]
-        if _is_heading(item, QtGui):
-            return heading_group_bottom(following)
-        top, bottom = _extent(layout, item, QtGui)
-        return bottom if is_figure(item) else min(bottom, top + KEEP_UNDER_HEADING)
+        """Where what must stay with the heading at ``index`` ends: the first lines of what
+        follows, all of a table of pictures that starts among them, or the next heading's
+        own group. Measured on the laid-out page, so content Qt already pushed to the next
+        page counts as far away."""
+        needed = KEEP_UNDER_HEADING
+        for following in range(index + 1, len(items)):
+            item = items[following]
+            if _is_heading(item, QtGui):
+                return heading_group_bottom(following)
+            top, bottom = _extent(layout, item, QtGui)
+            if is_figure(item):
+                return bottom
+            if bottom - top >= needed:
+                return top + needed
+            needed -= bottom - top
+        return _extent(layout, items[-1], QtGui)[1]
 
     breaks = 0
     for index, item in enumerate(items):
