@@ -4,7 +4,9 @@ Both searches find the smallest ε at which PGD (early stop, no random start) fl
 prediction, to the same relative tolerance, on the same image, in this one process:
 
 * ``bisection`` — the textbook baseline: check ``eps_max``, then halve the bracket with one
-  single-image attack per step (early stop on, so successes stop early too).
+  single-image attack per step (early stop on, so successes stop early too). It is the same
+  search, :class:`advexplorer.core.robustness.EpsBracket`, with one ε per round (``grid=1``:
+  the ladder is ``eps_max`` alone, and each round splits the bracket in two).
 * ``batched grid=G`` — :func:`advexplorer.core.robustness.minimal_eps`: G copies of the
   image with G different ε per batch (the engine's per-image ε), early stop, and each round
   searches only inside the previous bracket.
@@ -24,34 +26,6 @@ import argparse
 import statistics
 import sys
 import time
-
-
-def bisection(model, image, mask, eps_max, tolerance, steps, seed):
-    import torch
-
-    from advexplorer.core.attacks import AttackConfig, run_attack
-
-    config = AttackConfig(method="pgd", norm="linf", eps=eps_max, steps=steps, early_stop=True, seed=seed)
-    forward = backward = batches = 0
-
-    def flips(eps: float) -> bool:
-        nonlocal forward, backward, batches
-        result = run_attack(model, image, mask, None, config, eps=torch.tensor([eps], device=image.device))
-        forward += result.forward_passes
-        backward += result.backward_passes
-        batches += 1
-        return bool(result.success[0])
-
-    lo, hi = 0.0, eps_max
-    if not flips(hi):
-        return None, (hi, None), forward, backward, batches
-    while hi - lo > tolerance * hi:
-        middle = (lo + hi) / 2
-        if flips(middle):
-            hi = middle
-        else:
-            lo = middle
-    return hi, (lo, hi), forward, backward, batches
 
 
 def main() -> int:
@@ -91,11 +65,11 @@ def main() -> int:
 
     def run_batched(grid):
         found = minimal_eps(model, x, allowed_mask=mask, eps_max=args.eps_max, tolerance=args.tolerance,
-                            steps=args.steps, grid=grid)
+                            steps=args.steps, grid=grid, max_rounds=64)
         return (found.eps, found.bracket, found.cost["forward_passes"], found.cost["backward_passes"],
                 found.cost["attack_batches"])
 
-    variants = {"bisection": lambda: bisection(model, x, mask, args.eps_max, args.tolerance, args.steps, 0)}
+    variants = {"bisection": lambda: run_batched(1)}
     for grid in (4, 8, 16):
         variants[f"batched grid={grid}"] = lambda grid=grid: run_batched(grid)
     for run in variants.values():  # warm-up
