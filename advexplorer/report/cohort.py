@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import advexplorer
+from advexplorer.config import over_255
 from advexplorer.core.screening import ImageRow, WorstCase, eps_label
 from advexplorer.io.atomic import atomic_path, atomic_write_text
 from advexplorer.report import figures
@@ -161,7 +162,7 @@ def _worst_case_figures(case: WorstCase, classes: Sequence[str], index: int) -> 
                 ("adversarial", figures.png_bytes(adversarial, factor=factor),
                  f"{name(case.adversarial_prediction)} ({percent(case.adversarial_probability)})"),
                 ("perturbation", figures.png_bytes(figures.perturbation_rgb(case.perturbation, scale), factor=factor),
-                 f"blue −, red +, ±{scale * 255:.2g}/255 at the ends")]
+                 f"blue −, red +, ±{over_255(scale)} at the ends")]
     # A table row rather than a CSS grid: Qt's rich text (the PDF) lays out tables only.
     cells = "".join(f'<td style="vertical-align:top;width:33%;border:none"><figure><div class="title">'
                     f'{esc(title)}</div><img alt="{esc(title)}" width="180" src="{figures.data_uri(png)}">'
@@ -186,7 +187,7 @@ def _image_table(rows: Sequence[ImageRow], classes: Sequence[str], with_min_eps:
                  eps_label(row.flip_eps) if row.flip_eps is not None else "not flipped",
                  name(row.adversarial_prediction[-1]) if row.flipped[-1] else "—"]
         if with_min_eps:
-            cells.append(f"{row.min_eps * 255:.3g}/255" if row.min_eps is not None else "—")
+            cells.append(over_255(row.min_eps) if row.min_eps is not None else "—")
         cls = ' class="flipped"' if row.flip_eps is not None else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     more = (f'<p class="note">Showing {MAX_TABLE_ROWS} of {len(rows)} images (most fragile first); '
