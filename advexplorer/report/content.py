@@ -601,23 +601,25 @@ def _card_label(key: str) -> str:
     return _CARD_LABELS.get(key, str(key).replace("_", " "))
 
 
-def _card_value(key: str, value: Any) -> str:
-    """One card value as a person reads it: budgets over 255, shares in %, dicts as 'k v' lists."""
+def _card_value(key: str, value: Any, norm: str = "linf") -> str:
+    """One card value as a person reads it: budgets over 255 (plain numbers for L2), shares
+    in %, dicts as 'key value' lists, lists of records counted."""
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):
+        norm = str(value.get("norm", norm))
         # An 'eps' beside its own 'eps_text' says the same twice: keep one.
-        return ", ".join(f"{_card_label(k)} {_card_value(k, v)}" for k, v in value.items()
+        return ", ".join(f"{_card_label(k)} {_card_value(k, v, norm)}" for k, v in value.items()
                          if not (k.endswith("_text") and k[:-5] in value))
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, dict) for item in value):
             return f"{len(value)} entries"
-        return ", ".join(_card_value(key, item) for item in value)
+        return ", ".join(_card_value(key, item, norm) for item in value)
     if isinstance(value, (int, float)) and finite(value):
         if key in ("eps", "step_size") or key.endswith("_eps"):
-            return format_budget(value)
+            return format_budget(value, norm)
         if key.endswith("accuracy") or key.endswith("fraction"):
             return percent(value)
         if key.endswith("_s"):
@@ -692,7 +694,7 @@ def _nested_rows(label: str, data: dict) -> Rows:
         if key == "adversarial":
             rows.append((f"{label}: adversarial", _adversarial_training_text(value)))
         else:
-            rows.append((f"{label}: {_card_label(key)}", _card_value(key, value)))
+            rows.append((f"{label}: {_card_label(key)}", _card_value(key, value, str(data.get("norm", "linf")))))
     return rows
 
 

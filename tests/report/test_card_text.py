@@ -47,6 +47,12 @@ def test_nested_card_fields_become_readable_rows():
     assert rows["Held-out set: images"] == "169"
     standard = dict(card_rows(bundled_card("digits_cnn")))
     assert standard["Training: adversarial"].startswith("none")
+    # Fields the report does not know are shown too, as rows; an L2 budget is a plain number.
+    extra = dict(card_rows({"name": "x", "extra_eval": {"eps": 0.5, "norm": "l2"}, "tags": ["a", "b"],
+                            "cross_check": {"eps": 4 / 255, "eps_text": "4/255", "passed": True}}))
+    assert extra["Extra eval: eps"] == "0.5" and extra["Tags"] == "a, b"
+    assert extra["Cross check: eps"] == "4/255" and extra["Cross check: passed"] == "yes"
+    assert "Cross check: eps text" not in extra
     for label, value in list(rows.items()) + list(standard.items()):
         assert "{" not in value and "': " not in value, f"{label} prints a Python dict: {value}"
         assert "_" not in label, f"raw key in the label {label!r}"
