@@ -209,3 +209,24 @@ def test_colour_bar_ticks_sit_under_their_own_bar():
         assert abs(low[0] - bar_left) < 2 and abs(high[1] - bar_right) < 2
         assert abs((middle[0] + middle[1]) / 2 - (bar_left + bar_right) / 2) < 0.05 * (bar_right - bar_left)
         assert low[1] < middle[0] and middle[1] < high[0]
+
+
+def test_a_table_of_pictures_without_a_heading_moves_to_the_next_page_whole():
+    """Like the trajectory plots with their note: no heading, but never split."""
+    from advexplorer.report import pdf
+
+    QtCore, QtGui, QtSvg = pdf.qt_modules()
+    pdf.ensure_application()
+    page_height = 600.0
+    for filler in range(10, 20):
+        document = QtGui.QTextDocument()
+        resources = pdf.PdfResources(document, QtCore, QtGui, QtSvg)
+        picture = resources.png(run_content(view(0)).pictures[0].png)
+        lines = "".join(f"<p>line {k}</p>" for k in range(filler))
+        document.setHtml(f'{lines}<table><tr><td><img src="{picture}" width="200" height="200">'
+                         "<p>the caption of the picture</p></td></tr></table><p>after</p>")
+        document.setPageSize(QtCore.QSizeF(500.0, page_height))
+        pdf.keep_together(document, page_height, QtGui)
+        table = next(item for item in pdf._top_level_items(document) if isinstance(item, QtGui.QTextFrame))
+        top, bottom = pdf._extent(document.documentLayout(), table, QtGui)
+        assert int(top // page_height) == int((bottom - 1) // page_height), f"split after {filler} lines"
