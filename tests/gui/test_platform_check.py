@@ -63,3 +63,12 @@ def test_the_check_imports_neither_qt_nor_torch():
     code = ("import sys; import advexplorer.gui.platform_check as p; p.missing_xcb_libraries(); "
             "sys.exit(1 if {'torch', 'PySide6'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_readme_install_line_names_every_package_the_check_knows():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("sudo apt-get install libxcb")
+    line = readme[start:readme.index("```", start)].replace("\\\n", " ")
+    assert set(XCB_LIBRARIES.values()) <= set(line.split())
