@@ -172,6 +172,8 @@ def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], card: Mode
 # * ``models/<model>.json`` (the graph) has symbolic-shape expressions parsed by
 #   ``sympy.sympify`` — Python ``eval`` — and call targets resolved by attribute lookup
 #   from the ``torch``, ``operator`` and ``math`` modules.
+# * ``ExportedProgram.module()`` turns the graph's ``guards_code`` strings into a function
+#   with ``exec``; it is called with ``check_guards=False``, which skips that.
 
 _OLD_LAYOUT_PICKLES = ("serialized_state_dict.pt", "serialized_constants.pt", "serialized_example_inputs.pt")
 _OLD_LAYOUT_GRAPH = "serialized_exported_program.json"
@@ -390,7 +392,10 @@ def _load_export_program(path: Path, trust_pickle: bool) -> nn.Module:
                         "it may be truncated, or made by another PyTorch version.") from None
     finally:
         export_log.disabled = was_disabled
-    return program.module()
+    # check_guards=False: with guards, module() compiles the archive's ``guards_code``
+    # strings with exec and runs them on every call. The input checks that remain (a
+    # pre-hook over the program's shape constraints) evaluate nothing from the file.
+    return program.module(check_guards=False)
 
 
 def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: bool) -> tuple[nn.Module, str]:

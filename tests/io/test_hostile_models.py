@@ -351,3 +351,22 @@ def test_out_of_memory_in_the_dry_run_is_one_line(tmp_path):
     with pytest.raises(UserError, match="memory") as refused:
         load_model(path, device="cpu")
     assert "\n" not in str(refused.value)
+
+
+def test_guard_code_in_a_pt2_is_never_executed(tmp_path):
+    """``ExportedProgram.module()`` compiles the archive's ``guards_code`` strings with
+    ``exec`` and runs them on every call; AdvExplorer does not generate that function."""
+    path = export_program(tmp_path / "prog.pt2")
+    marker = tmp_path / "code-ran"
+
+    def change(name, data):
+        if name != "models/model.json":
+            return data
+        graph = json.loads(data)
+        graph["guards_code"] = [f"__import__('builtins').open('{marker}', 'w') is not None"]
+        return json.dumps(graph).encode()
+
+    rewrite_archive(path, change)
+    loaded = load_model(path, device="cpu")  # the dry run calls the program four times
+    loaded.classifier(torch.rand(2, 3, 16, 16))
+    assert not marker.exists(), "the archive's guard code ran"
