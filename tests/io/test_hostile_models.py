@@ -141,8 +141,28 @@ def poison_shape_expression(path: Path, marker: Path) -> str:
     return entry
 
 
+def poison_call_target(path: Path, marker: Path) -> str:
+    """Make a graph node call a Python function reachable from ``torch`` (here ``os.system``).
+
+    torch's verifier refuses this particular graph after deserialising it; the target check
+    is a second line that does not depend on the verifier seeing every way to reach Python."""
+    entry = "models/model.json"
+
+    def change(name, data):
+        if name != entry:
+            return data
+        graph = json.loads(data)
+        node = graph["graph_module"]["graph"]["nodes"][0]
+        node["target"] = "torch.os.system"
+        node["inputs"] = [{"name": "command", "arg": {"as_string": f"touch {marker}"}, "kind": 1}]
+        return json.dumps(graph).encode()
+
+    rewrite_archive(path, change)
+    return entry
+
+
 @pytest.mark.parametrize("poison", [poison_weight, poison_sample_inputs, poison_opaque_constant,
-                                    poison_shape_expression])
+                                    poison_shape_expression, poison_call_target])
 def test_crafted_pt2_runs_no_code_and_names_the_entry(tmp_path, poison):
     path = export_program(tmp_path / "prog.pt2")
     marker = tmp_path / "code-ran"
