@@ -48,7 +48,7 @@ from advexplorer.session.masks import MASK_MODES
 
 __all__ = ["PROJECT_SUFFIX", "FORMAT_VERSION", "ImageState", "ModelState", "ProjectState",
            "OpenedProject", "ImageProblem", "save_project", "open_project", "read_project_info",
-           "snapshot_session", "apply_masks"]
+           "snapshot_session", "apply_masks", "run_summary_from_folder", "run_source"]
 
 PROJECT_SUFFIX = ".advx"
 #: The project format this version writes and the newest it reads.
@@ -527,3 +527,73 @@ def apply_masks(entry, image: ImageState) -> None:
 def unusable(images: Iterable[ImageState]) -> list[ImageState]:
     """The images that are missing or changed."""
     return [image for image in images if image.status != "ok"]
+
+
+def _probabilities(prediction: Any, classes: int) -> np.ndarray:
+    """A K-vector from a record's ``prediction_*`` (its top-5); classes not listed are NaN."""
+    vector = np.full(classes, np.nan, dtype=np.float32)
+    for item in (prediction or {}).get("top5") or []:
+        index = item.get("index")
+        if isinstance(index, int) and 0 <= index < classes and isinstance(item.get("probability"), (int, float)):
+            vector[index] = float(item["probability"])
+    return vector
+
+
+def run_summary_from_folder(folder: RunFolder, number: int):
+    """A :class:`~advexplorer.session.state.RunSummary` for the run history from a run folder
+    of an opened project, so restored runs show as they did. The record keeps the
+    trajectory of the tracked classes only; the others' curves are NaN (not drawn). The
+    summary has no request/outcome (the run is not re-run); ``summary.run_folder`` names its
+    folder, which :func:`run_source` uses when the project is saved again."""
+    from advexplorer.session.state import RunSummary
+
+    record = folder.record
+    card = ((record.get("model") or {}).get("card") or {})
+    classes = tuple(str(name) for name in card.get("classes") or [])
+    k = len(classes)
+    original = np.ascontiguousarray(folder.input_image.transpose(1, 2, 0), dtype=np.float32)
+    perturbation = np.ascontiguousarray(folder.perturbation.transpose(1, 2, 0), dtype=np.float32)
+    trajectory = record.get("trajectory") or {}
+    steps = list(trajectory.get("step") or [])
+    probability_trajectory = np.full((len(steps), k), np.nan, dtype=np.float32)
+    for name, values in (trajectory.get("probabilities") or {}).items():
+        if name in classes and len(values) == len(steps):
+            probability_trajectory[:, classes.index(name)] = [np.nan if v is None else v for v in values]
+    before, after = record.get("prediction_before") or {}, record.get("prediction_after") or {}
+    label, target = record.get("label") or {}, record.get("target") or {}
+    mask = record.get("mask") or {}
+    summary = RunSummary(
+        number=number, image_path=Path(str((record.get("image") or {}).get("path") or "")),
+        model_name=str(card.get("name") or "model"), classes=classes,
+        config=dict(record.get("attack") or {}), mask_mode=str(mask.get("mode") or "none"),
+        original=original, adversarial=np.clip(original + perturbation, 0.0, 1.0),
+        perturbation=perturbation, probability_trajectory=probability_trajectory,
+        loss_trajectory=np.asarray([np.nan if v is None else v for v in trajectory.get("loss") or []],
+                                   dtype=np.float32),
+        step_index=np.asarray(steps, dtype=np.int64),
+        prediction_before=int(before.get("index", 0)), prediction_after=int(after.get("index", 0)),
+        probability_before=_probabilities(before, k), probability_after=_probabilities(after, k),
+        success=bool(record.get("success")), label=label.get("index"), target=target.get("index"),
+        norms={key: float(value) for key, value in (record.get("norms") or {}).items()
+               if isinstance(value, (int, float))},
+        wall_time_s=float(record.get("wall_time_s") or 0.0), record=dict(record))
+    summary.run_folder = folder.path
+    return summary
+
+
+def run_source(run) -> RunSource | None:
+    """How to store one of the app's runs in a project: runs made in this session are written
+    from their request and outcome; runs restored from a project come from their folder."""
+    if getattr(run, "request", None) is not None and getattr(run, "outcome", None) is not None:
+        from functools import partial
+
+        return partial(_write_session_run, run)
+    folder = getattr(run, "run_folder", None)
+    return Path(folder) if folder is not None else None
+
+
+def _write_session_run(run, folder: Path) -> Any:
+    # session.runs imports torch: only reached when there is a run made with the engine.
+    from advexplorer.session.runs import write_run_folder
+
+    return write_run_folder(folder, run.request, run.outcome, record=dict(run.record))

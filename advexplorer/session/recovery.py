@@ -45,6 +45,9 @@ RETRY_AFTER_FAILURE_S = 60.0
 PREFIX = "recovery-"
 SUFFIX = ".advx"
 DAMAGED = ".damaged"
+#: Recovery files this process writes: never offered back to it. (A file named after this
+#: pid that it did not write is a crashed process's whose pid was reused: offered.)
+_OWN_FILES: set[Path] = set()
 
 
 def data_folder() -> Path:
@@ -137,6 +140,7 @@ class Autosaver:
         started = self.clock()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            _OWN_FILES.add(self.path.resolve())
             save_project(self.path, self.snapshot(), overwrite=True,
                          extra={"recovery": {"pid": os.getpid(), "saved_at_unix": time.time()}})
         except (OSError, UserError) as error:
@@ -222,6 +226,8 @@ def find_recoveries(folder: str | os.PathLike | None = None) -> FoundRecoveries:
         pid = _pid_of(path)
         if pid is not None and pid != os.getpid() and _process_runs(pid):
             continue  # another window is running and autosaving into it
+        if path.resolve() in _OWN_FILES:
+            continue  # this window's own autosave
         try:
             info = read_project_info(path)
         except (UserError, OSError, ValueError) as error:
