@@ -32,6 +32,7 @@ import csv
 import hashlib
 import io
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.hashing import sha256_file
 from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
+from advexplorer.io.rasters import check_pixel_count
 from advexplorer.io.images import (image_from_array, load_image, mask_to_model, read_mask_array,
                                    vanished_region)
 MASK_MODES = ("none", "allowed", "protect")
@@ -204,6 +206,7 @@ def _open_npz(source: Path, card: ModelCard) -> Cohort:
                 raise UserError(f"{source.name} has no 'test_images' array (it has: "
                                 f"{', '.join(keys) or 'nothing'}); a MedMNIST-style .npz holds "
                                 "test_images and test_labels.")
+            _check_npz_image_size(source, "test_images")
             images = np.asarray(archive["test_images"])
             labels = np.asarray(archive["test_labels"]) if "test_labels" in archive else None
     except UserError:
@@ -234,6 +237,24 @@ def _open_npz(source: Path, card: ModelCard) -> Cohort:
                for i in range(len(images))]
     return Cohort(source=source.resolve(), layout="npz", entries=entries, card=card,
                   has_labels=labels is not None, _array=images)
+
+
+def _check_npz_image_size(source: Path, key: str) -> None:
+    """Refuse an array of too-large images from its .npy header, before decompressing it.
+
+    A compressed .npz of zeros can hold gigabytes in kilobytes, as a PNG can; the image
+    size is checked against the same limit (:func:`advexplorer.io.rasters.max_image_pixels`).
+    """
+    try:
+        with zipfile.ZipFile(source) as archive, archive.open(f"{key}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(member)
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile):
+        return  # np.load reports what is wrong with the archive
+    if len(shape) in (3, 4):
+        check_pixel_count(f"Each image of {key} in {source.name}", shape[2], shape[1])
 
 
 def _match_masks(cohort: Cohort, folder: Path) -> list[CohortEntry]:

@@ -62,3 +62,29 @@ def test_an_image_too_large_for_memory_is_skipped_not_fatal(files, monkeypatch):
     assert [i for b in batches for i in b.ids] == ["b.png"]
     (name, reason), = [entry for b in batches for entry in b.skipped]
     assert name == "a.png" and "not enough memory" in reason
+
+
+def test_npz_images_above_the_pixel_limit_are_refused_before_loading(tmp_path, monkeypatch):
+    from advexplorer.io import cohort as cohort_module
+
+    np.savez_compressed(tmp_path / "big.npz", test_images=np.zeros((3, 40, 50), np.uint8))
+    monkeypatch.setenv("ADVEXPLORER_MAX_IMAGE_PIXELS", "1000")
+    loaded = []
+    real_load = cohort_module.np.load
+
+    def watched(*args, **kwargs):
+        archive = real_load(*args, **kwargs)
+        real_getitem = type(archive).__getitem__
+
+        class Watched(type(archive)):
+            def __getitem__(self, key):
+                loaded.append(key)
+                return real_getitem(self, key)
+        archive.__class__ = Watched
+        return archive
+
+    monkeypatch.setattr(cohort_module.np, "load", watched)
+    with pytest.raises(UserError, match=r"Each image of test_images in big.npz is 50×40 = 0.002 Mpx, "
+                                        r"above the 0.001 Mpx limit for one image"):
+        open_cohort(tmp_path / "big.npz", CARD)
+    assert "test_images" not in loaded  # refused from the header, nothing decompressed
