@@ -326,7 +326,6 @@ def pt2_hazard(data: bytes) -> tuple[str, str] | None:
     from torch.export.pt2_archive import constants as names
 
     sympy_names = _SYMPY_NAMES | _sympy_function_names()
-    found: list[tuple[str, str]] = []
     try:
         reader = torch._C.PyTorchFileReader(io.BytesIO(data))
         records = list(reader.get_all_records())
@@ -349,10 +348,9 @@ def pt2_hazard(data: bytes) -> tuple[str, str] | None:
                 return entry, "is a pickle that holds more than tensors"
         for config, folder in ((names.WEIGHTS_CONFIG_FILENAME_FORMAT.format(model), names.WEIGHTS_DIR),
                                (names.CONSTANTS_CONFIG_FILENAME_FORMAT.format(model), names.CONSTANTS_DIR)):
-            if config in records:
-                found += _payload_hazards(reader, config, folder)
-        if found:
-            return found[0]
+            hazards = _payload_hazards(reader, config, folder) if config in records else []
+            if hazards:
+                return hazards[0]
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for info in archive.infolist():
