@@ -78,6 +78,7 @@ def test_paint_probe_and_save(qtbot, window, errors, tmp_path):
 
     # A second probe with another region goes into the history; the first can be shown again.
     window.set_positions("1-20")
+    qtbot.waitUntil(window.can_run, timeout=10000)  # the worker has ended, not only returned
     with qtbot.waitSignal(window.probe_finished, timeout=60000):
         window.run_action.trigger()
     assert window.history_combo.count() == 2 and window.positions_edit.text() == "1-20"
