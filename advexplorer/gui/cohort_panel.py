@@ -37,8 +37,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDia
                                QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
                                QToolButton, QVBoxLayout, QWidget)
 
-from advexplorer import config as vocabulary
-from advexplorer.config import AttackConfig, eps_argument, format_budget, parse_number_list
+from advexplorer.config import (METHOD_INFO, METHODS, NORM_LABELS, NORMS, AttackConfig, eps_argument,
+                                format_budget, parse_number_list)
 from advexplorer.errors import UserError
 from advexplorer.gui.views import LegendLabel
 from advexplorer.gui.worker import JobFailed, RunController
@@ -195,13 +195,13 @@ class CohortPanel(QWidget):
         self.eps_edit = QLineEdit(DEFAULT_EPS)
         self.eps_edit.setToolTip("Budgets in pixel units, fractions allowed; 0 is the clean image.")
         self.attack = QComboBox()
-        for position, name in enumerate(vocabulary.METHODS):
-            info = vocabulary.METHOD_INFO[name]
+        for position, name in enumerate(METHODS):
+            info = METHOD_INFO[name]
             self.attack.addItem(info.label, name)  # short: the panel often sits in a narrow dock
             self.attack.setItemData(position, info.description, Qt.ItemDataRole.ToolTipRole)
         self.norm = QComboBox()
-        for name in vocabulary.NORMS:
-            self.norm.addItem(vocabulary.NORM_LABELS[name], name)
+        for name in NORMS:
+            self.norm.addItem(NORM_LABELS[name], name)
         self.steps = QSpinBox()
         self.steps.setMaximumWidth(100)
         self.steps.setRange(1, 1000)

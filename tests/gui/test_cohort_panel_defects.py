@@ -4,6 +4,7 @@ data, and a double-clicked row was attacked with the main form's settings."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -141,8 +142,6 @@ def test_double_clicking_a_row_asks_for_an_attack_at_the_eps_where_it_flipped(qt
 
 
 def test_the_attack_list_is_the_shared_vocabulary_and_the_panel_needs_no_commands():
-    from advexplorer import config
-
     code = (
         "import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]);\n"
         "from types import SimpleNamespace; from advexplorer import config\n"
@@ -153,6 +152,5 @@ def test_the_attack_list_is_the_shared_vocabulary_and_the_panel_needs_no_command
         "assert [panel.attack.itemData(i) for i in range(panel.attack.count())] == list(config.METHODS)\n"
         "sys.exit(3 if 'advexplorer.commands' in sys.modules else 4 if 'torch' in sys.modules else 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:] or f"exit {done.returncode}"
-    assert config.METHODS  # the vocabulary the panel lists
