@@ -41,7 +41,7 @@ from advexplorer.config import (METHOD_INFO, METHODS, NORM_LABELS, NORMS, Attack
                                 format_budget, parse_number_list)
 from advexplorer.errors import UserError
 from advexplorer.gui.views import LegendLabel
-from advexplorer.gui.worker import JobFailed, RunController
+from advexplorer.gui.worker import JobFailed, TaskRunner
 
 MASK_MODES = {"none": "No mask", "protect-dir": "Protect masks (folder)",
               "allowed-dir": "Allowed masks (folder)", "protect-file": "One protect mask (file)",
@@ -172,7 +172,7 @@ class CohortPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.model = None
-        self.controller = RunController(self)
+        self.controller = TaskRunner(self)
         self.entries: dict[str, tuple] = {}
         self.rows: list = []
         self.rows_by_file: dict[str, object] = {}
