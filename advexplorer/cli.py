@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("advexplorer.commands.reproduce", "re-run a recorded attack and compare"),
     "demo": ("advexplorer.commands.demo", "open the app on the demo, run PGD live, screenshot"),
     "probe": ("advexplorer.commands.probe", "single-residue probes of a protein sequence classifier"),
+    "train": ("advexplorer.commands.train", "fine-tune a model (clean, PGD-AT, TRADES, fast-AT) into a twin"),
 }
 
 #: What each command is doing when the machine runs out of memory ("out of memory while …").
