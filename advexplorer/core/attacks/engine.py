@@ -262,7 +262,7 @@ def attack_steps(
     seed = config.seed if config.seed is not None else secrets.randbits(31)
     generator = torch.Generator().manual_seed(int(seed))
     total_steps = config.effective_steps
-    rule = STEP_RULES[config.method]
+    rule = STEP_RULES[config.method]  # the method's update; everything else is the driver's
     gradient_method = rule.uses_gradient
 
     targeted = targets is not None or config.targeted is not None
@@ -385,10 +385,11 @@ def attack_steps(
             def pick(value):  # the rows still being attacked
                 return value if everyone or not isinstance(value, torch.Tensor) else value[rows]
 
+            # The method's own update, on the rows still being attacked.
             iterate = Iterate(
                 adversarial=pick(x), images=pick(images),
-                gradient=None if full_gradient is None else pick(full_gradient), loss=pick(loss), eps=pick(step_eps), step_size=pick(step_alpha),
-                eps_per_image=pick(eps_t),
+                gradient=None if full_gradient is None else pick(full_gradient), loss=pick(loss),
+                eps=pick(step_eps), step_size=pick(step_alpha), eps_per_image=pick(eps_t),
                 mask=None if mask is None else (mask if mask.shape[0] == 1 else mask[rows]),
                 state={key: pick(value) for key, value in state.items()},
                 index=index, config=config, generator=generator)
