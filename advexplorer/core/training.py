@@ -231,7 +231,7 @@ def _inner_maximisation(classifier: Classifier, net: nn.Module, batch: torch.Ten
     attack = replace(config.inner_attack(), seed=seed)
     was_training = net.training
     net.eval()
-    net.requires_grad_(False)
+    _set_trainable(net, False)
     try:
         if config.method == "trades":
             with torch.no_grad():
@@ -242,7 +242,7 @@ def _inner_maximisation(classifier: Classifier, net: nn.Module, batch: torch.Ten
         else:
             result = run_attack(classifier, batch, mask, labels, attack)
     finally:
-        net.requires_grad_(True)
+        _set_trainable(net, True)
         net.train(was_training)
     return result.adversarial.detach()
 
@@ -284,6 +284,13 @@ def robust_accuracy(classifier: nn.Module, data: LabelledImages, attack: AttackC
     return Accuracy(held, len(data))
 
 
+def _set_trainable(net: nn.Module, trainable_weights: bool) -> None:
+    """Switch weight gradients on or off (parameter by parameter: ScriptModules refuse
+    ``requires_grad_`` on the module)."""
+    for parameter in net.parameters():
+        parameter.requires_grad_(trainable_weights)
+
+
 def _snapshot(net: nn.Module) -> dict:
     return {key: value.detach().clone() for key, value in net.state_dict().items()}
 
@@ -317,17 +324,17 @@ def train_steps(classifier: Classifier, train: LabelledImages, held_out: Labelle
     config = config.validate()
     _check_data(classifier, train, held_out)
     net = classifier.model
-    net.requires_grad_(True)
+    _set_trainable(net, True)
     started = time.perf_counter()
     evaluation = config.evaluation_attack()
 
     def measure() -> tuple[Accuracy, Accuracy]:
         net.eval()
-        net.requires_grad_(False)
+        _set_trainable(net, False)
         try:
             return clean_accuracy(classifier, held_out), robust_accuracy(classifier, held_out, evaluation)
         finally:
-            net.requires_grad_(True)
+            _set_trainable(net, True)
 
     original_clean, original_robust = measure()
 
@@ -394,7 +401,7 @@ def train_steps(classifier: Classifier, train: LabelledImages, held_out: Labelle
         raise
     net.load_state_dict(best_state)
     net.eval()
-    net.requires_grad_(False)
+    _set_trainable(net, False)
     return TrainResult(config, history, best_epoch, best_clean, best_robust, original_clean,
                        original_robust, stopped, time.perf_counter() - started, best_state)
 
@@ -403,5 +410,5 @@ def trainable(classifier: Classifier) -> Classifier:
     """A deep copy of a loaded classifier whose network can be trained (the original stays as
     it was, so the app can compare the two)."""
     twin = copy.deepcopy(classifier)
-    twin.model.requires_grad_(True)
+    _set_trainable(twin.model, True)
     return twin

@@ -51,7 +51,8 @@ def clean_model(data):
     """The 'original': a clean-trained model (accurate, not robust)."""
     trained = trainable(Classifier(tiny_net(), [0.5], [0.25]))
     result = run(trained, *data, TrainConfig(method="clean", eps=EPS, epochs=6, lr=1e-2))
-    trained.model.requires_grad_(False)
+    for parameter in trained.model.parameters():
+        parameter.requires_grad_(False)
     assert result.clean.value > 0.95
     return trained
 
