@@ -34,6 +34,7 @@ class Method:
     uses_gradient: bool = True
     random_start: bool = False   # whether a random start makes sense
     momentum: bool = False
+    black_box: bool = False      # sees only the model's outputs (its steps are queries)
 
 
 METHOD_INFO: dict[str, Method] = {m.name: m for m in (
@@ -45,11 +46,20 @@ METHOD_INFO: dict[str, Method] = {m.name: m for m in (
            "https://arxiv.org/abs/1710.06081", random_start=True, momentum=True),
     Method("noise", "Random noise (baseline)", "Random noise — baseline",
            "random signs on the ε-ball's surface", uses_gradient=False),
+    Method("apgd-ce", "APGD-CE", "APGD-CE — auto step size, cross-entropy", "Croce & Hein, ICML 2020",
+           "https://arxiv.org/abs/2003.01690", random_start=True),
+    Method("apgd-dlr", "APGD-DLR", "APGD-DLR — auto step size, logit-ratio loss", "Croce & Hein, ICML 2020",
+           "https://arxiv.org/abs/2003.01690", random_start=True),
+    Method("square", "Square", "Square — black-box, outputs only", "Andriushchenko et al., ECCV 2020",
+           "https://arxiv.org/abs/1912.00049", uses_gradient=False, black_box=True),
+    Method("ensemble", "Ensemble", "Ensemble — APGD-CE → APGD-T → Square, worst case",
+           "after AutoAttack, Croce & Hein, ICML 2020", "https://arxiv.org/abs/2003.01690"),
 )}
 #: Attack names in menu order (the first is the default).
 METHODS: tuple[str, ...] = tuple(METHOD_INFO)
 #: Attacks that follow a gradient (the minimal-ε search accepts these).
-GRADIENT_METHODS: tuple[str, ...] = tuple(n for n, m in METHOD_INFO.items() if m.uses_gradient)
+GRADIENT_METHODS: tuple[str, ...] = tuple(n for n, m in METHOD_INFO.items()
+                                          if m.uses_gradient and n != "ensemble")
 
 NORM_LABELS: dict[str, str] = {"linf": "L∞", "l2": "L2"}
 NORM_DESCRIPTIONS: dict[str, str] = {"linf": "L∞ (max per pixel)", "l2": "L2 (Euclidean)"}
@@ -63,7 +73,10 @@ SALIENCY_LABELS: dict[str, str] = {
 }
 SALIENCY_METHODS: tuple[str, ...] = tuple(SALIENCY_LABELS)
 
-MethodName = Literal["fgsm", "pgd", "mifgsm", "noise"]
+MethodName = Literal["fgsm", "pgd", "mifgsm", "noise", "apgd-ce", "apgd-dlr", "square", "ensemble"]
+
+#: Square's default query budget (model evaluations per image).
+DEFAULT_QUERIES = 1000
 NormName = Literal["linf", "l2"]
 
 
@@ -165,6 +178,7 @@ class AttackConfig:
     restarts: int = 1
     early_stop: bool = False
     decay: float = 1.0
+    queries: int = DEFAULT_QUERIES  # Square's budget (one query = one model evaluation per image)
 
     def validate(self) -> "AttackConfig":
         """Raise :class:`UserError` with a fix-it message for any out-of-range value."""
@@ -188,6 +202,9 @@ class AttackConfig:
             raise UserError(f"Step size {float(self.step_size):g} must be greater than 0 (e.g. 2/255).")
         if int(self.restarts) < 1:
             raise UserError(f"restarts = {self.restarts} must be at least 1.")
+        if int(self.queries) < 1:
+            raise UserError(f"A query budget of {self.queries} lets the Square attack ask the model "
+                            "nothing; give --queries 1 or more (the paper uses 10000, 1000 is quick).")
         if not self.decay >= 0:
             raise UserError(f"Momentum decay {self.decay:g} must be ≥ 0 (the paper uses 1.0).")
         return self
@@ -198,6 +215,8 @@ class AttackConfig:
 
     @property
     def effective_steps(self) -> int:
+        if self.method == "square":
+            return int(self.queries)
         return 1 if self.method == "fgsm" else int(self.steps)
 
     def effective_step_size(self, eps: Any):
@@ -211,7 +230,9 @@ class AttackConfig:
     def describe(self) -> str:
         """'PGD L∞ ε=8/255, 10 steps' — one line for titles and status bars."""
         text = f"{self.info.label} {norm_label(self.norm)} ε={format_budget(self.eps, self.norm)}"
-        if self.info.iterative:
+        if self.method == "square":
+            text += f", {self.effective_steps} queries"
+        elif self.info.iterative:
             text += f", {self.effective_steps} steps"
         return text
 
@@ -221,7 +242,7 @@ class AttackConfig:
             "step_size": None if self.step_size is None else float(self.step_size),
             "steps": self.effective_steps, "targeted": self.targeted,
             "random_start": self.random_start, "seed": self.seed, "restarts": self.restarts,
-            "early_stop": self.early_stop, "decay": self.decay,
+            "early_stop": self.early_stop, "decay": self.decay, "queries": int(self.queries),
         }
 
     @classmethod

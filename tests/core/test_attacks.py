@@ -87,7 +87,7 @@ def attack_cases(draw):
         steps=draw(st.integers(1, 4)), random_start=draw(st.booleans()),
         seed=draw(st.integers(0, 2**31 - 1)), restarts=draw(st.integers(1, 2)),
         early_stop=draw(st.booleans()), decay=draw(st.sampled_from([0.0, 0.5, 1.0])),
-        targeted=draw(st.one_of(st.none(), st.integers(0, 3))),
+        targeted=draw(st.one_of(st.none(), st.integers(0, 3))), queries=draw(st.integers(1, 8)),
     )
     mask_kind = draw(st.sampled_from(["none", "shared", "per_image"]))
     masks = []

@@ -23,6 +23,7 @@ option list.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,3 +99,19 @@ def register(rule_class: type[StepRule]) -> type[StepRule]:
                          "add its label and citation there")
     STEP_RULES[rule_class.name] = rule_class()
     return rule_class
+
+
+#: name → step generator, for methods that do not fit a :class:`StepRule` (their own loss,
+#: best-point bookkeeping or no gradient at all: APGD, Square, the ensemble). A generator
+#: takes :func:`~.engine.attack_steps`' arguments, yields the same ``AttackStep`` once per
+#: model evaluation and returns an ``AttackResult``; ``attack_steps`` hands such methods to it.
+ATTACK_GENERATORS: dict[str, Callable] = {}
+
+
+def register_generator(name: str, generator: Callable) -> Callable:
+    """Make ``generator`` the whole attack for method ``name`` (a key of config.METHOD_INFO)."""
+    if name not in METHOD_INFO:
+        raise ValueError(f"attack {name!r} is not in advexplorer.config.METHOD_INFO; "
+                         "add its label and citation there")
+    ATTACK_GENERATORS[name] = generator
+    return generator

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks.ball import project, random_delta
-from advexplorer.core.attacks.base import STEP_RULES, Iterate
+from advexplorer.core.attacks.base import ATTACK_GENERATORS, STEP_RULES, Iterate
 from advexplorer.errors import UserError
 
 
@@ -123,6 +123,10 @@ class AttackResult:
     probability_trajectory: torch.Tensor
     eps: torch.Tensor = field(repr=False, default=None)
     trajectory_steps: list[tuple[int, int]] = field(default_factory=list)  # (restart, index) per row
+    #: What the user should know about how the attack ran (e.g. a loss that fell back).
+    notes: list[str] = field(default_factory=list)
+    #: The ensemble's per-image verdict: which attack succeeded first (None: none did).
+    succeeded_by: list[str | None] | None = None
 
     @property
     def perturbation(self) -> torch.Tensor:
@@ -243,6 +247,10 @@ def attack_steps(
     stream for the random start, so its start does not depend on the rest of the batch.
     """
     config = (config or AttackConfig()).validate()
+    if config.method in ATTACK_GENERATORS:  # APGD, Square, the ensemble: a generator of their own
+        return (yield from ATTACK_GENERATORS[config.method](
+            model, images, allowed_mask, labels, config, targets=targets, eps=eps,
+            start_generators=start_generators))
     images = images.detach()
     if images.dim() == 3:
         images = images[None]

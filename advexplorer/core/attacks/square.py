@@ -1,0 +1,287 @@
+"""Square attack — a score-based black-box attack: random squares, kept when the margin drops.
+
+Andriushchenko, Croce, Flammarion, Hein, *Square Attack: a query-efficient black-box
+adversarial attack via random search*, ECCV 2020, https://arxiv.org/abs/1912.00049
+(Algorithms 1–3). It never computes a gradient: each step asks the model once per image
+still standing (one *query*), so it also tests models whose gradients are useless (masked,
+quantised, non-differentiable). The square's side shrinks on the paper's schedule
+(``p_init`` = 0.8 of the image, halved at 10, 50, 200, 500, … of 10 000 queries, rescaled
+to the budget), and the random search keeps a candidate when the loss improves — the
+margin z_y − max_{i≠y} z_i untargeted, the cross-entropy of the target when targeted.
+
+Masks: squares are placed only where they overlap the allowed mask, and every change is
+multiplied by it, so the perturbation is exactly zero outside it.
+
+Why a generator of its own rather than a :class:`~.base.StepRule`: there is no gradient,
+the kept point is the best candidate (not the last), and the cost is counted in queries.
+Each yielded :class:`~.engine.AttackStep` is one query batch; ``step.index`` is the number of
+queries spent per image after the initial one (the GUI's queries counter).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Generator
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from advexplorer.config import AttackConfig
+from advexplorer.core.attacks.base import register_generator
+from advexplorer.core.attacks.engine import AttackResult, AttackStep, _per_image, prepare_mask
+from advexplorer.errors import UserError
+
+#: Fraction of the image's pixels the first square covers (torchattacks' and AutoAttack's default).
+P_INIT = 0.8
+
+
+def square_fraction(query: int, budget: int, p_init: float = P_INIT) -> float:
+    """The paper's schedule of the square's area fraction p, rescaled to a ``budget`` of queries."""
+    it = int(query / budget * 10000)
+    for limit, divisor in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
+                           (4000, 64), (6000, 128), (8000, 256)):
+        if it <= limit:
+            return p_init / divisor
+    return p_init / 512
+
+
+def margin_and_loss(logits: torch.Tensor, wanted: torch.Tensor, targeted: bool):
+    """(margin, loss) to minimise: margin ≤ 0 means success. Untargeted: z_y − max others
+    (both); targeted: max others − z_t and the cross-entropy of the target."""
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    wanted_logit = logits[rows, wanted]
+    others = logits.clone()
+    others[rows, wanted] = -float("inf")
+    best_other = others.max(dim=1)[0]
+    if targeted:
+        return best_other - wanted_logit, F.cross_entropy(logits, wanted, reduction="none")
+    margin = wanted_logit - best_other
+    return margin, margin
+
+
+def _signs(shape, generator, device) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=generator).mul_(2).sub_(1).float().to(device)
+
+
+def _positions(side: int, mask: torch.Tensor | None, n: int, height: int, width: int, generator):
+    """Top-left corners (row, column) of an ``side``×``side`` square, one per mask row (one
+    shared square without a mask), drawn uniformly among squares that touch an allowed pixel."""
+    if mask is None:
+        row = torch.randint(0, height - side + 1, (1,), generator=generator)
+        column = torch.randint(0, width - side + 1, (1,), generator=generator)
+        return row, column
+    overlap = F.avg_pool2d(mask.float().cpu(), side, stride=1).flatten(1) > 0
+    choice = torch.multinomial(overlap.float(), 1, generator=generator).squeeze(1)
+    columns = width - side + 1
+    return choice // columns, choice % columns
+
+
+def _windows(row, column, side, shape, device) -> torch.Tensor:
+    """An N×1×H×W (or 1×1×H×W) 0/1 tensor with the squares at (row, column)."""
+    height, width = shape[-2:]
+    rows = torch.arange(height)[None, :]
+    columns = torch.arange(width)[None, :]
+    in_rows = (rows >= row[:, None]) & (rows < row[:, None] + side)
+    in_columns = (columns >= column[:, None]) & (columns < column[:, None] + side)
+    return (in_rows[:, :, None] & in_columns[:, None, :])[:, None].float().to(device)
+
+
+def _eta_rectangles(rows: int, columns: int) -> torch.Tensor:
+    delta = torch.zeros(rows, columns)
+    centre_row, centre_column = rows // 2 + 1, columns // 2 + 1
+    top, left = centre_row - 1, centre_column - 1
+    for counter in range(max(centre_row, centre_column)):
+        delta[max(top, 0):min(top + 2 * counter + 1, rows),
+              max(0, left):min(left + 2 * counter + 1, columns)] += 1.0 / (counter + 1) ** 2
+        top, left = top - 1, left - 1
+    return delta / (delta ** 2).sum().sqrt()
+
+
+def eta(side: int, generator) -> torch.Tensor:
+    """The L2 attack's square pattern (Algorithm 3): two opposite-sign halves of decaying rings."""
+    delta = torch.zeros(side, side)
+    delta[:side // 2] = _eta_rectangles(side // 2, side)
+    delta[side // 2:] = -_eta_rectangles(side - side // 2, side)
+    delta /= (delta ** 2).sum().sqrt()
+    return delta.t() if bool(torch.rand(1, generator=generator) > 0.5) else delta
+
+
+def _placed(pattern: torch.Tensor, row, column, side, shape, device) -> torch.Tensor:
+    """``pattern`` (side×side) placed at each (row, column): an N×1×H×W (or 1×…) tensor."""
+    placed = torch.zeros(row.shape[0], 1, *shape[-2:])
+    for i, (r, c) in enumerate(zip(row.tolist(), column.tolist())):
+        placed[i, 0, r:r + side, c:c + side] = pattern
+    return placed.to(device)
+
+
+def _l2_norm(x: torch.Tensor) -> torch.Tensor:
+    return (x ** 2).flatten(1).sum(dim=1).sqrt().view(-1, 1, 1, 1)
+
+
+def _initial_point(images, eps, norm, mask, generator):
+    """Algorithm 2/3's start: vertical stripes of ±ε (L∞) or a grid of η squares (L2)."""
+    n, channels, height, width = images.shape
+    device = images.device
+    if norm == "linf":
+        delta = eps * _signs((n, channels, 1, width), generator, device)
+        delta = delta.expand(-1, -1, height, -1)
+        return (images + (delta if mask is None else delta * mask)).clamp(0.0, 1.0)
+    side = max(height // 5, 1)
+    start = (height - side * 5) // 2
+    delta = torch.zeros_like(images)
+    row = start
+    for _ in range(height // side):
+        column = start
+        for _ in range(width // side):
+            delta[:, :, row:row + side, column:column + side] += \
+                eta(side, generator).view(1, 1, side, side).to(device) * _signs((n, channels, 1, 1), generator, device)
+            column += side
+        row += side
+    if mask is not None:
+        delta = delta * mask
+    return (images + delta / (_l2_norm(delta) + 1e-12) * eps).clamp(0.0, 1.0)
+
+
+def _candidate(images, best, eps, norm, mask, side, generator):
+    """One random-search proposal per image (Algorithm 2 for L∞, Algorithm 3 for L2)."""
+    n, channels, height, width = images.shape
+    device = images.device
+    row, column = _positions(side, mask, n, height, width, generator)
+    window = _windows(row, column, side, images.shape, device)
+    if norm == "linf":
+        change = window * (2.0 * eps) * _signs((n, channels, 1, 1), generator, device)
+        if mask is not None:
+            change = change * mask
+        moved = torch.min(torch.max(best + change, images - eps), images + eps)
+        return moved.clamp(0.0, 1.0)
+    delta = best - images
+    row2, column2 = _positions(side, mask, n, height, width, generator)
+    window2 = _windows(row2, column2, side, images.shape, device)
+    in_window = delta * window
+    norms_window = (in_window ** 2).sum(dim=(-2, -1), keepdim=True).sqrt()          # N×C×1×1
+    norms_image = _l2_norm(delta)
+    norms_both = _l2_norm(delta * torch.max(window, window2))
+    pattern = _placed(eta(side, generator), row, column, side, images.shape, device)
+    new = pattern * _signs((n, channels, 1, 1), generator, device) + in_window / (1e-12 + norms_window)
+    new = new / (1e-12 + (new ** 2).sum(dim=(-2, -1), keepdim=True).sqrt()) * (
+        torch.clamp(eps ** 2 - norms_image ** 2, min=0.0) / channels + norms_both ** 2).sqrt()
+    delta = delta * (1 - window2) * (1 - window) + new * window
+    if mask is not None:
+        delta = delta * mask
+    return (images + delta / (_l2_norm(delta) + 1e-12) * eps).clamp(0.0, 1.0)
+
+
+def square_steps(model, images, allowed_mask=None, labels=None, config: AttackConfig | None = None, *,
+                 targets=None, eps=None, start_generators=None) -> Generator[AttackStep, None, AttackResult]:
+    """The Square attack as a step generator: one yielded step per query batch.
+
+    ``config.queries`` is the budget per image (after one initial query); restarts attack
+    the images still standing again. ``start_generators`` is accepted for the driver's
+    signature; the random search draws from the config's seed.
+    """
+    config = (config or AttackConfig(method="square")).validate()
+    images = images.detach()
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    n, channels, height, width = images.shape
+    device = images.device
+    mask = prepare_mask(allowed_mask, images)
+    eps_t = _per_image(config.eps if eps is None else eps, n, images)
+    seed = config.seed if config.seed is not None else secrets.randbits(31)
+    generator = torch.Generator().manual_seed(int(seed))
+    budget = int(config.queries)
+
+    with torch.no_grad():
+        clean_logits = model(images)
+    num_classes = clean_logits.shape[1]
+    reference = labels.to(device).long() if labels is not None else clean_logits.argmax(dim=1)
+    targeted = targets is not None or config.targeted is not None
+    if targets is None and config.targeted is not None:
+        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
+    wanted = targets.to(device).long() if targeted else reference
+    if bool(((wanted < 0) | (wanted >= num_classes)).any()) or \
+            bool(((reference < 0) | (reference >= num_classes)).any()):
+        raise UserError(f"Class out of range: the model has {num_classes} classes.")
+
+    best = images.clone()
+    best_logits = clean_logits.clone()
+    margin_best, loss_best = margin_and_loss(clean_logits, wanted, targeted)
+    forward_passes = n
+    queries_used = torch.zeros(n, dtype=torch.long, device=device)
+    loss_rows, logit_rows, row_steps = [], [], []
+
+    def step(index, restart, active):
+        loss_rows.append(-loss_best.clone())
+        logit_rows.append(best_logits.clone())
+        row_steps.append((restart, index))
+        return AttackStep(index=index, restart=restart, images=images, adversarial=best.clone(),
+                          logits=best_logits.clone(), loss=-loss_best.clone(), gradient=None,
+                          active=active.clone(), total_steps=budget, wanted=wanted, targeted=targeted,
+                          success=margin_best <= 0)
+
+    for restart in range(config.restarts):
+        rows = (margin_best > 0).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            if restart == 0:  # every image is already misclassified: the clean point is the step
+                yield step(0, 0, torch.zeros(n, dtype=torch.bool, device=device))
+            break
+        x_rows, eps_rows = images[rows], eps_t[rows]
+        mask_rows = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
+        start = _initial_point(x_rows, eps_rows, config.norm, mask_rows, generator)
+        with torch.no_grad():
+            logits = model(start)
+        forward_passes += rows.numel()
+        queries_used[rows] += 1
+        margin, loss = margin_and_loss(logits, wanted[rows], targeted)
+        # A restart replaces the point of the images it attacks (they are all still standing).
+        best[rows], best_logits[rows] = start, logits
+        margin_best[rows], loss_best[rows] = margin, loss
+        active = torch.zeros(n, dtype=torch.bool, device=device)
+        active[rows] = True
+        yield step(0, restart, active)
+
+        for query in range(budget):
+            standing = active & (margin_best > 0)
+            if not bool(standing.any()):
+                break
+            rows = standing.nonzero().squeeze(1)
+            x_rows, eps_rows = images[rows], eps_t[rows]
+            mask_rows = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
+            fraction = square_fraction(query, budget)
+            smallest = 1 if config.norm == "linf" else 3
+            side = min(max(int(round(math.sqrt(fraction * height * width))), smallest), height, width)
+            if config.norm == "l2" and side % 2 == 0 and side < min(height, width):
+                side += 1
+            candidate = _candidate(x_rows, best[rows], eps_rows, config.norm, mask_rows, side, generator)
+            with torch.no_grad():
+                logits = model(candidate)
+            forward_passes += rows.numel()
+            queries_used[rows] += 1
+            margin, loss = margin_and_loss(logits, wanted[rows], targeted)
+            improved = loss < loss_best[rows]
+            loss_best[rows] = torch.where(improved, loss, loss_best[rows])
+            keep = improved | (margin <= 0)
+            margin_best[rows] = torch.where(keep, margin, margin_best[rows])
+            best[rows] = torch.where(keep.view(-1, 1, 1, 1), candidate, best[rows])
+            best_logits[rows] = torch.where(keep[:, None], logits, best_logits[rows])
+            active = standing
+            yield step(query + 1, restart, active)
+
+    success = margin_best <= 0
+    return AttackResult(
+        config=replace(config, seed=int(seed)), seed=int(seed), images=images, adversarial=best,
+        clean_probabilities=torch.softmax(clean_logits.float(), dim=1),
+        adversarial_probabilities=torch.softmax(best_logits.float(), dim=1), reference=reference,
+        targets=wanted if targeted else None, success=success, loss=-loss_best,
+        steps_run=queries_used, forward_passes=forward_passes, backward_passes=0,
+        loss_trajectory=torch.stack(loss_rows) if loss_rows else -loss_best[None],
+        probability_trajectory=torch.softmax(
+            torch.stack(logit_rows if logit_rows else [best_logits]).float(), dim=2),
+        eps=eps_t.flatten(), trajectory_steps=row_steps)
+
+
+register_generator("square", square_steps)
