@@ -171,10 +171,10 @@ class MainWindow(QMainWindow):
         self.session.current_changed.connect(self._show_entry)
         self.session.runs_changed.connect(
             lambda entry: entry is self.session.current and self.runs_history.refresh(select_last=True))
-        self.image_list.currentRowChanged.connect(lambda row: row >= 0 and self.session.set_current(row))
-        self.images_panel.add_button.clicked.connect(self.images.open_images_dialog)
+        self.image_list.currentRowChanged.connect(self._image_row_changed)
         self.images_panel.remove_button.clicked.connect(self._remove_images)
         self.images.error.connect(self.show_error)
+        self.images.message.connect(self.statusBar().showMessage)
         self.images.masks_loaded.connect(self.mask_tools.show_masks_of)
         self.images.added.connect(self._recent_menus)
         self.images.added.connect(self._update_enabled)
@@ -187,9 +187,8 @@ class MainWindow(QMainWindow):
         hist.show_requested.connect(self.runs.show_run)
         hist.message.connect(self.statusBar().showMessage)
         hist.error.connect(self.show_error)
-        self.compare_button.clicked.connect(hist.compare_selected)
-        self.history_panel.save_button.clicked.connect(lambda: hist.save_run_dialog(self.runs.shown_run))
-        self.history_panel.report_button.clicked.connect(hist.report_dialog)
+        self.history_panel.save_button.clicked.connect(self.save_run_action.trigger)
+        self.history_panel.report_button.clicked.connect(self.report_action.trigger)
         self.run_button.clicked.connect(self.start_run)
         self.pause_button.clicked.connect(self.toggle_pause)
         self.cancel_button.clicked.connect(self.cancel_run)
@@ -249,13 +248,9 @@ class MainWindow(QMainWindow):
     def model(self, loaded) -> None:
         self.models.model = loaded
 
-    @property
-    def model_card(self):
-        return self.models.card
+    model_card = property(lambda self: self.models.card, doc="The card, known before the model loads.")
 
-    @property
-    def model_loading(self) -> bool:
-        return self.models.loading
+    model_loading = property(lambda self: self.models.loading, doc="A model load is in progress.")
 
     def open_model_dialog(self) -> None:
         self.models.open_dialog(self)
@@ -294,6 +289,10 @@ class MainWindow(QMainWindow):
     def add_images(self, paths_, quiet: bool = False) -> list[ImageEntry]:
         """Add image files/folders; unreadable files are skipped and reported in one dialog."""
         return self.images.add_images(paths_, quiet=quiet)
+
+    def _image_row_changed(self, row: int) -> None:  # slots return None (see menus._without_result)
+        if row >= 0:
+            self.session.set_current(row)
 
     def _remove_images(self) -> None:
         self.images.busy_entry = self.runs.entry
@@ -338,10 +337,6 @@ class MainWindow(QMainWindow):
         if note and announce:
             self.statusBar().showMessage(note, 8000)
 
-    def _saved(self, written: Path | None) -> None:
-        if written is not None:
-            self.statusBar().showMessage(f"Saved {written}", 5000)
-
     def undo(self) -> None:
         self.mask_tools.edit("undo")
 
@@ -350,9 +345,6 @@ class MainWindow(QMainWindow):
         return (self.engine.is_ready and self.model is not None and not self.model_loading
                 and self.session.current is not None and self.attack_panel.is_valid()
                 and not self.runs.running)
-
-    def make_job(self, entry: ImageEntry):
-        return self.runs.make_job(entry)
 
     def start_run(self) -> None:
         """Run the attack on the current image (Run button / Ctrl+R)."""

@@ -12,6 +12,18 @@ from advexplorer.gui import icons
 from advexplorer.gui.panels import MaskToolBar
 
 
+def _without_result(slot):
+    """``slot`` as a Qt slot that takes Qt's ``checked`` argument and returns nothing.
+
+    Qt passes ``checked`` to a connected callable: Run on selected images once received it as
+    its list of images. And a value returned to a signal is best dropped: PySide6 has been
+    seen to mis-count references to it (a rare bool/None dealloc abort at exit)."""
+    def triggered(_checked: bool = False) -> None:
+        slot()
+
+    return triggered
+
+
 def _action(window, text: str, slot, shortcut=None, tip: str = "", icon: str | None = None,
             checkable: bool = False) -> QAction:
     """An action; ``slot`` is called WITHOUT Qt's ``checked`` argument (it would land
@@ -27,7 +39,7 @@ def _action(window, text: str, slot, shortcut=None, tip: str = "", icon: str | N
         action.setIcon(icons.icon(icon))
     action.setCheckable(checkable)
     if slot is not None:
-        action.triggered.connect(lambda _checked=False: slot())
+        action.triggered.connect(_without_result(slot))
     window.addAction(action)  # shortcuts work even when a toolbar is hidden
     return action
 
@@ -47,10 +59,10 @@ def build_actions(window) -> None:
     window.load_mask_action = a("Load mask…", lambda: images.load_mask_dialog("attack"), None,
                                 "Load an allowed/protect mask PNG for the current image.")
     window.load_diagnostic_action = a("Load diagnostic region…", lambda: images.load_mask_dialog("diagnostic"))
-    window.save_mask_action = a("Save mask…", lambda: window._saved(images.save_mask_dialog("attack")),
+    window.save_mask_action = a("Save mask…", lambda: images.save_mask_dialog("attack"),
                                 "Ctrl+Shift+S", "Save the painted mask as a PNG at the image's size.")
     window.save_diagnostic_action = a("Save diagnostic region…",
-                                      lambda: window._saved(images.save_mask_dialog("diagnostic")))
+                                      lambda: images.save_mask_dialog("diagnostic"))
     window.save_run_action = a("Save run folder…", lambda: window.runs_history.save_run_dialog(
         window.runs.shown_run), "Ctrl+S", "Write the shown run as a run folder (record.json and files).")
     window.report_action = a("Export report…", window.runs_history.report_dialog, "Ctrl+E",

@@ -3,7 +3,7 @@
 :func:`run_job` wraps :func:`advexplorer.session.runs.run_steps`: it builds the
 :class:`RunRequest` from copies taken when Run was pressed (so the user can keep painting),
 collects the engine's steps as numpy copies and hands them to the GUI in batches about
-30 times a second (:class:`StepUpdate`: every step's probabilities and loss, plus the
+25 times a second (:class:`StepUpdate`: every step's probabilities and loss, plus the
 latest images) — so a fast attack does not pay a signal and a Python callback per step
 on the GUI thread — and returns a :class:`~advexplorer.session.state.RunSummary`. After
 the last step it yields :class:`Phase` updates (scoring the 8-bit export, saliency maps,
@@ -39,7 +39,7 @@ from advexplorer.errors import UserError
 from advexplorer.session.state import RunSummary
 
 #: Seconds between two batches sent to the GUI (each carries every step since the last).
-UPDATE_INTERVAL_S = 1 / 30
+UPDATE_INTERVAL_S = 1 / 25  # the GUI redraws at most 25 times a second
 #: Pool threads: engine import, a model load, a run and a cohort screen may overlap, and
 #: Qt's default (one per core) would queue one behind another on a 2-core machine.
 MIN_POOL_THREADS = 4
@@ -376,11 +376,17 @@ class TaskRunner(QObject):
         worker.returned.connect(self.finished_run)
         worker.errored.connect(self._errored)
         worker.aborted.connect(self.cancelled)
-        worker.paused.connect(lambda: self.paused_changed.emit(True))
-        worker.resumed.connect(lambda: self.paused_changed.emit(False))
+        worker.paused.connect(self._paused)
+        worker.resumed.connect(self._resumed)
         worker.finished.connect(self._finished)
         self.worker = worker
         worker.start()
+
+    def _paused(self) -> None:
+        self.paused_changed.emit(True)
+
+    def _resumed(self) -> None:
+        self.paused_changed.emit(False)
 
     def _errored(self, error: Exception) -> None:
         self.failed.emit(error if isinstance(error, JobFailed) else JobFailed(error))

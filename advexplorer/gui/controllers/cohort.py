@@ -29,7 +29,11 @@ class CohortDockController(QObject):
     def __init__(self, window: QMainWindow, dock: QDockWidget, results_dock: QDockWidget):
         super().__init__(window)
         self.window, self.dock, self.results_dock = window, dock, results_dock
-        dock.topLevelChanged.connect(lambda floating: floating or QTimer.singleShot(0, self.keep_on_screen))
+        dock.topLevelChanged.connect(self._floating_changed)
+
+    def _floating_changed(self, floating: bool) -> None:
+        if not floating:
+            QTimer.singleShot(0, self.keep_on_screen)
 
     def _screen(self):
         return (self.window.screen() or self.dock.screen()).availableGeometry()

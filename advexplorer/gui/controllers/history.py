@@ -45,6 +45,10 @@ class HistoryController(QObject):
         self.busy = lambda: False      # the window says when a run is drawing live
         self.compare_dialog = None
         panel.list.itemSelectionChanged.connect(self.selection_changed)
+        panel.compare_button.clicked.connect(self._compare_clicked)
+
+    def _compare_clicked(self) -> None:
+        self.compare_selected()
 
     def refresh(self, select_last: bool = False) -> None:
         entry = self.session.current

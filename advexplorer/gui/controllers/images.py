@@ -66,6 +66,7 @@ class ImageController(QObject):
     ``added(entries)`` after images were added."""
 
     error = Signal(str, str)
+    message = Signal(str, int)
     masks_loaded = Signal(object)
     added = Signal(list)
 
@@ -77,6 +78,10 @@ class ImageController(QObject):
         self.preferences = preferences
         self.dialog_parent = dialog_parent
         self.busy_entry: ImageEntry | None = None   # being attacked: not removable
+        panel.add_button.clicked.connect(self._add_clicked)
+
+    def _add_clicked(self) -> None:
+        self.open_images_dialog()
 
     # -- adding ------------------------------------------------------------------------
     def add_images(self, paths, quiet: bool = False) -> list[ImageEntry]:
@@ -262,7 +267,9 @@ class ImageController(QObject):
         self.preferences.set_folder("mask", path)
         data = entry.masks.diagnostic.data if layer == "diagnostic" else entry.masks.attack.data
         try:
-            return write_mask_png(path, data)
+            written = write_mask_png(path, data)
         except UserError as error:
             self.error.emit("Could not save the mask", str(error))
             return None
+        self.message.emit(f"Saved {written}", 5000)
+        return written

@@ -19,13 +19,20 @@ class MaskToolsController(QObject):
                  parent=None):
         super().__init__(parent)
         self.session, self.canvas, self.toolbar = session, canvas, toolbar
-        canvas.tool_changed.connect(lambda tool: tool_actions[tool].setChecked(True))
+        self.tool_actions = tool_actions
+        canvas.tool_changed.connect(self._tool_changed)
         canvas.brush_size_changed.connect(toolbar.brush_size.setValue)
         canvas.mask_edited.connect(self.edited)
         toolbar.brush_size.valueChanged.connect(canvas.set_brush_size)
         toolbar.layer.currentIndexChanged.connect(self._layer_changed)
         toolbar.mode.currentIndexChanged.connect(self._mode_changed)
-        toolbar.opacity.valueChanged.connect(lambda value: canvas.set_opacity(value / 100))
+        toolbar.opacity.valueChanged.connect(self._opacity_changed)
+
+    def _tool_changed(self, tool: str) -> None:
+        self.tool_actions[tool].setChecked(True)
+
+    def _opacity_changed(self, percent: int) -> None:
+        self.canvas.set_opacity(percent / 100)
 
     def show_masks_of(self, entry: ImageEntry) -> None:
         """The toolbar's mode follows the shown image's masks (without echoing back)."""
