@@ -53,6 +53,10 @@ CURVES = (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBU
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
 #: Worst cases kept for the panel (the CLI's --worst default).
 WORST_CASES = 8
+#: The attack form's fields (AttackPanel.set_values keywords) a screen's settings fill in;
+#: AttackConfig fields the form does not show are left out rather than refused by it.
+FORM_FIELDS = ("method", "norm", "eps", "step_size", "steps", "targeted", "random_start", "seed",
+               "restarts", "early_stop", "decay")
 THUMBNAIL_PX = 112
 
 
@@ -123,7 +127,7 @@ def attack_settings(config_kwargs: dict, eps: float) -> dict:
     that flips it.
     """
     config = AttackConfig(**{**config_kwargs, "eps": eps})
-    settings = config.to_json()
+    settings = {key: value for key, value in config.to_json().items() if key in FORM_FIELDS}
     settings["eps"] = eps_argument(eps) if config.norm == "linf" else repr(float(eps))
     settings["early_stop"] = True
     return settings
