@@ -131,14 +131,11 @@ def _initial_point(images, eps, norm, mask, generator):
     side = max(height // 5, 1)
     start = (height - side * 5) // 2
     delta = torch.zeros_like(images)
-    row = start
-    for _ in range(height // side):
-        column = start
-        for _ in range(width // side):
+    # Whole squares only (torchattacks assumes sides that are multiples of 5 and would fail).
+    for row in range(start, height - side + 1, side):
+        for column in range(start, width - side + 1, side):
             delta[:, :, row:row + side, column:column + side] += \
                 eta(side, generator).view(1, 1, side, side).to(device) * _signs((n, channels, 1, 1), generator, device)
-            column += side
-        row += side
     if mask is not None:
         delta = delta * mask
     return (images + delta / (_l2_norm(delta) + 1e-12) * eps).clamp(0.0, 1.0)
