@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from advexplorer import config
 from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
+from advexplorer.commands._sources import add_source_arguments, annotation_masks, load_source_image
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must not load torch
     from advexplorer.session.runs import RunRequest
@@ -19,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with its protect mask)")
     add_model_arguments(parser)
     add_mask_arguments(parser)
+    add_source_arguments(parser)
     attack = parser.add_argument_group("attack")
     attack.add_argument("--attack", default=config.METHODS[0], choices=config.METHODS,
                         help="fgsm (one step), pgd (iterative, Madry et al.), mifgsm (momentum), "
@@ -61,7 +63,7 @@ def build_request(args) -> "RunRequest":
     from advexplorer import paths
     from advexplorer.core.attacks import AttackConfig
     from advexplorer.errors import UserError
-    from advexplorer.io.images import load_image, load_mask
+    from advexplorer.io.images import load_mask
     from advexplorer.io.models import load_model
     from advexplorer.session.runs import RunRequest
 
@@ -89,10 +91,17 @@ def build_request(args) -> "RunRequest":
     elif args.protect:
         mask_path, mask_mode, invert = Path(args.protect), "protect", True
 
-    image = load_image(image_path, card)
+    image = load_source_image(args, image_path, card)
     allowed = load_mask(mask_path, image, card, invert=invert,
                         role="protect mask" if invert else "mask") if mask_path else None
     diagnostic = load_mask(diagnostic_path, image, card, role="diagnostic") if diagnostic_path else None
+    annotated_allowed, annotated_diagnostic, annotations = annotation_masks(args, image, card)
+    if annotated_allowed is not None:
+        if allowed is not None:
+            raise UserError("Give either a mask file (--mask/--protect) or --protect-classes, not both.")
+        allowed, mask_mode, mask_path = annotated_allowed, "protect", None
+    if annotated_diagnostic is not None:
+        diagnostic, diagnostic_path = annotated_diagnostic, None
     targeted = card.class_index(args.targeted) if args.targeted is not None else None
     label = card.class_index(args.label) if args.label is not None else None
     attack_config = AttackConfig(
@@ -104,7 +113,7 @@ def build_request(args) -> "RunRequest":
                       diagnostic_path=diagnostic_path, label=label, saliency=args.saliency,
                       saliency_class=getattr(args, "saliency_class", "clean"),
                       robustness=args.robustness or bool(args.saliency),
-                      command_line=getattr(args, "command_line", None))
+                      command_line=getattr(args, "command_line", None), annotations=annotations)
 
 
 def _check_reports(paths: list[str], overwrite: bool) -> None:

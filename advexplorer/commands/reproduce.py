@@ -96,6 +96,9 @@ def _input_files(record: dict, folder=None) -> list[tuple[str, str | None, str |
     diagnostic = record.get("diagnostic")
     if isinstance(diagnostic, dict) and diagnostic.get("path"):
         files.append(("diagnostic region", _source(record, "diagnostic", folder), diagnostic.get("sha256")))
+    annotations = record.get("annotations")
+    if isinstance(annotations, dict) and annotations.get("path"):
+        files.append(("annotations", annotations["path"], annotations.get("sha256")))
     return files
 
 
@@ -142,12 +145,15 @@ def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> ar
     diagnostic = record.get("diagnostic") or {}
     saliency = record.get("saliency") or {}
     label, target = record.get("label"), record.get("target")
+    annotations = record.get("annotations") or {}
     return argparse.Namespace(
         model=model.get("path"), card=model.get("card_path"), device=device, trust_pickle=trust_pickle,
         image=image.get("path"),
         mask=_source(record, "mask", folder) if mask.get("mode") == "allowed" else None,
-        protect=_source(record, "mask", folder) if mask.get("mode") == "protect" else None,
-        diagnostic=_source(record, "diagnostic", folder),
+        # Masks made from QuPath annotations are made again from them (the file's hash is checked).
+        protect=_source(record, "mask", folder) if mask.get("mode") == "protect"
+        and not annotations.get("protect_classes") else None,
+        diagnostic=_source(record, "diagnostic", folder) if not annotations.get("diagnostic_classes") else None,
         attack=attack.get("method", "pgd"), norm=attack.get("norm", "linf"), eps=attack.get("eps"),
         step_size=attack.get("step_size"), steps=attack.get("steps", 10),
         label=None if not label else int(label["index"]),
@@ -158,7 +164,26 @@ def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> ar
         saliency_class=record.get("saliency_class") or "clean",
         robustness="robustness" in record,
         command_line=None,
+        **_source_options(record),
     )
+
+
+def _source_options(record: dict) -> dict:
+    """The slide region, DICOM window and annotation options the record was made with; the
+    region's pixel SHA-256 is checked when it is read again."""
+    image = record.get("image") or {}
+    region, dicom = image.get("region") or {}, image.get("dicom") or {}
+    annotations = record.get("annotations") or {}
+    window = dicom.get("window") if dicom.get("window_source") == "given" else None
+    return {
+        "region": ",".join(str(region[k]) for k in ("x", "y", "w", "h")) if region else None,
+        "level": int(region.get("level", 0)) if region else 0,
+        "region_pixels_sha256": region.get("pixels_sha256"),
+        "dicom_window": ",".join(repr(float(v)) for v in window) if window else None,
+        "annotations": annotations.get("path"),
+        "protect_classes": ",".join(annotations.get("protect_classes") or []) or None,
+        "diagnostic_classes": ",".join(annotations.get("diagnostic_classes") or []) or None,
+    }
 
 
 def _config(record: dict):

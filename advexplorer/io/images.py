@@ -47,6 +47,9 @@ class LoadedImage:
     original: np.ndarray          # H×W×C float32 in [0,1] at file resolution, card's channels
     file_size: tuple[int, int]    # (width, height) of the file
     notes: list[str] = field(default_factory=list)
+    # Where the pixels came from when not a whole image file: a slide region or a DICOM window
+    # (``{"region": {...}}`` / ``{"dicom": {...}}``), recorded in record.json for ``reproduce``.
+    provenance: dict | None = None
 
     @property
     def name(self) -> str:

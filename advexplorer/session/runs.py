@@ -53,6 +53,7 @@ class RunRequest:
     saliency_class: str = "clean"
     robustness: bool = False
     command_line: list[str] | None = None
+    annotations: dict | None = None   # QuPath GeoJSON the masks came from (path, sha256, classes)
 
     def __post_init__(self):
         if self.mask_mode not in MASK_MODES:
@@ -213,7 +214,7 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
                   "card_sha256": request.model.card_sha256, "card": card.to_json()},
         "image": {"path": str(request.image.path) if request.image.path else None,
                   "sha256": request.image.sha256, "file_size": list(request.image.file_size),
-                  "notes": list(request.image.notes)},
+                  "notes": list(request.image.notes), **(request.image.provenance or {})},
         "mask": {"mode": request.mask_mode,
                  "path": str(Path(request.mask_path).resolve()) if request.mask_path else None,
                  "sha256": (_file_entry(request.mask_path) or {}).get("sha256"),
@@ -260,6 +261,8 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         record["files"].update(saliency_before=FILES["saliency_before"], saliency_after=FILES["saliency_after"])
     if outcome.robustness is not None:
         record["robustness"] = outcome.robustness.to_json()
+    if request.annotations:
+        record["annotations"] = request.annotations
     # Non-finite measurements ("not measured") become null: record.json is strict JSON.
     return jsonable(record)
 
