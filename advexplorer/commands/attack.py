@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from advexplorer import config
 from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
 from advexplorer.commands._sources import add_source_arguments, annotation_masks, load_source_image
+from advexplorer.commands._defence import add_defence_arguments, defence_record, summary_lines, wrap_model
 
 if TYPE_CHECKING:  # imported lazily at run time: --help must not load torch
     from advexplorer.session.runs import RunRequest
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="diagnostic-region mask: report the share of attribution inside it")
     explain.add_argument("--robustness", action="store_true",
                          help="margin, gradient norm, local Lipschitz estimate, radius, noise flip rate")
+    add_defence_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the run")
     output.add_argument("--report", action="append", default=[], metavar="FILE.html|.pdf|.json",
@@ -69,6 +71,7 @@ def build_request(args) -> "RunRequest":
 
     model_path = Path(args.model) if args.model else paths.DEFAULT_MODEL
     loaded = load_model(model_path, card=args.card, device=args.device, trust_pickle=args.trust_pickle)
+    loaded, args.defence_info = wrap_model(loaded, args)
     card = loaded.card
     mask_path, mask_mode, invert = None, "none", False
     diagnostic_path = Path(args.diagnostic) if args.diagnostic else None
@@ -134,6 +137,7 @@ def run(args) -> int:
     _check_reports(args.report, args.overwrite)
     request = build_request(args)
     outcome = run_request(request)
+    outcome.extras.update(defence_record(request, outcome, getattr(args, "defence_info", {})))
     record = build_record(request, outcome)
     write_run_dir(out_dir, request, outcome, record)
     for report in args.report:
@@ -193,6 +197,7 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
         keys = ("margin", "gradient_norm", "lipschitz_estimate", "radius_estimate", "noise_flip_rate")
         lines.append("robust   " + ", ".join(f"{k.replace('_', ' ')} {r[k]:.4g}" for k in keys
                                              if isinstance(r.get(k), (int, float))))
+    lines += summary_lines(record)
     lines.append(f"wrote    {out_dir}/ ({', '.join(sorted(record['files'].values()))}, record.json)"
                  f" in {record['wall_time_s']:.2f}s")
     for report in reports:

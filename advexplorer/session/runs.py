@@ -263,6 +263,7 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         record["robustness"] = outcome.robustness.to_json()
     if request.annotations:
         record["annotations"] = request.annotations
+    record.update({k: v for k, v in outcome.extras.items() if k in ("defence", "precision")})
     # Non-finite measurements ("not measured") become null: record.json is strict JSON.
     return jsonable(record)
 
