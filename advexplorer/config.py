@@ -65,6 +65,40 @@ NORM_LABELS: dict[str, str] = {"linf": "L∞", "l2": "L2"}
 NORM_DESCRIPTIONS: dict[str, str] = {"linf": "L∞ (max per pixel)", "l2": "L2 (Euclidean)"}
 NORMS: tuple[str, ...] = tuple(NORM_LABELS)
 
+@dataclass(frozen=True)
+class FlagInfo:
+    """A warning that an evaluation may be unreliable: what it means and what to do about it."""
+
+    code: str
+    title: str
+    suggestion: str
+
+
+#: Flags for unreliable evaluations (after AutoAttack's checks, Croce & Hein 2020), in the
+#: order they are shown. The measured detail of each raised flag is added by core.flags.
+FLAG_INFO: dict[str, FlagInfo] = {f.code: f for f in (
+    FlagInfo("gradient-unusable", "Input gradients are zero or not finite",
+             "White-box attacks cannot work here (gradient masking): rely on the Square attack "
+             "or the ensemble, which runs it."),
+    FlagInfo("noise-beats-attack", "Random noise flips more images than the gradient attack",
+             "The gradient attack is failing, not the model resisting: use more steps or restarts, "
+             "APGD (automatic step size), or the ensemble."),
+    FlagInfo("black-box-beats-white-box", "The black-box attack succeeds where the white-box one fails",
+             "The gradients mislead the white-box attacks (masking): report the ensemble's worst case, "
+             "not the white-box number."),
+    FlagInfo("not-decreasing-in-eps", "Robust accuracy does not decrease as ε grows",
+             "A larger budget can only help an attacker: the attack is unreliable; use more steps, "
+             "restarts or the ensemble."),
+    FlagInfo("unbounded-eps-fails", "An unbounded ε (1.0, L∞) does not reach 100 % success",
+             "An attacker who may set every pixel to anything must win: the attack or the model's "
+             "gradients are broken; try the Square attack or the ensemble."),
+    FlagInfo("loss-not-increasing", "The attack's loss did not increase over the steps",
+             "The steps go nowhere: check the step size, or use APGD, whose step size adapts."),
+    FlagInfo("probability-output", "The model's output is already a probability",
+             "Softmax outputs saturate and their gradients vanish; attack the model's logits "
+             "(export it without its final softmax) for a reliable number."),
+)}
+
 SALIENCY_LABELS: dict[str, str] = {
     "gradient": "Gradient (saliency)",
     "smoothgrad": "SmoothGrad",
