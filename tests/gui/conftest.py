@@ -71,7 +71,11 @@ def _collect_qt_garbage_while_qt_lives():
 
     from PySide6.QtCore import QCoreApplication, QEvent
 
+    from PySide6.QtCore import QThreadPool
+
     if QCoreApplication.instance() is not None:
+        QThreadPool.globalInstance().waitForDone(10000)
+        QCoreApplication.processEvents()  # workers' last signals, while their receivers live
         QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     gc.collect()
 
@@ -113,5 +117,8 @@ def window(qtbot, settings_file, errors, tiny_model, image_files):
     win.set_model(tiny_model)
     assert win.can_run()
     yield win
-    if win.controller.running:
-        win.controller.stop_and_wait(10000)
+    # Every background task ends with its window (run, model load, cohort), so no worker
+    # outlives the test and nothing Qt-owned is left for the interpreter's shutdown.
+    for tasks in (win.controller, win.models.tasks, win.cohort_panel.controller, win.engine.tasks):
+        if tasks.running:
+            tasks.stop_and_wait(10000)
