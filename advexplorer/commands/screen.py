@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +30,9 @@ DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
 SUMMARY_VERSION = 1
 #: Settings that must match for ``--resume`` to continue an earlier screen.
 RESUME_KEYS = ("model_sha256", "card_sha256", "images", "images_fingerprint", "mask_mode",
-               "eps", "attack", "noise_baseline", "min_eps")
+               "eps", "attack", "noise_baseline", "min_eps", "seeds", "mixed_precision")
+#: What a settings file written before a key existed meant by it.
+RESUME_DEFAULTS = {"mixed_precision": "off"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="(image, ε) pairs per engine call and images per loaded batch (default 32)")
     screen.add_argument("--workers", type=int, default=None,
                         help="image-loading processes (default min(2, CPUs); 0 = main process)")
+    screen.add_argument("--seeds", type=int, default=1, metavar="K",
+                        help="repeat the random-start attack with K seeds (--seed, --seed+1, …) and "
+                             "report the spread of robust accuracy with a bootstrap interval (default 1)")
+    screen.add_argument("--ranks", type=int, default=None, metavar="N",
+                        help="run N worker processes on this machine through torchrun (one device "
+                             "each: cuda:0…N-1, or the CPU with gloo); or start the command under "
+                             "torchrun yourself")
+    screen.add_argument("--mixed-precision", default="off", choices=("off", "bfloat16", "float16"),
+                        help="run the model's forward under autocast in this precision; the loss and "
+                             "the attack step stay in float32 (default off)")
     screen.add_argument("--noise-baseline", action="store_true",
                         help="also screen random noise of the same budget (flip rate of chance)")
     screen.add_argument("--min-eps", action="store_true",
@@ -145,7 +159,10 @@ def _prepare_out(out: Path, resume: bool) -> bool:
 
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder; choose another --out folder.")
-    earlier = (out / "per_image.csv").is_file()
+    from advexplorer.commands._distributed import part_files
+
+    # A screen on several ranks that stopped before merging left only its part files.
+    earlier = (out / "per_image.csv").is_file() or bool(part_files(out, "per_image.csv"))
     if earlier and not resume:
         raise UserError(f"{out} already holds a screen (per_image.csv). Pass --resume to continue "
                         "it, or choose a new --out folder.")
@@ -163,90 +180,213 @@ def _prepare_out(out: Path, resume: bool) -> bool:
 
 
 def run(args) -> int:
+    from advexplorer.commands._distributed import join, launch, without_ranks
+
+    if getattr(args, "ranks", None) is not None:
+        if args.ranks < 1:
+            from advexplorer.errors import UserError
+
+            raise UserError(f"--ranks {args.ranks} must be at least 1.")
+        if args.ranks > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+            argv = list(getattr(args, "command_line", []) or [])[1:]
+            return launch(without_ranks(argv), args.ranks)
+    ranks = join(args.device)
+    try:
+        return _run(args, ranks)
+    finally:
+        ranks.close()
+
+
+def seed_csv_name(seed_index: int, seed: int) -> str:
+    """``per_image.csv`` for the first seed; ``per_image_seed{S}.csv`` for the repeats."""
+    return "per_image.csv" if seed_index == 0 else f"per_image_seed{seed}.csv"
+
+
+def _shared_or_raise(ranks, compute):
+    """Run ``compute`` on rank 0 and hand its result (or its one-line error) to every rank."""
+    from advexplorer.errors import UserError
+
+    value, error = None, None
+    if ranks.leader:
+        try:
+            value = compute()
+        except UserError as caught:
+            error = str(caught)
+            if not ranks.active:
+                raise
+    value, error = ranks.share((value, error))
+    if error is not None:
+        raise UserError(error)
+    return value
+
+
+def _run(args, ranks) -> int:
     from advexplorer import paths
+    from advexplorer.commands._distributed import part_files, part_path
     from advexplorer.core.attacks import AttackConfig
-    from advexplorer.core.screening import BISECTION_STEPS, check_eps_list, eps_label, screen_steps, summarize
+    from advexplorer.core.groups import group_summary, significant_gaps
+    from advexplorer.core.screening import (BISECTION_STEPS, MixedPrecisionForward, check_eps_list,
+                                            eps_label, screen_steps, summarize)
+    from advexplorer.core.seeds import seed_spread, seeds_are_random
     from advexplorer.errors import UserError
     from advexplorer.io.atomic import atomic_write_text
     from advexplorer.io.cohort import PerImageWriter, open_cohort, read_per_image_csv
     from advexplorer.io.models import load_model
 
     out = Path(args.out).expanduser()
-    resuming = _prepare_out(out, args.resume)
+    resuming = _shared_or_raise(ranks, lambda: _prepare_out(out, args.resume))
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1.")
     if args.verify_monotone < 0 or args.worst < 0:
         raise UserError("--verify-monotone and --worst take a count ≥ 0.")
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} must be at least 1.")
     config = AttackConfig(method=args.attack, norm=args.norm, eps=max(args.eps) if args.eps else 0,
                           step_size=args.step_size, steps=args.steps, random_start=args.random_start,
                           seed=args.seed, restarts=args.restarts, early_stop=True)
     eps = check_eps_list(args.eps, args.norm)
     config = config.validate()
+    if args.seeds > 1 and not seeds_are_random(config):
+        raise UserError(f"--seeds {args.seeds} repeats a random attack with other seeds, but this "
+                        f"{args.attack} attack draws nothing at random (every seed would give the "
+                        "same result); add --random-start, or use --seeds 1.")
+    seeds = [args.seed + k for k in range(args.seeds)]
+    device = ranks.device(args.device)
     model_path = Path(args.model) if args.model else paths.DEFAULT_MODEL
-    loaded = load_model(model_path, card=args.card, device=args.device, trust_pickle=args.trust_pickle)
+    loaded = load_model(model_path, card=args.card, device=device, trust_pickle=args.trust_pickle)
     card = loaded.card
+    classifier = loaded.classifier
+    if args.mixed_precision != "off":
+        classifier = MixedPrecisionForward(classifier, args.mixed_precision)
     cohort = open_cohort(args.images, card, masks_dir=args.masks, protect_dir=args.protect_dir,
                          mask=args.mask, protect=args.protect)
     fingerprint = cohort.fingerprint()
     settings = _settings(loaded, cohort, fingerprint, eps, config, args)
+    settings.update({"seeds": seeds, "mixed_precision": args.mixed_precision,
+                     "world_size": ranks.world_size, "devices": ranks.gather(str(loaded.device))})
     settings_path = out / "screen_settings.json"
-    previous_rows = []
-    if resuming:
-        if settings_path.is_file():
+
+    def check_settings():
+        if resuming and settings_path.is_file():
             earlier = json.loads(settings_path.read_text(encoding="utf-8"))
-            changed = [key for key in RESUME_KEYS if earlier.get(key) != settings.get(key)]
+            changed = [key for key in RESUME_KEYS
+                       if earlier.get(key, RESUME_DEFAULTS.get(key)) != settings.get(key)]
             if changed:
                 raise UserError(f"Cannot resume the screen in {out}: {', '.join(changed)} changed since "
                                 "it started. Use the same model, images, masks and options, or a new "
                                 "--out folder.")
-        previous_rows = read_per_image_csv(out / "per_image.csv", eps, card.classes,
-                                           noise_baseline=args.noise_baseline, min_eps=args.min_eps,
-                                           notes=cohort.notes)
-    atomic_write_text(settings_path, json.dumps(settings, indent=2) + "\n", overwrite=True)
+        atomic_write_text(settings_path, json.dumps(settings, indent=2) + "\n", overwrite=True)
 
-    progress = Progress(quiet=args.quiet)
-    for note in cohort.notes:
-        progress.say(f"advexplorer: note: {note}")
-    done = {row.file for row in previous_rows}
-    if resuming:
-        progress.say(f"advexplorer: resuming: {len(done)} of {len(cohort)} images already screened")
-    loader = cohort.loader(args.batch_size, exclude=done, num_workers=args.workers)
-    steps = screen_steps(loaded.classifier, loader, eps, config, noise_baseline=args.noise_baseline,
-                         done=done, min_eps=args.min_eps, verify_monotone=args.verify_monotone,
-                         batch_size=args.batch_size, worst_cases=args.worst)
-    skipped: list[tuple[str, str]] = []
+    _shared_or_raise(ranks, check_settings)
+    # Rank 0 speaks for all ranks; the others say nothing.
+    progress = Progress(quiet=args.quiet) if ranks.leader else Progress(open(os.devnull, "w"), quiet=True)
+    csv_options = {"noise_baseline": args.noise_baseline, "min_eps": args.min_eps}
+    share = cohort.shard(ranks.rank, ranks.world_size) if ranks.active else None
+    if ranks.active and ranks.leader:
+        progress.say(f"advexplorer: {ranks.world_size} ranks on "
+                     + ", ".join(f"{d}" for d in settings["devices"])
+                     + f"; rank 0 shows its share of {len(share)} images")
     started = time.perf_counter()
-    with PerImageWriter(out / "per_image.csv", eps, card.classes, noise_baseline=args.noise_baseline,
-                        min_eps=args.min_eps, append=resuming) as writer:
-        try:
-            while True:
-                try:
-                    snapshot = next(steps)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                writer.write(snapshot.rows_done)
-                for file_id, reason in snapshot.skipped:
-                    skipped.append((file_id, reason))
-                progress.update(snapshot)
-        except KeyboardInterrupt:
-            steps.close()
-            progress.say(f"advexplorer: interrupted; the finished images are in {out / 'per_image.csv'}. "
-                         f"Run the same command with --resume to continue.")
-            return 130
-    progress.update(snapshot if "snapshot" in locals() else _empty_progress(eps), final=True)
+    rows_by_seed, previous_counts, outcomes = [], [], []
+    for seed_index, seed in enumerate(seeds):
+        name = seed_csv_name(seed_index, seed)
+        main_csv = out / name
+
+        def read_earlier():
+            earlier_rows = []
+            if resuming and main_csv.is_file():
+                earlier_rows += read_per_image_csv(main_csv, eps, card.classes, notes=cohort.notes,
+                                                   **csv_options)
+            for part in part_files(out, name):  # rows of ranks of an earlier, stopped screen
+                earlier_rows += read_per_image_csv(part, eps, card.classes, notes=cohort.notes,
+                                                   **csv_options)
+            return earlier_rows
+
+        said = len(cohort.notes) if seed_index else 0
+        previous_rows = read_earlier() if ranks.leader else None
+        for note in cohort.notes[said:]:  # the cohort's, and what reading earlier rows found
+            progress.say(f"advexplorer: note: {note}")
+        done = ranks.share({row.file for row in previous_rows} if ranks.leader else None)
+        if resuming and ranks.leader:
+            prefix = f"seed {seed}: " if len(seeds) > 1 else ""
+            progress.say(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened")
+        elif len(seeds) > 1:
+            progress.say(f"advexplorer: seed {seed} ({seed_index + 1} of {len(seeds)})")
+        workers = args.workers
+        if workers is None and ranks.active:
+            from advexplorer.io.cohort import default_workers
+
+            workers = default_workers() // ranks.local_world_size
+        loader = cohort.loader(args.batch_size, exclude=done, num_workers=workers, only=share)
+        steps = screen_steps(classifier, loader, eps, replace(config, seed=seed),
+                             noise_baseline=args.noise_baseline, done=done, min_eps=args.min_eps,
+                             verify_monotone=args.verify_monotone // ranks.world_size + (
+                                 ranks.rank < args.verify_monotone % ranks.world_size),
+                             batch_size=args.batch_size, worst_cases=args.worst,
+                             keep_rows=not ranks.active)
+        target = part_path(out, name, ranks.rank) if ranks.active else main_csv
+        target.parent.mkdir(parents=True, exist_ok=True)
+        skipped: list[tuple[str, str]] = []
+        with PerImageWriter(target, eps, card.classes, append=resuming or ranks.active,
+                            **csv_options) as writer:
+            try:
+                snapshot = None
+                while True:
+                    try:
+                        snapshot = next(steps)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    writer.write(snapshot.rows_done)
+                    skipped.extend(snapshot.skipped)
+                    progress.update(snapshot)
+            except KeyboardInterrupt:
+                steps.close()
+                progress.say(f"advexplorer: interrupted; the finished images are in {out}. "
+                             f"Run the same command with --resume to continue.")
+                return 130
+        progress.update(snapshot or _empty_progress(eps), final=True)
+        gathered = ranks.gather({"skipped": skipped, "worst": result.worst_cases,
+                                 "check": result.monotone_check, "notes": loader.notes,
+                                 "halvings": result.batch_halvings,
+                                 "cost": (result.engine_calls, result.attacked_pairs, result.shortcut_pairs,
+                                          result.forward_passes, result.backward_passes)})
+        ranks.barrier()  # every part file is complete
+        if not ranks.leader:
+            continue
+        if ranks.active or part_files(out, name):
+            rows = _merge_parts(out, name, cohort, eps, card, csv_options, resuming)
+        else:
+            rows = previous_rows + result.rows
+        rows_by_seed.append(rows)
+        previous_counts.append(len(previous_rows))
+        outcomes.append(_combine(gathered, args.worst))
+    if not ranks.leader:
+        return 0
+
+    rows = rows_by_seed[0]
+    outcome = outcomes[0]
+    skipped = outcome["skipped"]
     if skipped:
         progress.say(f"advexplorer: warning: skipped {len(skipped)} unreadable image(s): "
                      + "; ".join(f"{name} ({reason})" for name, reason in skipped[:10])
                      + (" …" if len(skipped) > 10 else ""))
-    for note in loader.notes:
+    for note in outcome["notes"]:
         progress.say(f"advexplorer: note: {note}")
-
-    rows = previous_rows + result.rows
+    flagged = [r.file for r in rows if r.excluded]
+    if flagged:
+        progress.say(f"advexplorer: warning: the model returned non-finite logits on {len(flagged)} "
+                     f"image(s), flagged in per_image.csv and left out of the rates: "
+                     + ", ".join(flagged[:10]) + (" …" if len(flagged) > 10 else ""))
     if not rows:
         raise UserError(f"None of the {len(cohort)} images could be read, so there is nothing to "
                         "summarise; see the warnings above.")
     per_eps = summarize(rows, eps, noise_baseline=args.noise_baseline)
+    groups = group_summary([r for r in rows if not r.excluded], cohort.groups, eps) if cohort.groups else None
+    spread = seed_spread([[r for r in seed_rows if not r.excluded] for seed_rows in rows_by_seed],
+                         eps, seeds) if len(seeds) > 1 else None
+    check = outcome["check"]
+    engine_calls, attacked_pairs, shortcut_pairs, forward_passes, backward_passes = outcome["cost"]
     summary = {
         "advexplorer_screen": SUMMARY_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -256,10 +396,12 @@ def run(args) -> int:
                   "card_sha256": loaded.card_sha256, "name": card.name, "classes": list(card.classes)},
         "images": {"source": str(cohort.source), "layout": cohort.layout, "count": len(cohort),
                    "screened": len(rows), "skipped": [{"file": f, "reason": r} for f, r in skipped],
+                   "missing": list(cohort.missing),
+                   "non_finite_logits": flagged,
                    "fingerprint_sha256": fingerprint, "labels": cohort.has_labels,
                    "mask": {"mode": cohort.mask_mode,
                             "source": str(cohort.mask_source) if cohort.mask_source else None},
-                   "notes": cohort.notes + loader.notes},
+                   "notes": cohort.notes + outcome["notes"]},
         "attack": config.to_json(),
         "eps": list(eps),
         "definitions": {
@@ -269,12 +411,14 @@ def run(args) -> int:
             "interval": "Wilson score interval, 95 %",
         },
         "per_eps": per_eps,
+        "groups": groups,
+        "seeds": spread if spread is not None else {"seeds": seeds},
         "monotone_shortcut": {
             "used": True,
             "how": "an image flipped at ε_i is not attacked at larger ε; it is counted as flipped "
                    "there (exact for the cumulative definition of 'flipped')",
-            "pairs_skipped_this_run": result.shortcut_pairs,
-            "verification": (result.monotone_check.to_json() if result.monotone_check else
+            "pairs_skipped_this_run": shortcut_pairs,
+            "verification": (check.to_json() if check else
                              "not checked in this run; --verify-monotone N re-attacks N flipped "
                              "images at the larger ε and reports disagreements"),
         },
@@ -282,26 +426,88 @@ def run(args) -> int:
                      "median": _median([r.min_eps for r in rows if r.min_eps is not None])}
                     if args.min_eps else None),
         "noise_baseline": bool(args.noise_baseline),
-        "resumed_rows": len(previous_rows),
+        "resumed_rows": previous_counts[0],
         "device": str(loaded.device),
+        "world_size": ranks.world_size,
+        "devices": settings["devices"],
+        "mixed_precision": (args.mixed_precision if args.mixed_precision != "off" else None),
+        "batch_halvings": outcome["halvings"],
         "versions": versions(),
-        "cost": {"engine_calls": result.engine_calls, "attacked_pairs": result.attacked_pairs,
-                 "forward_passes": result.forward_passes, "backward_passes": result.backward_passes},
+        "cost": {"engine_calls": engine_calls, "attacked_pairs": attacked_pairs,
+                 "forward_passes": forward_passes, "backward_passes": backward_passes},
         "wall_time_s": round(time.perf_counter() - started, 3),
         "files": {"per_image": "per_image.csv", "settings": "screen_settings.json",
                   "report": "report.html"},
     }
+    if len(seeds) > 1:
+        summary["files"]["per_image_seeds"] = [seed_csv_name(k, s) for k, s in enumerate(seeds)][1:]
     from advexplorer.report.cohort import write_cohort_report
 
-    written = write_cohort_report(out, summary, rows, result.worst_cases, card, pdf=args.pdf)
+    written = write_cohort_report(out, summary, rows, outcome["worst"], card, pdf=args.pdf)
     summary["files"].update(written)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n",
                       overwrite=True)
     if not args.quiet:
         print(_table(per_eps, eps_label, labelled=cohort.has_labels, noise=args.noise_baseline))
+        if spread is not None:
+            print(_seed_table(spread))
+        if groups is not None:
+            for line in significant_gaps(groups):
+                print(f"significant gap: {line}")
         print(f"wrote {out / 'per_image.csv'}, {out / 'summary.json'}, "
               + ", ".join(str(out / name) for name in written.values()))
     return 0
+
+
+def _merge_parts(out: Path, name: str, cohort, eps, card, csv_options: dict, resuming: bool) -> list:
+    """Merge ``per_image.csv`` and every rank's part file into ``per_image.csv`` (cohort order,
+    each image once), atomically, then remove the parts; return the merged rows."""
+    import csv
+    import io
+
+    from advexplorer.commands._distributed import part_files
+    from advexplorer.io.atomic import atomic_write_text
+    from advexplorer.io.cohort import csv_columns, read_per_image_csv, row_to_csv
+
+    main_csv = out / name
+    sources = ([main_csv] if main_csv.is_file() else []) + part_files(out, name)
+    by_id = {}
+    for path in sources:
+        for row in read_per_image_csv(path, eps, card.classes, **csv_options):
+            by_id.setdefault(row.file, row)
+    order = {entry.id: i for i, entry in enumerate(cohort.entries)}
+    rows = sorted(by_id.values(), key=lambda r: (order.get(r.file, len(order)), r.file))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(csv_columns(eps, **csv_options))
+    for row in rows:
+        writer.writerow(row_to_csv(row, eps, card.classes, **csv_options))
+    atomic_write_text(main_csv, buffer.getvalue(), overwrite=True)
+    for path in part_files(out, name):
+        path.unlink()
+    return rows
+
+
+def _combine(gathered: list[dict], worst: int) -> dict:
+    """One rank's outcome, or every rank's together (rank 0 after a distributed screen)."""
+    from advexplorer.core.screening import MonotoneCheck
+
+    skipped = [entry for part in gathered for entry in part["skipped"]]
+    cases = sorted((case for part in gathered for case in part["worst"]),
+                   key=lambda c: (c.flip_eps, -c.adversarial_probability, c.file))[:worst]
+    checks = [part["check"] for part in gathered if part["check"] is not None]
+    check = None
+    if checks:
+        check = MonotoneCheck(images_checked=sum(c.images_checked for c in checks),
+                              pairs_checked=sum(c.pairs_checked for c in checks),
+                              disagreements=[d for c in checks for d in c.disagreements])
+    notes = []
+    for part in gathered:
+        notes += [n for n in part["notes"] if n not in notes]
+    cost = tuple(sum(part["cost"][k] for part in gathered) for k in range(5))
+    halvings = [size for part in gathered for size in part["halvings"]]
+    return {"skipped": skipped, "worst": cases, "check": check, "notes": notes, "cost": cost,
+            "halvings": halvings}
 
 
 def versions() -> dict[str, str]:
@@ -338,6 +544,23 @@ def _empty_progress(eps):
     return ScreenProgress(phase="screen", images_done=0, images_total=0, eps=tuple(eps), n=0,
                           flipped=tuple(0 for _ in eps), n_labelled=0, robust=tuple(0 for _ in eps),
                           noise_flipped=None, elapsed_s=0.0, eta_s=None)
+
+
+def _seed_table(spread: dict) -> str:
+    """Robust accuracy (or flip rate) over the seeds: min / median / max and bootstrap interval."""
+    labelled = any("robust_accuracy" in e for e in spread["per_eps"])
+    key, what = ("robust_accuracy", "robust accuracy") if labelled else ("flip_rate", "flip rate")
+    lines = [f"{what} over {len(spread['seeds'])} seeds (n = {spread['n']}): min / median / max, "
+             "bootstrap 95 % interval"]
+    for entry in spread["per_eps"]:
+        value = entry[key]
+        interval = value["bootstrap_ci95"]
+        text = (f"{100 * value['min']:5.1f} / {100 * value['median']:5.1f} / {100 * value['max']:5.1f} %"
+                if value["min"] is not None else "–")
+        if interval:
+            text += f"  [{100 * interval[0]:4.1f}, {100 * interval[1]:4.1f}]"
+        lines.append(f"{entry['eps_label']:>10}  {text}")
+    return "\n".join(lines)
 
 
 def _table(per_eps: list[dict], eps_label, *, labelled: bool, noise: bool) -> str:

@@ -54,11 +54,17 @@ import torch.nn.functional as F
 
 from advexplorer.core.attacks import AttackConfig, drive, perturbation_norms, run_attack
 from advexplorer.core.attacks.ball import random_delta
+from advexplorer.core.model import ModelForwardError, NonFiniteLogitsError, is_out_of_memory
+from advexplorer.core.robustness import EpsBracket
 from advexplorer.errors import UserError
 
 Z95 = 1.959963984540054
-#: Bisection steps between two grid values for the minimal ε: the bracket shrinks 2^6 = 64×.
+#: Bisection steps between two grid values for the minimal ε (``--min-eps``; the search is
+#: :class:`advexplorer.core.robustness.EpsBracket` with one ε per round): the bracket shrinks 2^6 = 64×.
 BISECTION_STEPS = 6
+#: The note of an image whose model output turned NaN/infinite: its row is written, flagged,
+#: and left out of every rate (an undefined prediction is neither robust nor flipped).
+NONFINITE_NOTE = "left out of the rates: the model returned non-finite logits"
 
 
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -145,6 +151,11 @@ class ImageRow:
     def correct(self) -> bool | None:
         return None if self.label is None else self.label == self.clean_prediction
 
+    @property
+    def excluded(self) -> bool:
+        """True for an image flagged because the model's logits turned non-finite on it."""
+        return self.note.startswith(NONFINITE_NOTE)
+
 
 @dataclass(frozen=True)
 class ScreenProgress:
@@ -222,6 +233,8 @@ class ScreenResult:
     forward_passes: int
     backward_passes: int
     elapsed_s: float
+    #: The batch sizes (image, ε pairs) the screen fell back to after running out of memory.
+    batch_halvings: list[int] = field(default_factory=list)
 
     def summary(self, rows: Sequence[ImageRow] | None = None, *, noise_baseline: bool = False) -> list[dict]:
         """Per-ε summary (see :func:`summarize`) over ``rows`` (default: this run's rows)."""
@@ -229,7 +242,13 @@ class ScreenResult:
 
 
 def summarize(rows: Sequence[ImageRow], eps: Sequence[float], *, noise_baseline: bool = False) -> list[dict]:
-    """The ``per_eps`` list of ``summary.json``: counts, rates and Wilson 95 % intervals."""
+    """The ``per_eps`` list of ``summary.json``: counts, rates and Wilson 95 % intervals.
+
+    Rows flagged for non-finite logits (:attr:`ImageRow.excluded`) are left out; each entry
+    says how many (``excluded``).
+    """
+    excluded = sum(1 for r in rows if r.excluded)
+    rows = [r for r in rows if not r.excluded]
     n = len(rows)
     labelled = [r for r in rows if r.label is not None]
     out = []
@@ -239,6 +258,8 @@ def summarize(rows: Sequence[ImageRow], eps: Sequence[float], *, noise_baseline:
                  "flip_rate": flipped / n if n else None,
                  "flip_rate_ci95": list(wilson_interval(flipped, n)),
                  "attacked": sum(1 for r in rows if r.attacked[j])}
+        if excluded:
+            entry["excluded"] = excluded
         if labelled:
             robust = sum(1 for r in labelled if r.correct and not r.flipped[j])
             entry.update({"n_labelled": len(labelled), "robust": robust,
@@ -278,9 +299,7 @@ class _Unit:
     kind: str                    # "attack" | "bisect" | "noise" | "verify"
     eps: float
     index: int = 0               # position in the ε list (attack / noise / verify)
-    low: float = 0.0             # bisection bracket (bisect)
-    high: float = 0.0
-    left: int = 0                # bisection steps left
+    search: EpsBracket | None = None  # the minimal-ε search of this image (bisect)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -372,7 +391,7 @@ def screen_steps(
     flipped_seen = 0
     counts = {"flipped": [0] * len(eps), "robust": [0] * len(eps), "noise": [0] * len(eps),
               "n": 0, "labelled": 0, "images": 0}
-    stats = {"calls": 0, "attacked": 0, "shortcut": 0, "forward": 0, "backward": 0}
+    stats = {"calls": 0, "attacked": 0, "shortcut": 0, "forward": 0, "backward": 0, "halvings": []}
     capacity = [batch_size]
     total = images_total if images_total is not None else getattr(batches, "images_total", None)
 
@@ -382,8 +401,10 @@ def screen_steps(
         if keep_rows:
             rows.append(row)
         fresh_rows.append(row)
-        counts["n"] += 1
         counts["images"] += 1
+        if row.excluded:
+            return
+        counts["n"] += 1
         for j in range(len(eps)):
             counts["flipped"][j] += row.flipped[j]
             if row.noise_flipped is not None:
@@ -447,12 +468,56 @@ def screen_steps(
                 result.adversarial_probabilities.max(dim=1).values.tolist(),
                 norms["linf"].tolist(), norms["l2"].tolist(), result.adversarial)
 
+    def flag(item: _Item, where: str) -> None:
+        if not item.row.excluded:
+            item.row.note = f"{NONFINITE_NOTE} {where}"
+            item.keep = None
+
+    def guarded_call(units: list[_Unit], attack_config: AttackConfig):
+        """``engine_call``, halving the batch on out-of-memory and isolating the images whose
+        logits turn non-finite (they come back in ``failed``) instead of ending the screen."""
+        try:
+            return engine_call(units, attack_config), set()
+        except (NonFiniteLogitsError, ModelForwardError, RuntimeError, MemoryError) as error:
+            out_of_memory = is_out_of_memory(error) or (error.__cause__ is not None
+                                                        and is_out_of_memory(error.__cause__))
+            if out_of_memory:
+                if len(units) == 1:
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                capacity[0] = max(1, len(units) // 2)
+                stats["halvings"].append(capacity[0])
+            elif not isinstance(error, NonFiniteLogitsError):
+                raise
+            elif len(units) == 1:
+                return None, {0}
+        # Run the halves; each image's random stream does not depend on its batch.
+        middle = max(1, len(units) // 2)
+        parts = [guarded_call(units[:middle], attack_config), guarded_call(units[middle:], attack_config)]
+        failed = {i for i in parts[0][1]} | {middle + i for i in parts[1][1]}
+        outcome = [[], [], [], [], [], []]
+        for offset, (part, part_failed), size in ((0, parts[0], middle), (middle, parts[1], len(units) - middle)):
+            for i in range(size):
+                if i in part_failed:
+                    unit = units[offset + i]
+                    values = (False, unit.item.row.clean_prediction, 0.0, 0.0, 0.0, unit.item.image)
+                else:
+                    values = tuple(part[k][i] for k in range(6))
+                for k in range(6):
+                    outcome[k].append(values[k])
+        return tuple(outcome), failed
+
     def run_grad() -> None:
         units = [grad_queue.popleft() for _ in range(min(capacity[0], len(grad_queue)))]
-        success, prediction, probability, linf, l2, adversarial = engine_call(units, config)
+        (success, prediction, probability, linf, l2, adversarial), failed = guarded_call(units, config)
         survivors = []
         for i, unit in enumerate(units):
             item, row = unit.item, unit.item.row
+            if i in failed or row.excluded:
+                flag(item, f"while attacking at ε = {eps_label(unit.eps)}")
+                track_done(item)
+                continue
             if unit.kind == "attack":
                 j = unit.index
                 row.attacked[j] = True
@@ -468,8 +533,8 @@ def screen_steps(
                     item.keep = (adversarial[i].detach().clone(), j)
                     if min_eps:
                         below = eps[j - 1] if j > 0 else 0.0
-                        survivors.append(_Unit(item, "bisect", (below + eps[j]) / 2, low=below,
-                                               high=eps[j], left=BISECTION_STEPS))
+                        search = EpsBracket(low=below, high=eps[j], grid=1, max_rounds=BISECTION_STEPS)
+                        survivors.append(_Unit(item, "bisect", search.next_budgets()[0], search=search))
                     else:
                         track_done(item)
                 else:
@@ -480,24 +545,27 @@ def screen_steps(
                         survivors.append(replace(unit, index=j + 1, eps=eps[j + 1]))
                     else:
                         track_done(item)
-            else:  # bisection between the last ε that did not flip and the first that did
-                low, high = (unit.low, unit.eps) if success[i] else (unit.eps, unit.high)
-                if unit.left <= 1:
-                    row.min_eps = high
-                    track_done(item)
+            else:  # minimal-ε search between the last ε that did not flip and the first that did
+                unit.search.record([unit.eps], [success[i]])
+                budgets = unit.search.next_budgets()
+                if budgets:
+                    survivors.append(replace(unit, eps=budgets[0]))
                 else:
-                    survivors.append(replace(unit, eps=(low + high) / 2, low=low, high=high,
-                                             left=unit.left - 1))
+                    row.min_eps = unit.search.high
+                    track_done(item)
         # Survivors go first so images finish (and reach the CSV) soon after they start.
         grad_queue.extendleft(reversed(survivors))
 
     def run_noise() -> None:
         units = [noise_queue.popleft() for _ in range(min(capacity[0], len(noise_queue)))]
-        success, *_ = engine_call(units, noise_config)
+        (success, *_), failed = guarded_call(units, noise_config)
         survivors = []
         for i, unit in enumerate(units):
             row, j = unit.item.row, unit.index
-            if success[i]:
+            if i in failed or row.excluded:
+                flag(unit.item, f"on random noise at ε = {eps_label(unit.eps)}")
+                track_done(unit.item)
+            elif success[i]:
                 for jj in range(j, len(eps)):
                     row.noise_flipped[jj] = True
                 track_done(unit.item)
@@ -537,8 +605,7 @@ def screen_steps(
         masks = None if batch.allowed_masks is None else \
             batch.allowed_masks[keep].to(device=device, dtype=torch.float32)
         labels = None if batch.labels is None else batch.labels[keep].tolist()
-        with torch.no_grad():
-            clean = torch.softmax(model(images).float(), dim=1)
+        clean, undefined = _clean_probabilities(model, images)
         stats["forward"] += len(keep)
         clean_probability, clean_prediction = clean.max(dim=1)
         for i, index in enumerate(keep):
@@ -557,6 +624,11 @@ def screen_steps(
             if mask is not None and bool((mask != 0).all()):
                 mask = None  # an all-allowed mask is no mask
             item = _Item(batch.ids[index], images[i], mask, row)
+            if i in undefined:
+                row.note = f"{NONFINITE_NOTE} on the clean image"
+                item.tracks = 1
+                track_done(item)
+                continue
             if mask is not None and not bool((mask != 0).any()):
                 row.note = "empty allowed region: nothing can be changed, counted as not flipped"
                 item.tracks = 1
@@ -621,7 +693,52 @@ def screen_steps(
         eps=eps, rows=rows, skipped=skipped, worst_cases=cases, monotone_check=check,
         engine_calls=stats["calls"], attacked_pairs=stats["attacked"],
         shortcut_pairs=stats["shortcut"], forward_passes=stats["forward"],
-        backward_passes=stats["backward"], elapsed_s=time.perf_counter() - start)
+        backward_passes=stats["backward"], elapsed_s=time.perf_counter() - start,
+        batch_halvings=stats["halvings"])
+
+
+def _clean_probabilities(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, set[int]]:
+    """Softmax of the clean images, and the positions whose logits are not finite.
+
+    The model wrapper refuses non-finite logits for a whole batch; the batch is then run
+    image by image so only the images concerned are flagged (their probabilities are 0).
+    """
+    with torch.no_grad():
+        try:
+            return torch.softmax(model(images).float(), dim=1), set()
+        except NonFiniteLogitsError:
+            if images.shape[0] == 1:
+                raise
+    parts, undefined = [], set()
+    for i in range(images.shape[0]):
+        try:
+            with torch.no_grad():
+                parts.append(torch.softmax(model(images[i:i + 1]).float(), dim=1))
+        except NonFiniteLogitsError:
+            undefined.add(i)
+            parts.append(None)
+    known = next((p for p in parts if p is not None), None)
+    classes = known.shape[1] if known is not None else 2
+    filler = torch.zeros(1, classes, device=images.device)
+    return torch.cat([filler if p is None else p for p in parts]), undefined
+
+
+class MixedPrecisionForward(torch.nn.Module):
+    """Run a classifier's forward under autocast (``float16`` / ``bfloat16``) and return
+    float32 logits, so the attack's loss and gradient step stay in float32."""
+
+    def __init__(self, model: torch.nn.Module, dtype: str = "bfloat16"):
+        super().__init__()
+        if dtype not in ("float16", "bfloat16"):
+            raise UserError(f"Mixed precision is float16 or bfloat16, not {dtype!r}.")
+        self.model = model
+        self.dtype = getattr(torch, dtype)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        device_type = images.device.type if images.device.type in ("cuda", "cpu") else "cpu"
+        with torch.autocast(device_type=device_type, dtype=self.dtype):
+            logits = self.model(images)
+        return logits.float()
 
 
 def image_stream_seed(seed: int, file_id: str, eps: float, purpose: str = "noise") -> int:

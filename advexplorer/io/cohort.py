@@ -85,6 +85,10 @@ class Cohort:
     has_labels: bool = False
     notes: list[str] = field(default_factory=list)
     _array: np.ndarray | None = field(default=None, repr=False)
+    #: Group values per image id (``{"site": "A"}``): manifest columns, or the class folder.
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Files a manifest lists that do not exist (skipped).
+    missing: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -105,11 +109,21 @@ class Cohort:
             digest.update(f"{entry.id}\t{content}\t{entry.label}\t{mask}\n".encode())
         return digest.hexdigest()
 
+    def shard(self, rank: int, world_size: int) -> list[str]:
+        """The image ids of one rank's share: every ``world_size``-th image from ``rank``.
+
+        Sharding the whole (sorted) cohort rather than what is left keeps each image on the
+        same rank across a resume with the same number of ranks.
+        """
+        return [e.id for e in self.entries[rank::world_size]]
+
     def loader(self, batch_size: int, *, exclude: Sequence[str] | frozenset[str] = frozenset(),
-               num_workers: int | None = None) -> "CohortLoader":
-        """Batches of :class:`CohortBatch` for the images not in ``exclude`` (file ids)."""
+               num_workers: int | None = None, only: Sequence[str] | None = None) -> "CohortLoader":
+        """Batches of :class:`CohortBatch` for the images not in ``exclude`` (file ids),
+        restricted to ``only`` when given (one rank's share)."""
         excluded = set(exclude)
-        entries = [e for e in self.entries if e.id not in excluded]
+        wanted = None if only is None else set(only)
+        entries = [e for e in self.entries if e.id not in excluded and (wanted is None or e.id in wanted)]
         dataset = _CohortDataset(entries, self.card, self.mask_mode, self.mask_source, self._array)
         return CohortLoader(dataset, batch_size, self.has_labels, self.mask_mode != "none",
                             num_workers=num_workers)
@@ -129,8 +143,12 @@ def open_cohort(images: str | os.PathLike, card: ModelCard, *, masks_dir=None, p
         raise UserError(f"Give only one of {', '.join(n for n, _ in given)}: one mask source per screen.")
     source = Path(images).expanduser()
     if not source.exists():
-        raise UserError(f"No images at {source}: give a folder of images or a .npz file.")
-    if source.is_file():
+        raise UserError(f"No images at {source}: give a folder of images, a manifest .csv or a .npz file.")
+    if source.is_file() and source.suffix.lower() == ".csv":
+        from advexplorer.io.manifest import read_manifest
+
+        cohort = read_manifest(source, card)
+    elif source.is_file():
         if source.suffix.lower() != ".npz":
             raise UserError(f"{source.name} is a file but not a .npz; give a folder of images or a "
                             "MedMNIST-style .npz (test_images, test_labels).")
@@ -195,7 +213,8 @@ def _open_folder(source: Path, card: ModelCard) -> Cohort:
             f"{', '.join(card.classes)}. Rename the folders (case does not matter) or put the "
             "images directly in the folder to screen without labels.")
     return Cohort(source=source.resolve(), layout="imagefolder", entries=entries, card=card,
-                  has_labels=True, notes=notes)
+                  has_labels=True, notes=notes,
+                  groups={e.id: {"class folder": e.id.split("/", 1)[0]} for e in entries})
 
 
 def _open_npz(source: Path, card: ModelCard) -> Cohort:
