@@ -239,6 +239,139 @@ def curves_note(per_eps: Sequence[dict]) -> str:
                    "sub-folder per class to measure it.")
 
 
+def chart_eps_index(per_eps: Sequence[dict]) -> int:
+    """The budget the group chart shows: the one whose overall flip rate is nearest 50 %,
+    where groups can differ most (at ε = 0 nothing flips, at a large ε everything does)."""
+    candidates = [j for j, e in enumerate(per_eps) if e["eps"] > 0 and e.get("flip_rate") is not None]
+    if not candidates:
+        return len(per_eps) - 1
+    return min(candidates, key=lambda j: (abs(per_eps[j]["flip_rate"] - 0.5), j))
+
+
+def groups_svg(groups: dict, j: int, overall: dict | None = None, *, width: int = 640) -> str:
+    """Flip rate by group at the ε of index ``j``: a dot with its Wilson 95 % whisker per group,
+    one block per group column, the cohort's rate as a dashed line; a group whose gap to the
+    rest is significant after Holm correction is drawn in red with a star."""
+    label_w, right, top, row_h = 210, 16, 30, 20
+    plot_w = width - label_w - right
+    lines = []  # (kind, text, point)
+    for column, data in groups["by_column"].items():
+        lines.append(("head", column, None))
+        lines.extend(("group", entry["name"], entry["per_eps"][j]) for entry in data["groups"])
+    plot_h = row_h * max(1, len(lines))
+    height = top + plot_h + 46
+
+    def x_of(value: float) -> float:
+        return label_w + plot_w * min(max(value, 0.0), 1.0)
+
+    point0 = next((p for kind, _, p in lines if p is not None), None)
+    eps_text = point0["eps_label"] if point0 else ""
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="11" role="img">',
+           f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+           f'<text x="8" y="16" font-size="12" font-weight="bold" fill="#222">'
+           f'{esc(f"Flip rate by group at ε = {eps_text} (dot, Wilson 95 % CI)")}</text>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        x = x_of(tick)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#e3e6ea"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" fill="#555">{int(tick * 100)} %</text>')
+    if overall is not None and overall.get("flip_rate") is not None:
+        x = x_of(overall["flip_rate"])
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#333" '
+                   f'stroke-dasharray="4 3"/>')
+    for k, (kind, text, point) in enumerate(lines):
+        y = top + row_h * k + row_h / 2
+        if kind == "head":
+            out.append(f'<text x="8" y="{y + 4:.1f}" font-weight="bold" fill="#222">{esc(text)}</text>')
+            continue
+        significant = bool(point.get("significant"))
+        colour = FLIP_COLOUR if significant else ROBUST_COLOUR
+        name = f"{text} (n = {point['n']}){' *' if significant else ''}"
+        out.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end" fill="{colour if significant else "#333"}">'
+                   f'{esc(name)}</text>')
+        low, high = point["flip_rate_ci95"]
+        out.append(f'<line x1="{x_of(low):.1f}" y1="{y:.1f}" x2="{x_of(high):.1f}" y2="{y:.1f}" '
+                   f'stroke="{colour}" stroke-width="2"/>')
+        for edge in (low, high):
+            out.append(f'<line x1="{x_of(edge):.1f}" y1="{y - 4:.1f}" x2="{x_of(edge):.1f}" y2="{y + 4:.1f}" '
+                       f'stroke="{colour}" stroke-width="1.5"/>')
+        out.append(f'<circle cx="{x_of(point["flip_rate"]):.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>')
+    out.append(f'<rect x="{label_w}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9aa3ad"/>')
+    legend_y = top + plot_h + 34
+    out.append(f'<text x="{label_w}" y="{legend_y}" fill="#333">flip rate; dashed: whole cohort; '
+               f'red *: gap to the rest significant after Holm (α = {groups.get("alpha", 0.05):g})</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _groups_table(groups: dict, j: int) -> str:
+    head = ["group", "n", "flip rate [95 % CI]", "robust accuracy [95 % CI]",
+            "gap to the rest [95 % CI]", "p (Fisher)", "p (Holm)", ""]
+    body = []
+    for column, data in groups["by_column"].items():
+        body.append(f'<tr><th colspan="{len(head)}" style="text-align:left">{esc(column)}'
+                    + (f" ({data['without_value']} image(s) without a value)" if data["without_value"] else "")
+                    + "</th></tr>")
+        for entry in data["groups"]:
+            point = entry["per_eps"][j]
+            gap = "—"
+            if "gap" in point:
+                low, high = point["gap_ci95"]
+                gap = f"{100 * point['gap']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
+            cells = [entry["name"], point["n"], _interval(point["flip_rate"], point["flip_rate_ci95"]),
+                     _interval(point.get("robust_accuracy"), point.get("robust_accuracy_ci95", (0, 1))),
+                     gap, f"{point['p_value']:.3g}" if "p_value" in point else "—",
+                     f"{point['p_holm']:.3g}" if "p_holm" in point else "—",
+                     "significant" if point.get("significant") else ""]
+            body.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return ('<table class="data"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
+
+def how_sure(summary: dict) -> str:
+    """The "how sure are we" paragraph: n, seeds and what the intervals say."""
+    per_eps = summary["per_eps"]
+    j = chart_eps_index(per_eps)
+    entry = per_eps[j]
+    low, high = entry["flip_rate_ci95"]
+    text = (f"{entry['n']} images were screened"
+            + (f" ({entry['n_labelled']} with a true label)" if "n_labelled" in entry else "")
+            + f". At ε = {entry['eps_label']} the flip rate is {_interval(entry['flip_rate'], entry['flip_rate_ci95'])}: "
+            f"with this many images the true rate could lie anywhere in a band {100 * (high - low):.1f} "
+            "percentage points wide (Wilson 95 % interval; it narrows with the square root of n).")
+    if entry.get("excluded"):
+        text += (f" {entry['excluded']} image(s) were left out because the model's output was not a "
+                 "number on them.")
+    seeds = summary.get("seeds") or {}
+    if seeds.get("per_eps"):
+        point = seeds["per_eps"][j]
+        key, what = (("robust_accuracy", "robust accuracy") if "robust_accuracy" in point
+                     else ("flip_rate", "flip rate"))
+        value = point[key]
+        interval = value.get("bootstrap_ci95")
+        text += (f" The attack was repeated with {len(seeds['seeds'])} seeds ({', '.join(map(str, seeds['seeds']))}): "
+                 f"{what} ranged from {percent(value['min'])} to {percent(value['max'])} (median "
+                 f"{percent(value['median'])})"
+                 + (f", bootstrap 95 % interval {100 * interval[0]:.1f}–{100 * interval[1]:.1f} % over images "
+                    "and seeds." if interval else "."))
+    else:
+        count = len(seeds.get("seeds", [summary["attack"].get("seed")]))
+        text += (f" This is {'one run' if count == 1 else f'{count} runs'} of the attack (seed "
+                 f"{summary['attack'].get('seed')}); "
+                 + ("with a random start, --seeds K repeats it to show how much the number moves between seeds."
+                    if summary["attack"].get("random_start") else
+                    "it draws nothing at random, so another seed would give the same numbers."))
+    groups = summary.get("groups")
+    if groups and groups.get("by_column"):
+        sizes = [e["n"] for data in groups["by_column"].values() for e in data["groups"]]
+        flagged = sum(1 for data in groups["by_column"].values() for e in data["groups"]
+                      if e["per_eps"][j].get("significant"))
+        text += (f" Groups hold {min(sizes)} to {max(sizes)} images; a small group's interval is wide, "
+                 "so a gap is only called significant when the Fisher test survives Holm's correction "
+                 f"for the number of groups compared ({flagged} group(s) at this ε).")
+    return text
+
+
 def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Sequence[WorstCase],
                        classes: Sequence[str]) -> str:
     """The cohort report as one self-contained HTML page (no script, no external resource)."""
@@ -260,6 +393,13 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
         warnings.append(f"The monotone shortcut disagreed on {verification['disagreements']} of "
                         f"{verification['pairs_checked']} re-attacked (image, larger ε) pairs: the "
                         "attack did not flip those images again at the larger budget.")
+    if images.get("missing"):
+        warnings.append(f"{len(images['missing'])} file(s) listed in the manifest do not exist and were "
+                        "skipped: " + ", ".join(images["missing"][:10]))
+    if images.get("non_finite_logits"):
+        warnings.append(f"The model returned non-finite logits on {len(images['non_finite_logits'])} "
+                        "image(s); they are flagged in per_image.csv and left out of the rates: "
+                        + ", ".join(images["non_finite_logits"][:10]))
     if warnings:
         parts.append('<div class="warnings"><strong>Check before relying on this screen:</strong><ul>'
                      + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul></div>")
@@ -267,6 +407,14 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
                  f'{esc(curves_title(summary["per_eps"]))}</h3><figure class="plot">{curves_svg(summary["per_eps"])}'
                  f'<figcaption class="note">{esc(curves_note(summary["per_eps"]))}</figcaption></figure></section>')
     parts.append(f'<section class="block"><h2>Per budget</h2>{_eps_table(summary["per_eps"])}</section>')
+    parts.append(f'<section class="block"><h2>How sure are we?</h2><p>{esc(how_sure(summary))}</p></section>')
+    groups = summary.get("groups")
+    if groups and groups.get("by_column"):
+        j = chart_eps_index(summary["per_eps"])
+        parts.append(f'<section class="block card"><h2>By group</h2><figure class="plot">'
+                     f'{groups_svg(groups, j, summary["per_eps"][j])}<figcaption class="note">'
+                     f'{esc(groups["interval"])}; {esc(groups["test"])}.</figcaption></figure>'
+                     f'{_groups_table(groups, j)}</section>')
     if worst_cases:
         parts.append("<h2>Worst cases</h2><p class=\"note\">Images flipped at the smallest budget, most "
                      "confident wrong class first.</p>")
