@@ -25,6 +25,7 @@ from pathlib import Path
 
 from advexplorer import config
 from advexplorer.commands._args import add_model_arguments, number_list, positive_number
+from advexplorer.commands._sources import add_source_arguments
 
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
 SUMMARY_VERSION = 1
@@ -36,9 +37,14 @@ RESUME_DEFAULTS = {"mixed_precision": "off"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", required=True, metavar="DIR|FILE.npz",
+    parser.add_argument("--images", metavar="DIR|FILE.npz",
                         help="folder of images (class sub-folders = true labels, ImageFolder "
                              "layout) or a MedMNIST-style .npz (test_images, test_labels)")
+    tiled = parser.add_argument_group("one large image, tile by tile (instead of --images)")
+    tiled.add_argument("--image", metavar="BIG.tif", help="a large image or slide to screen tile by tile; "
+                       "--out gets a flip map over it (use --region for a slide)")
+    tiled.add_argument("--tiles", type=int, metavar="N", help="tile side in pixels (e.g. the model's input size)")
+    add_source_arguments(parser, annotations=False)
     add_model_arguments(parser)
     masks = parser.add_argument_group("masks (one of)").add_mutually_exclusive_group()
     masks.add_argument("--masks", metavar="DIR",
@@ -181,6 +187,15 @@ def _prepare_out(out: Path, resume: bool) -> bool:
 
 def run(args) -> int:
     from advexplorer.commands._distributed import join, launch, without_ranks
+
+    if getattr(args, "image", None):
+        from advexplorer.commands._tiles import run_tiled
+
+        return run_tiled(args, run)
+    if not args.images:
+        from advexplorer.errors import UserError
+
+        raise UserError("Give --images DIR|FILE.npz (a cohort), or --image BIG.tif --tiles N (one large image).")
 
     if getattr(args, "ranks", None) is not None:
         if args.ranks < 1:

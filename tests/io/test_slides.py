@@ -140,3 +140,32 @@ def test_a_slide_without_a_region_and_a_region_outside_are_one_line(slide, tmp_p
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "outside slide.tif at level 0" in error
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_tiled_screen_of_a_slide_region_draws_a_flip_map(slide, tmp_path, capsys):
+    import csv
+
+    path, levels = slide
+    inputs = make_inputs(tmp_path / "inputs")
+    out = tmp_path / "tiled"
+    assert cli("screen", "--model", inputs["model"], "--device", "cpu", "--workers", "0",
+               "--image", path, "--region", "8,0,128,96", "--level", "1", "--tiles", "32",
+               "--eps", "0,2/255,8/255", "--steps", "2", "--quiet", "--out", out) == 0
+    layout = json.loads((out / "tiles.json").read_text())
+    assert (layout["rows"], layout["columns"]) == (3, 4) and layout["source"]["region"]["level"] == 1
+    tiles = np.load(out / "tiles.npz")["test_images"]
+    region = levels[1][0:96, 8:136]
+    for box in layout["tiles"]:  # each tile is its box of the region, row by row
+        y, x = box["y"], box["x"]
+        assert np.array_equal(tiles[box["index"]], region[y:y + 32, x:x + 32])
+    flip_map = np.load(out / "flip_map.npy")
+    with open(out / "screen" / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 12
+    for row in rows:
+        box = layout["tiles"][int(row["file"].rsplit("#", 1)[1])]
+        value = flip_map[box["row"], box["column"]]
+        assert (np.isnan(value) and not row["flip_eps"]) or value == pytest.approx(float(row["flip_eps"]))
+    summary = json.loads((out / "screen" / "summary.json").read_text())
+    assert summary and (out / "flip_map.png").is_file()
+    assert np.isfinite(flip_map).sum() == sum(1 for row in rows if row["flip_eps"])
