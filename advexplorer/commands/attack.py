@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attack = parser.add_argument_group("attack")
     attack.add_argument("--attack", default=config.METHODS[0], choices=config.METHODS,
                         help="fgsm (one step), pgd (iterative, Madry et al.), mifgsm (momentum), "
-                             "noise (random perturbation of the same norm: the baseline)")
+                             "noise (random perturbation of the same norm: the baseline), apgd-ce / "
+                             "apgd-dlr (automatic step size, Croce & Hein), square (black box: outputs "
+                             "only, --queries), ensemble (APGD-CE → APGD-T → Square, worst case)")
     attack.add_argument("--norm", default=config.NORMS[0], choices=config.NORMS)
     attack.add_argument("--eps", type=budget, default=8 / 255,
                         help="budget in pixel units; fractions allowed (default 8/255)")
@@ -40,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attack.add_argument("--seed", type=int, default=None, help="random seed (recorded; default: drawn)")
     attack.add_argument("--restarts", type=int, default=1, help="random restarts; the best is kept per image")
     attack.add_argument("--early-stop", action="store_true", help="stop as soon as the attack succeeds")
+    attack.add_argument("--queries", type=int, default=config.DEFAULT_QUERIES, metavar="N",
+                        help=f"query budget per image of the black-box Square attack (also the ensemble's; "
+                             f"default {config.DEFAULT_QUERIES})")
+    attack.add_argument("--surrogate", metavar="M2",
+                        help="transfer attack: craft on this model (same classes and input size; its card "
+                             "beside it), judge on --model")
     explain = parser.add_argument_group("explanation and robustness")
     explain.add_argument("--saliency", choices=config.SALIENCY_METHODS,
                          help="attribution map before and after, compared (implies --robustness)")
@@ -110,13 +118,16 @@ def build_request(args) -> "RunRequest":
     attack_config = AttackConfig(
         method=args.attack, norm=args.norm, eps=args.eps, step_size=args.step_size, steps=args.steps,
         targeted=targeted, random_start=args.random_start, seed=args.seed, restarts=args.restarts,
-        early_stop=args.early_stop).validate()
+        early_stop=args.early_stop, queries=args.queries).validate()
+    surrogate = load_model(Path(args.surrogate), device=args.device, trust_pickle=args.trust_pickle) \
+        if getattr(args, "surrogate", None) else None
     return RunRequest(model=loaded, image=image, config=attack_config, allowed_mask=allowed,
                       mask_mode=mask_mode, mask_path=mask_path, diagnostic_mask=diagnostic,
                       diagnostic_path=diagnostic_path, label=label, saliency=args.saliency,
                       saliency_class=getattr(args, "saliency_class", "clean"),
                       robustness=args.robustness or bool(args.saliency),
-                      command_line=getattr(args, "command_line", None), annotations=annotations)
+                      command_line=getattr(args, "command_line", None), annotations=annotations,
+                      surrogate=surrogate)
 
 
 def _check_reports(paths: list[str], overwrite: bool) -> None:
@@ -161,6 +172,26 @@ def _export_text(record: dict) -> str:
         "no longer flips after 8-bit rounding"
 
 
+def _evaluation_lines(record: dict) -> list[str]:
+    """Transfer, the ensemble's verdict, attack notes and reliability flags, one line each."""
+    lines = []
+    transfer = record.get("transfer")
+    if transfer:
+        crafted = "fooled" if transfer["surrogate_success"][0] else "did not fool"
+        lines.append(f"transfer crafted on {Path(transfer['surrogate']['path']).name} ({crafted} it); "
+                     f"the target is {'fooled' if transfer['target_success'][0] else 'not fooled'}")
+    ensemble = record.get("ensemble")
+    if ensemble is not None:
+        winner = {"apgd-t": "APGD-T"}.get(ensemble.get("succeeded_by"), config.method_label(ensemble.get("succeeded_by")))
+        lines.append(f"ensemble fooled by {winner}" if winner else
+                     "ensemble no attack succeeded (worst case over APGD-CE, APGD-T, Square)")
+    for note in record.get("attack_notes") or []:
+        lines.append(f"note     {note}")
+    for flag in record.get("flags") or []:
+        lines.append(f"FLAG     {flag['title']} ({flag['detail']}). {flag['suggestion']}")
+    return lines
+
+
 def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
     """A short human summary of a run record (what the CLI prints)."""
     attack = record["attack"]
@@ -198,6 +229,7 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
         lines.append("robust   " + ", ".join(f"{k.replace('_', ' ')} {r[k]:.4g}" for k in keys
                                              if isinstance(r.get(k), (int, float))))
     lines += summary_lines(record)
+    lines += _evaluation_lines(record)
     lines.append(f"wrote    {out_dir}/ ({', '.join(sorted(record['files'].values()))}, record.json)"
                  f" in {record['wall_time_s']:.2f}s")
     for report in reports:

@@ -54,6 +54,8 @@ class RunRequest:
     robustness: bool = False
     command_line: list[str] | None = None
     annotations: dict | None = None   # QuPath GeoJSON the masks came from (path, sha256, classes)
+    #: Transfer: craft on this model, judge on ``model`` (same classes and input size).
+    surrogate: LoadedModel | None = None
 
     def __post_init__(self):
         if self.mask_mode not in MASK_MODES:
@@ -73,6 +75,12 @@ class RunRequest:
             raise UserError("Saliency for the label needs a label (--label CLASS).")
         if self.saliency_class == "target" and self.config.targeted is None:
             raise UserError("Saliency for the target needs a targeted attack (--targeted CLASS).")
+        if self.surrogate is not None:
+            from advexplorer.core.transfer import check_compatible
+
+            s, t = self.surrogate, self.model
+            check_compatible(s.path.name, s.card.classes, s.card.input_size, s.card.channels,
+                             t.path.name, t.card.classes, t.card.input_size, t.card.channels)
 
 
 @dataclass
@@ -106,7 +114,17 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
     images = request.image.tensor[None].to(device)
     mask = None if request.allowed_mask is None else request.allowed_mask.to(device)
     labels = None if request.label is None else torch.tensor([request.label], device=device)
-    result: AttackResult = yield from attack_steps(classifier, images, mask, labels, request.config)
+    extras: dict[str, Any] = {}
+    if request.surrogate is not None:  # transfer: crafted on the surrogate, judged by the target
+        from advexplorer.core.transfer import transfer_steps
+
+        transfer = yield from transfer_steps(request.surrogate.classifier, classifier, images, mask, labels,
+                                             request.config)
+        result = transfer.target
+        extras["transfer"] = {"surrogate": {"path": str(request.surrogate.path),
+                                            "sha256": request.surrogate.sha256}} | transfer.to_json()
+    else:
+        result = yield from attack_steps(classifier, images, mask, labels, request.config)
 
     # What a user saves is an 8-bit PNG: does the rounded image still do what the attack did?
     adversarial_hwc = result.adversarial[0].detach().cpu().permute(1, 2, 0).numpy()
@@ -142,9 +160,17 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
         robustness = robustness_summary(
             classifier, images, allowed_mask=mask, norm=request.config.norm,
             eps=request.config.eps, label=request.label, seed=result.seed)
+    from advexplorer.core.flags import flags_to_json, run_flags
+
+    # Flags for an unreliable evaluation are part of every run (advexplorer.core.flags).
+    extras["flags"] = flags_to_json(run_flags(classifier, images, mask, labels, request.config, result,
+                                              model_notes=request.model.notes))
+    extras["attack_notes"] = list(result.notes)
+    if result.succeeded_by is not None:
+        extras["ensemble"] = {"succeeded_by": result.succeeded_by[0]}
     return RunOutcome(result=result, exported=exported, exported_probabilities=exported_probabilities.cpu(),
                       exported_success=bool(exported_success), wall_time_s=time.perf_counter() - started,
-                      explanation=explanation, robustness=robustness)
+                      explanation=explanation, robustness=robustness, extras=extras)
 
 
 def run(request: RunRequest, on_step=None) -> RunOutcome:
@@ -263,7 +289,8 @@ def build_record(request: RunRequest, outcome: RunOutcome) -> dict[str, Any]:
         record["robustness"] = outcome.robustness.to_json()
     if request.annotations:
         record["annotations"] = request.annotations
-    record.update({k: v for k, v in outcome.extras.items() if k in ("defence", "precision")})
+    record.update({k: v for k, v in outcome.extras.items()
+                   if k in ("defence", "precision", "flags", "attack_notes", "ensemble", "transfer")})
     # Non-finite measurements ("not measured") become null: record.json is strict JSON.
     return jsonable(record)
 
