@@ -83,12 +83,20 @@ class ProjectSession(QObject):
             window.addAction(action)
 
     # -- state ------------------------------------------------------------------------
+    @property
+    def interactive(self) -> bool:
+        """A person uses this window: not the demo/screenshot mode, not ``remember=False``
+        (which the demo and tests use to leave the user's files alone)."""
+        options = getattr(self.window, "options", None)
+        return not getattr(self.window, "non_interactive", False) and getattr(options, "remember", True)
+
     def changed(self, *_args) -> None:
         """Something worth keeping changed: mark unsaved and schedule the autosave."""
         if self._restoring:
             return
         self.unsaved = True
-        self.autosave.changed()
+        if self.interactive:
+            self.autosave.changed()
 
     def snapshot(self):
         """The window's work as a :class:`ProjectState` (masks copied; runs as sources)."""
@@ -108,7 +116,7 @@ class ProjectSession(QObject):
     # -- start and close --------------------------------------------------------------
     def start(self) -> None:
         """At start-up: offer to restore the work a crashed session left behind."""
-        if getattr(self.window, "non_interactive", False):
+        if not self.interactive:
             return
         recovery = projects.offer_recovery(self.window, self.autosave.autosaver.folder,
                                            show_message=lambda text: self.window.statusBar().showMessage(text, 15000))
@@ -126,7 +134,7 @@ class ProjectSession(QObject):
     def confirm_close(self) -> bool:
         """Ask before closing with unsaved work or a running attack. True: close may go on
         (a running attack is stopped cleanly first); False: the user cancelled."""
-        if getattr(self.window, "non_interactive", False):
+        if not self.interactive:
             return True
         answer = projects.ask_to_close(self.window, unsaved=self.unsaved, running=self.running)
         if answer == "cancel":

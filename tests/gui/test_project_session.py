@@ -97,3 +97,14 @@ def test_the_next_start_offers_a_crashed_sessions_work(qtbot, window, tmp_path, 
     assert window.session.images[0].masks.mode == "allowed" and window.session.images[0].masks.attack.data.all()
     assert window.attack_panel.steps.value() == 11
     assert project.unsaved and not list(folder.glob(f"recovery-{child.pid}.advx"))
+
+
+def test_the_demo_and_remember_false_windows_neither_autosave_nor_ask(qtbot, window, tmp_path, answers):
+    window.options.remember = False
+    project = ProjectSession(window, recovery_folder=tmp_path / "recovery")
+    window.session.current.masks.attack.fill_rectangle(0, 0, 5, 5)
+    project.changed()
+    assert project.unsaved and not project.autosave.timer.isActive()
+    assert project.confirm_close() is True and answers == []   # nothing asked
+    project.start()
+    assert not (tmp_path / "recovery").exists()
