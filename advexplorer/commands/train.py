@@ -10,8 +10,6 @@ was already good: the checkpoint stays, and Ctrl-C still writes the twin from it
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from advexplorer import config
 from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
 
 METHOD_CHOICES = ("clean", "pgd", "trades", "fast")  # = core.training.TRAINING_METHODS (torch-free here)
-CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,164 +71,63 @@ def _allowed_mask(args, card):
     if not bool(allowed.any()):
         raise UserError(f"The mask {Path(path).name} leaves no pixel the attack may change; "
                         "training against it would be clean training.")
-    return allowed[None, None], "protect" if args.protect else "allowed"
-
-
-def _weights_bytes(net, fmt: str) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    if fmt == "torchscript":
-        torch.jit.save(net, buffer)
-    else:
-        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, buffer)
-    return buffer.getvalue()
-
-
-def _write(path: Path, data: bytes, what: str, checkpoint: Path | None) -> None:
-    from advexplorer.errors import UserError
-    from advexplorer.io.atomic import atomic_write_bytes
-
-    try:
-        atomic_write_bytes(path, data, overwrite=True)
-    except OSError as error:
-        kept = f"; the last good checkpoint is still at {checkpoint}" if checkpoint and checkpoint.exists() \
-            else ""
-        raise UserError(f"Could not write the {what} {path.name} ({error.strerror or error}){kept}.") from None
-
-
-def _card(loaded, args, recipe, data, result, mask_mode: str, out_name: str, out_dir: Path) -> dict:
-    original = loaded.card.to_json()
-    original.pop("samples", None)
-    samples = []
-    for sample in loaded.card.samples:  # keep the samples usable from the new folder
-        entry = {"image": os.path.relpath(sample.image, out_dir)}
-        for key in ("protect", "allowed", "diagnostic"):
-            if getattr(sample, key) is not None:
-                entry[key] = os.path.relpath(getattr(sample, key), out_dir)
-        if sample.label is not None:
-            entry["label"] = sample.label
-        samples.append(entry)
-    eps_text = config.over_255(recipe.eps)
-    clearly = result.robust.clearly_above(result.original_robust)
-    verdict = (f"Robust accuracy at ε = {eps_text} is {result.robust.value:.1%} "
-               f"{_interval(result.robust)} vs the original's {result.original_robust.value:.1%} "
-               f"{_interval(result.original_robust)}: "
-               + ("higher, with non-overlapping 95 % Wilson intervals." if clearly else
-                  "not clearly higher (the 95 % Wilson intervals overlap or it is lower)."))
-    card = dict(original)
-    card.update({
-        "name": f"{loaded.card.name} ({args.method}, ε={eps_text})",
-        "description": (f"Fine-tuned by AdvExplorer from {loaded.path.name} with "
-                        f"{recipe.to_json()['method_text']}. " + verdict + " "
-                        + (original.get("description") or "")).strip(),
-        "clean_accuracy": round(result.clean.value, 4),
-        "robust_accuracy": {"eps": recipe.eps, "eps_text": eps_text, "norm": "linf",
-                            "steps": recipe.eval_steps, "step_size": 2.5 * recipe.eps / recipe.eval_steps,
-                            "random_start": False, "mask": mask_mode, **result.robust.to_json(),
-                            "criterion": "correct at every PGD iterate (engine early stop), held-out images"},
-        "clean_accuracy_interval": result.clean.to_json(),
-        "suggested_eps": recipe.eps, "suggested_eps_text": eps_text,
-        "suggested_steps": recipe.eval_steps,
-        "compared_with_original": {
-            "model": str(loaded.path), "sha256": loaded.sha256,
-            "clean_accuracy": result.original_clean.to_json(),
-            "robust_accuracy": result.original_robust.to_json(),
-            "robust_clearly_higher": clearly, "statement": verdict},
-        "training": {
-            "command": getattr(args, "command_line", None) or "advexplorer train",
-            "recipe": recipe.to_json(), "mask": mask_mode, "data": data.to_json(),
-            "held_out_fraction": args.held_out, "best_epoch": result.best_epoch,
-            "stopped": result.stopped, "wall_time_s": round(result.seconds, 1),
-            "epochs": [{"epoch": e.epoch, "train_loss": round(e.train_loss, 5),
-                        "train_accuracy": round(e.train_accuracy, 4), "clean": e.clean.to_json(),
-                        "robust": e.robust.to_json(), "seconds": round(e.seconds, 2)}
-                       for e in result.history],
-        },
-    })
-    if samples:
-        card["samples"] = samples
-    return card
-
-
-def _interval(accuracy) -> str:
-    low, high = accuracy.interval
-    return f"[{low:.1%}, {high:.1%}]"
+    return allowed, "protect" if args.protect else "allowed"
 
 
 def _epoch_line(entry) -> str:
+    from advexplorer.session.training_job import interval_text
+
     return (f"epoch {entry.epoch}/{entry.epochs}  loss {entry.train_loss:.4f}  "
-            f"clean {entry.clean.value:.1%} {_interval(entry.clean)}  "
-            f"robust {entry.robust.value:.1%} {_interval(entry.robust)}  {entry.seconds:.1f} s"
+            f"clean {entry.clean.value:.1%} {interval_text(entry.clean)}  "
+            f"robust {entry.robust.value:.1%} {interval_text(entry.robust)}  {entry.seconds:.1f} s"
             + ("  ← best" if entry.best else ""))
 
 
 def run(args) -> int:
-    import json
+    import threading
 
     from advexplorer import paths
-    from advexplorer.core.training import EpochProgress, trainable, train_steps
-    from advexplorer.errors import UserError
+    from advexplorer.core.attacks import drive
+    from advexplorer.core.training import EpochProgress
     from advexplorer.io.models import load_model
-    from advexplorer.io.training_data import load_training_data
     from advexplorer.session.runs import check_output_dir
+    from advexplorer.session.training_job import TrainJob, interval_text, save_format, training_job
 
     out_dir = check_output_dir(args.out)
     recipe = _training_config(args)
     model_path = Path(args.model) if args.model else paths.DEFAULT_MODEL
     loaded = load_model(model_path, card=args.card, device=args.device, trust_pickle=args.trust_pickle)
-    if loaded.format not in ("state_dict", "safetensors", "torchscript"):
-        raise UserError(f"{model_path.name} is a {loaded.format} model; training writes TorchScript or "
-                        "a state_dict, so export the model as one of those first.")
-    data = load_training_data(args.images, loaded.card, held_out=args.held_out, seed=args.seed)
+    save_format(loaded)  # refuse a model that cannot be saved before spending time on it
     allowed, mask_mode = _allowed_mask(args, loaded.card)
-    device = loaded.device
-    data.train.images, data.train.labels = data.train.images.to(device), data.train.labels.to(device)
-    data.held_out.images, data.held_out.labels = data.held_out.images.to(device), data.held_out.labels.to(device)
-    if allowed is not None:
-        data.train.allowed_mask = data.held_out.allowed_mask = allowed.to(device)
-    out_dir.mkdir(exist_ok=True)
-    checkpoint = out_dir / CHECKPOINT_NAME
-    twin = trainable(loaded.classifier)
-    fmt = "state_dict" if loaded.format == "safetensors" else loaded.format
-
-    def save_checkpoint(state, entry) -> None:
-        _write(checkpoint, _weights_bytes(twin.model, fmt), "checkpoint", checkpoint)
-
+    command = args.command_line if isinstance(getattr(args, "command_line", None), str) else \
+        " ".join(["advexplorer", *sys.argv[1:]])
+    job = TrainJob(model=loaded, images=Path(args.images), recipe=recipe, out_dir=out_dir,
+                   held_out=args.held_out, allowed_mask=allowed, mask_mode=mask_mode, command_line=command)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
-    say(f"training {loaded.card.name} with {args.method} at ε={config.over_255(recipe.eps)} on "
-        f"{len(data.train)} images, measuring on {len(data.held_out)} held-out images")
-    steps = train_steps(twin, data.train, data.held_out, recipe, on_checkpoint=save_checkpoint)
-    try:
-        while True:
-            try:
-                progress = next(steps)
-            except StopIteration as finished:
-                result = finished.value
-                break
-            if isinstance(progress, EpochProgress):
-                say(_epoch_line(progress))
-    except KeyboardInterrupt:
-        steps.close()  # loads the best weights back into the twin
-        raise UserError(f"Cancelled; the best weights so far are in {checkpoint}" if checkpoint.exists()
-                        else "Cancelled before any epoch improved on the original; nothing was written.") \
-            from None
+    say(f"training {loaded.card.name} with {args.method} at ε={config.over_255(recipe.eps)} "
+        f"from {Path(args.images).name}")
+    stop = threading.Event()
+    steps = training_job(job, stop=stop)
 
-    stem = f"{model_path.stem}_{args.method}"
-    weights_path, card_path = out_dir / f"{stem}.pt", out_dir / f"{stem}.json"
-    card = _card(loaded, args, recipe, data, result, mask_mode, stem, out_dir)
-    if fmt == "state_dict":
-        card["architecture"] = loaded.card.architecture
-    _write(weights_path, _weights_bytes(twin.model, fmt), "weights", checkpoint)
-    _write(card_path, (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), "card",
-           checkpoint)
-    checkpoint.unlink(missing_ok=True)  # the twin now holds the best weights
-    say(f"original clean {result.original_clean.value:.1%} {_interval(result.original_clean)}  "
-        f"robust {result.original_robust.value:.1%} {_interval(result.original_robust)}")
-    say(f"twin     clean {result.clean.value:.1%} {_interval(result.clean)}  "
-        f"robust {result.robust.value:.1%} {_interval(result.robust)}  (best epoch {result.best_epoch})")
-    say(card["compared_with_original"]["statement"])
-    say(f"wrote    {weights_path} and {card_path.name}")
+    def show(progress) -> None:
+        if isinstance(progress, EpochProgress):
+            say(_epoch_line(progress))
+
+    try:
+        outcome = drive(steps, show)
+    except KeyboardInterrupt:
+        # Ctrl-C: stop at the next batch and still write the twin from the best weights.
+        say("cancelling: writing the best weights so far …")
+        stop.set()
+        outcome = drive(steps, show)
+    result = outcome.result
+    say(f"original clean {result.original_clean.value:.1%} {interval_text(result.original_clean)}  "
+        f"robust {result.original_robust.value:.1%} {interval_text(result.original_robust)}")
+    say(f"twin     clean {result.clean.value:.1%} {interval_text(result.clean)}  "
+        f"robust {result.robust.value:.1%} {interval_text(result.robust)}  (best epoch {result.best_epoch}"
+        f"{', cancelled' if result.stopped == 'cancelled' else ''})")
+    say(outcome.card["compared_with_original"]["statement"])
+    say(f"wrote    {outcome.weights_path} and {outcome.card_path.name}")
     return 0
 
 
