@@ -22,7 +22,13 @@ different allowed mask per image and three budgets ε:
 Flip counts are cumulative (flipped at this ε or a smaller one) and must be identical
 between the methods that share a definition; the script checks and prints them.
 
-Usage: ``python benchmarks/screening_throughput.py [--small N] [--large N] [--large-arch A]``.
+Workers: ``advexplorer screen`` itself on N exported 64 px tiles, one process vs ``--ranks 2``
+(torchrun, gloo on the CPU; on CUDA ``cuda:0``/``cuda:1`` where there are two), images/s by the
+screen's own wall time, the load average of the (shared) machine, and on CUDA the GPU's busy
+fraction.
+
+Usage: ``python benchmarks/screening_throughput.py [--small N] [--large N] [--large-arch A]
+[--workers N | --only-workers]``.
 Defaults suit a 2-core CPU: the 224 px case screens 8 images with ResNet-18 (random init),
 because at 224 px it costs ~0.4 s per forward+backward per image on two cores (≈ 15 min per
 method for 64 images); pass ``--large 64`` on a bigger machine or a GPU for the full case
@@ -197,6 +203,89 @@ def case(name, model, n, size, batch_size, device, loop_count):
     return same_loop and same_ta
 
 
+def _write_cli_cohort(folder, n: int, size: int):
+    """The small CNN as TorchScript + card and ``n`` PNG tiles: what ``advexplorer screen`` reads."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    torch.manual_seed(0)
+    torch.jit.script(SmallCNN().eval()).save(str(folder / "small.pt"))
+    (folder / "small.json").write_text(json.dumps({
+        "name": "small CNN", "classes": ["a", "b", "c", "d"], "input_size": [size, size],
+        "channels": 3, "mean": [0.5] * 3, "std": [0.25] * 3}))
+    images, _ = make_cohort(n, size, torch.device("cpu"))
+    (folder / "tiles").mkdir()
+    for i in range(n):
+        pixels = (images[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(folder / "tiles" / f"{i:05d}.png")
+
+
+def _cli_screen(folder, out, ranks: int, device: str, extra=()) -> dict:
+    """Run ``advexplorer screen`` (``--ranks`` > 1 through torchrun) and return its summary."""
+    import json
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "advexplorer", "screen", "--model", str(folder / "small.pt"),
+               "--images", str(folder / "tiles"), "--eps", ",".join(f"{e:.6g}" for e in (0.0, *EPS)),
+               "--steps", str(STEPS), "--batch-size", "64", "--device", device, "--quiet",
+               "--out", str(out), *extra]
+    if ranks > 1:
+        command += ["--ranks", str(ranks)]
+    subprocess.run(command, check=True)
+    return json.loads((out / "summary.json").read_text())
+
+
+def workers_case(n: int, size: int, device: str) -> None:
+    """images/s of ``advexplorer screen`` in one process vs two ranks (torchrun, gloo on CPU).
+
+    Timed by the screen's own ``wall_time_s`` (from the first image to the summary, so the
+    seconds each process spends importing torch and loading the model are not counted; rank
+    0's clock includes waiting for the other rank). On CUDA the GPU's busy fraction is
+    sampled (``torch.cuda.utilization``, NVML) while the one-process screen runs.
+    """
+    import os
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        _write_cli_cohort(folder, n, size)
+        load = os.getloadavg()
+        print(f"\n== advexplorer screen, one process vs two ranks: {n} images of {size} px, "
+              f"{os.cpu_count()} CPUs, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+              "(1 / 5 / 15 min)")
+        busy, stop = [], threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.2):
+                try:
+                    busy.append(torch.cuda.utilization())
+                except Exception:  # no NVML: the busy fraction is not measured
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True) if device.startswith("cuda") else None
+        if sampler:
+            sampler.start()
+        one = _cli_screen(folder, folder / "one", 1, device)
+        stop.set()
+        two = _cli_screen(folder, folder / "two", 2, device)
+        rate_one, rate_two = n / one["wall_time_s"], n / two["wall_time_s"]
+        same = one["per_eps"] == two["per_eps"]
+        print(f"  1 process : {rate_one:7.1f} images/s ({one['wall_time_s']:.1f} s, devices {one['devices']})")
+        print(f"  2 ranks   : {rate_two:7.1f} images/s ({two['wall_time_s']:.1f} s, devices {two['devices']})")
+        print(f"  speed-up  : {rate_two / rate_one:.2f}× (target ≥ 1.6× on 2 idle CPUs); summaries "
+              f"{'identical' if same else 'DIFFER'}")
+        if sampler:
+            print(f"  GPU busy  : {100 * sum(busy) / len(busy):.0f} % of {len(busy)} samples"
+                  if busy else "  GPU busy  : not measured (NVML unavailable)")
+        load = os.getloadavg()
+        print(f"  load average after: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=256, help="images in the 64 px case (default 256)")
@@ -210,11 +299,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--workers", type=int, default=256, metavar="N",
+                        help="images in the one-process vs two-ranks CLI case (default 256; 0 = skip)")
+    parser.add_argument("--only-workers", action="store_true", help="run only the workers case")
     args = parser.parse_args()
     device = pick_device(args.device)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
     ok = True
+    if args.only_workers:
+        args.skip_small = args.skip_large = True
     if not args.skip_small:
         small = Classifier(SmallCNN(), [0.5] * 3, [0.25] * 3).to(device)
         ok = case("small CNN", small, args.small, 64, 64, device, min(args.loop or args.small, args.small))
@@ -224,6 +318,8 @@ def main() -> None:
         large = Classifier(network, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).to(device)
         ok &= case(f"{args.large_arch} (random init)", large, args.large, 224, 16, device,
                    min(args.loop or args.large, args.large))
+    if args.workers:
+        workers_case(args.workers, 64, "cuda" if device.type == "cuda" else "cpu")
     print("\nall flip counts identical" if ok else "\nFLIP COUNTS DIFFER (see above)")
 
 
