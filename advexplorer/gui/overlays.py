@@ -1,0 +1,211 @@
+"""Saliency (before/after) and perturbation overlays on the main canvas, with a legend.
+
+:class:`CanvasOverlays` adds one image item per overlay to a :class:`~advexplorer.gui.canvas.MaskCanvas`'s
+view, between the image and the masks, stretched over the image (maps are at the model's
+input size; the canvas shows the file). :class:`OverlayLegend` lists every layer — attack
+mask, diagnostic region, saliency before, saliency after, perturbation — with a colour
+swatch and a visibility check box, and an opacity slider for the overlays.
+
+Colours: saliency in *inferno* with low values transparent (so the tissue stays visible where
+the model does not look); the perturbation in a diverging blue–white–red map, symmetric
+about 0 (blue: the attack darkened the pixel, red: brightened it), scaled to its largest
+absolute value, which the legend states.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPixmap
+from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QWidget
+
+from advexplorer.gui.canvas import LAYER_COLOURS
+
+#: Overlay layers in drawing order, with their labels.
+OVERLAYS = {"saliency_before": "Saliency before", "saliency_after": "Saliency after",
+            "perturbation": "Perturbation"}
+MASK_LAYERS = {"attack": "Attack mask", "diagnostic": "Diagnostic region"}
+
+
+def saliency_lut() -> np.ndarray:
+    """256×4 uint8: inferno, alpha rising with the value (0 fully transparent)."""
+    lut = pg.colormap.get("inferno").getLookupTable(0.0, 1.0, 256, alpha=True).astype(np.uint8)
+    lut[:, 3] = np.clip(np.linspace(0, 1, 256) ** 0.7 * 255, 0, 255).astype(np.uint8)
+    return lut
+
+
+def perturbation_lut() -> np.ndarray:
+    """256×4 uint8: blue (−) → transparent white (0) → red (+)."""
+    t = np.linspace(-1, 1, 256)
+    lut = np.zeros((256, 4), np.uint8)
+    lut[:, 0] = np.where(t > 0, 255, (1 + t) * 255)
+    lut[:, 1] = (1 - np.abs(t)) * 255
+    lut[:, 2] = np.where(t < 0, 255, (1 - t) * 255)
+    lut[:, 3] = np.clip(np.abs(t) * 1.5, 0, 1) * 255
+    return lut
+
+
+def _hw(array) -> np.ndarray:
+    """A map as H×W float32: C×H×W or H×W×C are averaged over channels."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 3:
+        channel_axis = 0 if array.shape[0] in (1, 3) and array.shape[2] not in (1, 3) else 2
+        array = array.mean(axis=channel_axis)
+    return np.ascontiguousarray(array)
+
+
+class CanvasOverlays:
+    """The saliency and perturbation overlays of one canvas (plain object; the legend binds to it)."""
+
+    def __init__(self, canvas):
+        self.canvas = canvas
+        self.items: dict[str, pg.ImageItem] = {}
+        self.opacity = 0.6
+        self.perturbation_scale = 0.0
+        for z, name in enumerate(OVERLAYS):
+            item = pg.ImageItem(axisOrder="row-major")
+            item.setZValue(0.5 + z * 0.1)  # above the image (0), below the masks (1, 2)
+            item.setVisible(False)
+            canvas.view.addItem(item)
+            self.items[name] = item
+
+    def _image_rect(self, box) -> QRectF:
+        if box is not None:
+            top, left, height, width = box
+            return QRectF(left, top, width, height)
+        image = self.canvas.image
+        height, width = (image.shape[:2] if image is not None else (1, 1))
+        return QRectF(0, 0, width, height)
+
+    def set_saliency(self, before, after, box=None) -> None:
+        """Show saliency maps (model-size H×W, any scale) over the image; ``box`` = (top, left,
+        h, w) of the image region the model saw (a centre crop), default the whole image."""
+        maps = {"saliency_before": _hw(before), "saliency_after": _hw(after)}
+        # One scale for both maps, so before and after compare by brightness.
+        top = max(float(np.abs(m).max()) for m in maps.values()) or 1.0
+        for name, values in maps.items():
+            item = self.items[name]
+            item.setImage(np.abs(values) / top, autoLevels=False, levels=(0.0, 1.0))
+            item.setLookupTable(saliency_lut())
+            item.setRect(self._image_rect(box))
+        self.show_only("saliency_after")
+
+    def set_perturbation(self, perturbation, box=None) -> None:
+        """Show a perturbation (C×H×W or H×W×C, pixel units) as a signed, channel-averaged map."""
+        values = _hw(perturbation)
+        self.perturbation_scale = float(np.abs(values).max()) or 1.0
+        item = self.items["perturbation"]
+        item.setImage(values, autoLevels=False, levels=(-self.perturbation_scale, self.perturbation_scale))
+        item.setLookupTable(perturbation_lut())
+        item.setRect(self._image_rect(box))
+
+    def clear(self) -> None:
+        """Remove every overlay (a new image was chosen)."""
+        for item in self.items.values():
+            item.clear()
+            item.setVisible(False)
+
+    def has(self, name: str) -> bool:
+        return self.items[name].image is not None
+
+    def set_visible(self, name: str, visible: bool) -> None:
+        """Show or hide one layer: an overlay, or the canvas's ``attack`` / ``diagnostic`` mask."""
+        if name in MASK_LAYERS:
+            getattr(self.canvas, f"{name}_item").setVisible(visible)
+            return
+        item = self.items[name]
+        item.setVisible(bool(visible) and item.image is not None)
+        item.setOpacity(self.opacity)
+
+    def is_visible(self, name: str) -> bool:
+        if name in MASK_LAYERS:
+            return getattr(self.canvas, f"{name}_item").isVisible()
+        return self.items[name].isVisible()
+
+    def show_only(self, name: str) -> None:
+        """Show one overlay and hide the other overlays (the masks keep their state)."""
+        for other in OVERLAYS:
+            self.set_visible(other, other == name)
+
+    def set_opacity(self, opacity: float) -> None:
+        """Opacity of every overlay (0–1)."""
+        self.opacity = float(min(1.0, max(0.0, opacity)))
+        for item in self.items.values():
+            item.setOpacity(self.opacity)
+
+
+def _swatch(colour: tuple[int, int, int] | np.ndarray) -> QLabel:
+    label = QLabel()
+    pixmap = QPixmap(28, 12)
+    if isinstance(colour, np.ndarray):  # a colour bar from a lookup table
+        from PySide6.QtGui import QImage
+
+        bar = np.ascontiguousarray(np.repeat(colour[None, ::9, :3], 12, axis=0))
+        image = QImage(bar.data, bar.shape[1], bar.shape[0], bar.strides[0], QImage.Format.Format_RGB888)
+        pixmap = QPixmap.fromImage(image.copy()).scaled(28, 12)
+    else:
+        pixmap.fill(QColor(*colour))
+    label.setPixmap(pixmap)
+    return label
+
+
+class OverlayLegend(QWidget):
+    """The layers with visibility check boxes and an overlay opacity slider.
+
+    Signal: ``changed()`` after a toggle or an opacity change.
+    """
+
+    changed = Signal()
+
+    def __init__(self, overlays: CanvasOverlays, parent=None):
+        super().__init__(parent)
+        self.overlays = overlays
+        self.checks: dict[str, QCheckBox] = {}
+        grid = QGridLayout(self)
+        grid.setContentsMargins(4, 4, 4, 4)
+        mode = getattr(getattr(overlays.canvas, "masks", None), "mode", "protect")
+        colours = {"attack": LAYER_COLOURS.get(mode, LAYER_COLOURS["protect"]),
+                   "diagnostic": LAYER_COLOURS["diagnostic"],
+                   "saliency_before": saliency_lut(), "saliency_after": saliency_lut(),
+                   "perturbation": perturbation_lut()}
+        for row, (name, label) in enumerate({**MASK_LAYERS, **OVERLAYS}.items()):
+            check = QCheckBox(label)
+            check.setChecked(overlays.is_visible(name))
+            check.toggled.connect(lambda on, name=name: self._toggle(name, on))
+            grid.addWidget(_swatch(colours[name]), row, 0)
+            grid.addWidget(check, row, 1)
+            self.checks[name] = check
+        self.scale_label = QLabel("")
+        grid.addWidget(self.scale_label, len(self.checks), 0, 1, 2)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(int(round(overlays.opacity * 100)))
+        self.opacity_slider.setToolTip("Opacity of the saliency and perturbation overlays")
+        self.opacity_slider.valueChanged.connect(self._opacity)
+        grid.addWidget(QLabel("Overlay opacity"), len(self.checks) + 1, 0, 1, 2)
+        grid.addWidget(self.opacity_slider, len(self.checks) + 2, 0, 1, 2)
+        self.scale_label.setWordWrap(True)
+        grid.setColumnStretch(1, 1)
+        grid.setRowStretch(len(self.checks) + 3, 1)  # keep the rows together at the top
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring the boxes in line with what is shown (after new maps arrived)."""
+        for name, check in self.checks.items():
+            check.blockSignals(True)
+            check.setChecked(self.overlays.is_visible(name))
+            check.setEnabled(name in MASK_LAYERS or self.overlays.has(name))
+            check.blockSignals(False)
+        scale = self.overlays.perturbation_scale
+        self.scale_label.setText(f"perturbation ±{scale * 255:.3g}/255 (blue −, red +); saliency "
+                                 "dark → bright = low → high" if scale else
+                                 "saliency: dark → bright = low → high")
+
+    def _toggle(self, name: str, on: bool) -> None:
+        self.overlays.set_visible(name, on)
+        self.changed.emit()
+
+    def _opacity(self, value: int) -> None:
+        self.overlays.set_opacity(value / 100)
+        self.changed.emit()
