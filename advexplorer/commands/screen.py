@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attack.add_argument("--random-start", action="store_true", help="start from a random point in the ε-ball")
     attack.add_argument("--restarts", type=int, default=1, help="random restarts per image and ε")
     attack.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    attack.add_argument("--queries", type=int, default=config.DEFAULT_QUERIES, metavar="N",
+                        help="query budget per image and ε of the Square attack and the ensemble "
+                             f"(default {config.DEFAULT_QUERIES})")
     screen = parser.add_argument_group("screen")
     screen.add_argument("--batch-size", type=int, default=32,
                         help="(image, ε) pairs per engine call and images per loaded batch (default 32)")
@@ -258,7 +261,8 @@ def _run(args, ranks) -> int:
         raise UserError(f"--seeds {args.seeds} must be at least 1.")
     config = AttackConfig(method=args.attack, norm=args.norm, eps=max(args.eps) if args.eps else 0,
                           step_size=args.step_size, steps=args.steps, random_start=args.random_start,
-                          seed=args.seed, restarts=args.restarts, early_stop=True)
+                          seed=args.seed, restarts=args.restarts, early_stop=True,
+                          queries=getattr(args, "queries", AttackConfig.queries))
     eps = check_eps_list(args.eps, args.norm)
     config = config.validate()
     if args.seeds > 1 and not seeds_are_random(config):
@@ -454,6 +458,10 @@ def _run(args, ranks) -> int:
         "files": {"per_image": "per_image.csv", "settings": "screen_settings.json",
                   "report": "report.html"},
     }
+    from advexplorer.core.flags import flags_to_json, screen_flags
+
+    summary["flags"] = flags_to_json(screen_flags(  # reliability of this evaluation (core/flags.py)
+        loaded.classifier, per_eps, eps, input_shape=(card.channels, *card.input_size), model_notes=loaded.notes))
     if len(seeds) > 1:
         summary["files"]["per_image_seeds"] = [seed_csv_name(k, s) for k, s in enumerate(seeds)][1:]
     from advexplorer.report.cohort import write_cohort_report
@@ -469,6 +477,8 @@ def _run(args, ranks) -> int:
         if groups is not None:
             for line in significant_gaps(groups):
                 print(f"significant gap: {line}")
+        for flag in summary["flags"]:
+            print(f"FLAG {flag['title']} ({flag['detail']}). {flag['suggestion']}")
         print(f"wrote {out / 'per_image.csv'}, {out / 'summary.json'}, "
               + ", ".join(str(out / name) for name in written.values()))
     return 0

@@ -170,3 +170,34 @@ def sweep_flags(eps_values: Sequence[float], robust_accuracy: Sequence[float]) -
 
 def flags_to_json(flags: Sequence[Flag]) -> list[dict]:
     return [flag.to_json() for flag in flags]
+
+
+def screen_flags(model, per_eps: Sequence[dict], eps_values: Sequence[float], *, input_shape=None,
+                 model_notes: Sequence[str] = ()) -> list[Flag]:
+    """The flags of a cohort screen, from its per-ε summary (``screening.summarize`` rows).
+
+    Robust accuracy (or, without labels, the share not flipped) that rises with ε; the
+    noise baseline flipping more than the attack at some ε (when it was screened); a
+    gradient probe on one random image of ``input_shape`` (C, H, W); probability outputs."""
+    flags: list[Flag | None] = []
+    if input_shape is not None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu")) \
+            if hasattr(model, "parameters") else torch.device("cpu")
+        probe = torch.rand(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
+        flags.append(gradient_flag(model, probe))
+    for entry in per_eps:
+        if entry.get("noise_flipped") is not None and entry.get("flipped") is not None \
+                and entry["noise_flipped"] > entry["flipped"]:
+            flags.append(Flag("noise-beats-attack",
+                              f"at ε={entry.get('eps', 0):.4g} noise flipped {entry['noise_flipped']} of "
+                              f"{entry.get('n')} images, the attack {entry['flipped']}"))
+            break
+    accuracy = [entry.get("robust_accuracy") for entry in per_eps]
+    if all(value is None for value in accuracy):
+        accuracy = [None if entry.get("flip_rate") is None else 1 - entry["flip_rate"] for entry in per_eps]
+    known = [(e, a) for e, a in zip(eps_values, accuracy) if a is not None]
+    if known:
+        flags.append(eps_flag([e for e, _ in known], [a for _, a in known]))
+    flags.append(probability_flag(model, model_notes))
+    order = list(FLAG_INFO)
+    return sorted((flag for flag in flags if flag is not None), key=lambda flag: order.index(flag.code))
