@@ -288,8 +288,9 @@ def _run(args, ranks) -> int:
     def check_settings():
         if resuming and settings_path.is_file():
             earlier = json.loads(settings_path.read_text(encoding="utf-8"))
+            defaults = {**RESUME_DEFAULTS, "seeds": [args.seed]}  # a screen from before --seeds
             changed = [key for key in RESUME_KEYS
-                       if earlier.get(key, RESUME_DEFAULTS.get(key)) != settings.get(key)]
+                       if earlier.get(key, defaults.get(key)) != settings.get(key)]
             if changed:
                 raise UserError(f"Cannot resume the screen in {out}: {', '.join(changed)} changed since "
                                 "it started. Use the same model, images, masks and options, or a new "
@@ -328,7 +329,10 @@ def _run(args, ranks) -> int:
         done = ranks.share({row.file for row in previous_rows} if ranks.leader else None)
         if resuming and ranks.leader:
             prefix = f"seed {seed}: " if len(seeds) > 1 else ""
-            progress.say(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened")
+            missing = [entry.id for entry in cohort.entries if entry.id not in done]
+            progress.say(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened"
+                         + (f"; screening the {len(missing)} missing: {', '.join(missing[:5])}"
+                            + (" …" if len(missing) > 5 else "") if missing else ""))
         elif len(seeds) > 1:
             progress.say(f"advexplorer: seed {seed} ({seed_index + 1} of {len(seeds)})")
         workers = args.workers
