@@ -47,15 +47,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _request(args):
     """Load model, image and masks exactly as ``advexplorer attack`` does (same defaults)."""
-    from advexplorer.commands.attack import build_request
+    from advexplorer.commands import attack
     from advexplorer.core.robustness import DEFAULT_EPS_MAX
 
     eps_max = args.eps_max if args.eps_max is not None else DEFAULT_EPS_MAX[args.norm]
-    attack_args = argparse.Namespace(**vars(args))
+    # Every attack option min-eps does not have takes its default from the attack command
+    # itself, so an option added there later does not break this command.
+    attack_parser = argparse.ArgumentParser()
+    attack.add_arguments(attack_parser)
+    attack_args = attack_parser.parse_args(["--out", str(args.out)])
+    for name, value in vars(args).items():
+        setattr(attack_args, name, value)
     for name, value in dict(eps=eps_max, step_size=None, targeted=None, random_start=False,
                             restarts=1, early_stop=True, saliency=None, diagnostic=None).items():
         setattr(attack_args, name, value)
-    return build_request(attack_args), eps_max
+    return attack.build_request(attack_args), eps_max
 
 
 def _exported(classifier, result, device):
