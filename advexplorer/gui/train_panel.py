@@ -42,13 +42,14 @@ LOSS_COLOUR, SMOOTH_COLOUR = "#7f7f7f", "#f28e2b"
 CLEAN_COLOUR, ROBUST_COLOUR = "#59a14f", "#4e79a7"
 ORIGINAL_COLOUR, TWIN_COLOUR = "#e15759", "#76b7b2"
 REDRAW_S = 0.1
+ACCURACY_OFFSET = 0.04
 
 
 def _interval_bars(x, values, intervals, colour) -> pg.ErrorBarItem:
     low = np.array([v - i[0] for v, i in zip(values, intervals)], dtype=float)
     high = np.array([i[1] - v for v, i in zip(values, intervals)], dtype=float)
     return pg.ErrorBarItem(x=np.asarray(x, dtype=float), y=np.asarray(values, dtype=float),
-                           top=high, bottom=low, beam=0.15, pen=pg.mkPen(colour))
+                           top=high, bottom=low, beam=0.06, pen=pg.mkPen(colour))
 
 
 class TrainPanel(QWidget):
@@ -253,13 +254,16 @@ class TrainPanel(QWidget):
                                   np.asarray(self.batch_smooth, dtype=np.float32))
         self.epoch_loss_curve.setData(np.asarray(self.epoch_x, dtype=np.float32),
                                       np.asarray(self.epoch_loss, dtype=np.float32))
-        self.clean_curve.setData(np.asarray(self.epoch_x, dtype=np.float32), np.asarray(self.clean, dtype=np.float32))
-        self.robust_curve.setData(np.asarray(self.epoch_x, dtype=np.float32), np.asarray(self.robust, dtype=np.float32))
+        # Clean and robust sit a little left and right of the epoch, so equal values and
+        # their interval bars do not hide each other.
+        epochs = np.asarray(self.epoch_x, dtype=np.float32)
+        self.clean_curve.setData(epochs - ACCURACY_OFFSET, np.asarray(self.clean, dtype=np.float32))
+        self.robust_curve.setData(epochs + ACCURACY_OFFSET, np.asarray(self.robust, dtype=np.float32))
         self._clear_accuracy_bars()
-        for values, intervals, colour in ((self.clean, self.clean_intervals, CLEAN_COLOUR),
-                                          (self.robust, self.robust_intervals, ROBUST_COLOUR)):
+        for values, intervals, colour, shift in ((self.clean, self.clean_intervals, CLEAN_COLOUR, -ACCURACY_OFFSET),
+                                                 (self.robust, self.robust_intervals, ROBUST_COLOUR, ACCURACY_OFFSET)):
             if values:
-                bars = _interval_bars(self.epoch_x, values, intervals, colour)
+                bars = _interval_bars(epochs + shift, values, intervals, colour)
                 self.accuracy_plot.addItem(bars)
                 self.accuracy_bars.append(bars)
 
@@ -287,7 +291,8 @@ class TrainPanel(QWidget):
                                    right=np.array([xh - x]), bottom=np.array([y - yl]), top=np.array([yh - y]),
                                    beam=0.01, pen=pg.mkPen(colour))
             dot = pg.ScatterPlotItem([x], [y], size=10, brush=pg.mkBrush(colour), pen=None)
-            label = pg.TextItem(point["name"], color=colour, anchor=(0, 1))
+            # Labels of points near the right edge go to their left, so they stay visible.
+            label = pg.TextItem(point["name"], color=colour, anchor=(1.05, 1) if x > 0.6 else (-0.05, 1))
             label.setPos(x, y)
             for item in (bars, dot, label):
                 self.tradeoff_plot.addItem(item)
