@@ -145,6 +145,60 @@ def measure(model, images, labels, device, repeats: int) -> tuple[dict[str, floa
     return medians, same
 
 
+class CountingModel(nn.Module):
+    """Counts the images the wrapped model sees (one query = one image through the model)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.images = model, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+def threat_model_rows(model, images, labels, device, repeats: int, queries: int) -> dict[str, tuple]:
+    """APGD-CE (per step) and Square (per query) of the engine and of torchattacks 3.5.
+
+    APGD: same settings (L∞, 8/255, ``STEPS`` steps, one restart, seed 0), and both compute the
+    same adversarial images (checked). Square: L∞, ε = 1/255 so that few images are fooled and
+    both spend the budget; its cost is divided by the image-queries each one made (counted
+    by a wrapper around the model), since a random search stops early at different times.
+    """
+    import torchattacks
+
+    counted = CountingModel(model)
+    config_apgd = AttackConfig(method="apgd-ce", eps=EPS, steps=STEPS, seed=0)
+    reference_apgd = torchattacks.APGD(counted, eps=EPS, steps=STEPS, seed=0, loss="ce")
+    config_square = AttackConfig(method="square", eps=1 / 255, queries=queries, seed=0)
+    reference_square = torchattacks.Square(counted, eps=1 / 255, n_queries=queries, seed=0)
+
+    def per_query(function):
+        counted.images = 0
+        seconds = timed(function, device)
+        return seconds / max(counted.images, 1) * images.shape[0]
+
+    methods = {
+        "apgd-engine": lambda: timed(lambda: run_attack(counted, images, None, labels, config_apgd), device) / STEPS,
+        "apgd-ta": lambda: timed(lambda: reference_apgd(images, labels), device) / STEPS,
+        "square-engine": lambda: per_query(lambda: run_attack(counted, images, None, labels, config_square)),
+        "square-ta": lambda: per_query(lambda: reference_square(images, labels)),
+    }
+    for method in methods.values():  # warm-up
+        method()
+    samples = {name: [] for name in methods}
+    names = list(methods)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            samples[name].append(methods[name]())
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    ours = ~run_attack(model, images, None, labels, config_apgd).success
+    with torch.no_grad():
+        theirs = model(reference_apgd(images, labels)).argmax(1) == labels
+    return {"apgd": (medians["apgd-engine"], medians["apgd-ta"], bool(torch.equal(ours, theirs))),
+            "square": (medians["square-engine"], medians["square-ta"], None)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a rough look)")
@@ -155,7 +209,15 @@ def main(argv=None) -> int:
                         help="repeats per row (default: more for the fast rows)")
     parser.add_argument("--rows", default="small-cnn:1,small-cnn:32,resnet18:1,resnet18:32",
                         help="model:batch list")
+    parser.add_argument("--threat-models", action="store_true",
+                        help="also time APGD-CE and Square against torchattacks (issue 13)")
+    parser.add_argument("--queries", type=int, default=100, help="Square's query budget (default 100)")
+    parser.add_argument("--only-threat-models", action="store_true",
+                        help="skip the PGD table (implies --threat-models)")
     args = parser.parse_args(argv)
+    if args.only_threat_models:
+        args.threat_models = True
+        args.rows_pgd = ""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -180,7 +242,7 @@ def main(argv=None) -> int:
     print(header)
     print("-" * len(header))
     worst = {"bare": 0.0, "ta": 0.0, "bare+s": 0.0, "ta+s": 0.0}
-    for row in args.rows.split(","):
+    for row in ([] if args.only_threat_models else args.rows.split(",")):
         name, batch = row.split(":")
         batch = int(batch)
         model, size = build(name, device)
@@ -203,6 +265,23 @@ def main(argv=None) -> int:
               f"{times['forward'] * 1e3:>8.3f} | {ratios['bare']:>8.3f} {ratios['ta']:>7.3f} | "
               f"{ratios['bare+s']:>12.3f} {ratios['ta+s']:>10.3f} {'yes' if same else 'NO':>4}",
               flush=True)
+    if args.threat_models:
+        print(f"\nthreat models: APGD-CE (ms per step: {STEPS} steps, L∞ 8/255) and Square "
+              f"(ms per query batch: {args.queries} queries, L∞ 1/255), engine vs torchattacks; "
+              "target engine/ta ≤ 1.05")
+        print(f"{'model':<9} {'batch':>5} | {'apgd eng':>8} {'apgd ta':>8} {'ratio':>6} {'same':>4} | "
+              f"{'sq eng':>8} {'sq ta':>8} {'ratio':>6}")
+        for row in args.rows.split(","):
+            name, batch = row.split(":")
+            model, size = build(name, device)
+            images = torch.rand(int(batch), 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+            with torch.no_grad():
+                labels = model(images).argmax(dim=1)
+            repeats = max(1, (args.repeats or 5) // (3 if args.quick else 1))
+            rows = threat_model_rows(model, images, labels, device, repeats, args.queries)
+            (ae, at, same), (se, st, _) = rows["apgd"], rows["square"]
+            print(f"{name:<9} {batch:>5} | {ae * 1e3:>8.3f} {at * 1e3:>8.3f} {ae / at:>6.3f} "
+                  f"{'yes' if same else 'NO':>4} | {se * 1e3:>8.3f} {st * 1e3:>8.3f} {se / st:>6.3f}", flush=True)
     verdict = "met" if worst["bare"] <= 1.05 and worst["ta"] <= 1.0 else "NOT met"
     print(f"summary: worst engine/bare {worst['bare']:.3f}x (target ≤ 1.05), worst "
           f"engine/torchattacks {worst['ta']:.3f}x (target ≤ 1.00): targets {verdict}; "

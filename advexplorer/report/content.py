@@ -489,6 +489,20 @@ def _sections(view: RunView) -> list[Section]:
     record = view.record
     sections: list[Section] = []
     classes = view.classes
+    flags = record.get("flags")
+    if isinstance(flags, list):  # core/flags.py: signs that the attack's number is unreliable
+        rows = [(str(f.get("title")), f"{f.get('detail')}. {f.get('suggestion')}") for f in flags]
+        for key, label in (("ensemble", "Ensemble: fooled by"), ("transfer", "Transfer: crafted on")):
+            if isinstance(record.get(key), dict):
+                value = record[key].get("succeeded_by") if key == "ensemble" else \
+                    Path(str(record[key]["surrogate"]["path"])).name
+                rows.append((label, str(value or "no attack (worst case over APGD-CE, APGD-T, Square)")))
+        rows += [("Note", str(note)) for note in record.get("attack_notes") or []]
+        sections.append(Section(
+            "Is this evaluation reliable?", rows,
+            f"{len(flags)} flag(s): the attack's result may overstate robustness." if flags else
+            "No flag raised by the reliability checks.",
+            not flags, "After AutoAttack's checks (Croce & Hein 2020)."))
     saliency = record.get("saliency")
     if isinstance(saliency, dict):
         verdict = str(saliency.get("verdict", "")) or None
