@@ -184,7 +184,7 @@ class EpochProgress:
     train_accuracy: float
     clean: Accuracy
     robust: Accuracy
-    seconds: float
+    seconds: float             # training time of the epoch (the held-out measurement excluded)
     best: bool                 # this epoch's weights are now the best checkpoint
 
 
@@ -383,10 +383,11 @@ def train_steps(classifier: Classifier, train: LabelledImages, held_out: Labelle
                 yield BatchProgress(epoch, index + 1, batches, value, smoothed, batch_correct / len(labels))
             if stopped == "cancelled":
                 break
+            seconds = time.perf_counter() - epoch_started  # training only, not the held-out measurement
             clean, robust = measure()
             improved = score(clean, robust) > best_score
             entry = EpochProgress(epoch, config.epochs, loss_sum / len(train), correct / len(train),
-                                  clean, robust, time.perf_counter() - epoch_started, improved)
+                                  clean, robust, seconds, improved)
             history.append(entry)
             if improved:
                 best_state, best_score, best_epoch = _snapshot(net), score(clean, robust), epoch
