@@ -259,7 +259,7 @@ def groups_svg(groups: dict, j: int, overall: dict | None = None, *, width: int 
         lines.append(("head", column, None))
         lines.extend(("group", entry["name"], entry["per_eps"][j]) for entry in data["groups"])
     plot_h = row_h * max(1, len(lines))
-    height = top + plot_h + 46
+    height = top + plot_h + 60
 
     def x_of(value: float) -> float:
         return label_w + plot_w * min(max(value, 0.0), 1.0)
@@ -298,8 +298,9 @@ def groups_svg(groups: dict, j: int, overall: dict | None = None, *, width: int 
         out.append(f'<circle cx="{x_of(point["flip_rate"]):.1f}" cy="{y:.1f}" r="4" fill="{colour}"/>')
     out.append(f'<rect x="{label_w}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9aa3ad"/>')
     legend_y = top + plot_h + 34
-    out.append(f'<text x="{label_w}" y="{legend_y}" fill="#333">flip rate; dashed: whole cohort; '
-               f'red *: gap to the rest significant after Holm (α = {groups.get("alpha", 0.05):g})</text>')
+    out.append(f'<text x="{label_w}" y="{legend_y}" fill="#333">flip rate; dashed line: the whole cohort</text>')
+    out.append(f'<text x="{label_w}" y="{legend_y + 14}" fill="#333">red *: gap to the rest significant '
+               f'after Holm correction (α = {groups.get("alpha", 0.05):g})</text>')
     out.append("</svg>")
     return "\n".join(out)
 
