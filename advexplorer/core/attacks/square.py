@@ -212,13 +212,18 @@ def square_steps(model, images, allowed_mask=None, labels=None, config: AttackCo
     loss_rows, logit_rows, row_steps = [], [], []
 
     def step(index, restart, active):
-        loss_rows.append(-loss_best.clone())
-        logit_rows.append(best_logits.clone())
+        # The kept tensors are replaced, never written in place, so a step can hold them as they are.
+        loss_rows.append(-loss_best)
+        logit_rows.append(best_logits)
         row_steps.append((restart, index))
-        return AttackStep(index=index, restart=restart, images=images, adversarial=best.clone(),
-                          logits=best_logits.clone(), loss=-loss_best.clone(), gradient=None,
-                          active=active.clone(), total_steps=budget, wanted=wanted, targeted=targeted,
+        return AttackStep(index=index, restart=restart, images=images, adversarial=best,
+                          logits=best_logits, loss=-loss_best, gradient=None,
+                          active=active, total_steps=budget, wanted=wanted, targeted=targeted,
                           success=margin_best <= 0)
+
+    def put(kept, rows, values, everyone):
+        """``kept`` with ``values`` in ``rows`` (a new tensor)."""
+        return values if everyone else kept.index_copy(0, rows, values)
 
     for restart in range(config.restarts):
         rows = (margin_best > 0).nonzero().squeeze(1)
@@ -235,8 +240,9 @@ def square_steps(model, images, allowed_mask=None, labels=None, config: AttackCo
         queries_used[rows] += 1
         margin, loss = margin_and_loss(logits, wanted[rows], targeted)
         # A restart replaces the point of the images it attacks (they are all still standing).
-        best[rows], best_logits[rows] = start, logits
-        margin_best[rows], loss_best[rows] = margin, loss
+        everyone = rows.numel() == n
+        best, best_logits = put(best, rows, start, everyone), put(best_logits, rows, logits, everyone)
+        margin_best, loss_best = put(margin_best, rows, margin, everyone), put(loss_best, rows, loss, everyone)
         active = torch.zeros(n, dtype=torch.bool, device=device)
         active[rows] = True
         yield step(0, restart, active)
@@ -245,26 +251,31 @@ def square_steps(model, images, allowed_mask=None, labels=None, config: AttackCo
             standing = active & (margin_best > 0)
             if not bool(standing.any()):
                 break
-            rows = standing.nonzero().squeeze(1)
-            x_rows, eps_rows = images[rows], eps_t[rows]
-            mask_rows = None if mask is None else (mask if mask.shape[0] == 1 else mask[rows])
+            everyone = bool(standing.all())  # until an image is fooled, no row indexing at all
+            rows = None if everyone else standing.nonzero().squeeze(1)
+
+            def pick(value):
+                return value if everyone or value is None or value.shape[0] == 1 else value[rows]
+
+            x_rows, eps_rows, mask_rows = pick(images), pick(eps_t), pick(mask)
             fraction = square_fraction(query, budget)
             smallest = 1 if config.norm == "linf" else 3
             side = min(max(int(round(math.sqrt(fraction * height * width))), smallest), height, width)
             if config.norm == "l2" and side % 2 == 0 and side < min(height, width):
                 side += 1
-            candidate = _candidate(x_rows, best[rows], eps_rows, config.norm, mask_rows, side, generator)
+            best_rows = pick(best)
+            candidate = _candidate(x_rows, best_rows, eps_rows, config.norm, mask_rows, side, generator)
             with torch.no_grad():
                 logits = model(candidate)
-            forward_passes += rows.numel()
-            queries_used[rows] += 1
-            margin, loss = margin_and_loss(logits, wanted[rows], targeted)
-            improved = loss < loss_best[rows]
-            loss_best[rows] = torch.where(improved, loss, loss_best[rows])
+            forward_passes += candidate.shape[0]
+            queries_used += standing.long()
+            margin, loss = margin_and_loss(logits, pick(wanted), targeted)
+            improved = loss < pick(loss_best)
             keep = improved | (margin <= 0)
-            margin_best[rows] = torch.where(keep, margin, margin_best[rows])
-            best[rows] = torch.where(keep.view(-1, 1, 1, 1), candidate, best[rows])
-            best_logits[rows] = torch.where(keep[:, None], logits, best_logits[rows])
+            loss_best = put(loss_best, rows, torch.where(improved, loss, pick(loss_best)), everyone)
+            margin_best = put(margin_best, rows, torch.where(keep, margin, pick(margin_best)), everyone)
+            best = put(best, rows, torch.where(keep.view(-1, 1, 1, 1), candidate, best_rows), everyone)
+            best_logits = put(best_logits, rows, torch.where(keep[:, None], logits, pick(best_logits)), everyone)
             active = standing
             yield step(query + 1, restart, active)
 
