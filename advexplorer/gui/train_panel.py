@@ -150,9 +150,8 @@ class TrainPanel(QWidget):
         return self.runner.running
 
     def set_model(self, loaded_model) -> None:
+        # The trade-off points stay: a twin opened after training joins its original there.
         self.model = loaded_model
-        self.points = []
-        self._draw_tradeoff()
         self._set_status(f"Train a twin of {loaded_model.card.name}." if loaded_model else "Load a model to train it.")
         self._update_enabled()
 
