@@ -160,12 +160,20 @@ def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> ar
         targeted=None if not target else int(target["index"]),
         random_start=bool(attack.get("random_start")), seed=attack.get("seed"),
         restarts=int(attack.get("restarts") or 1), early_stop=bool(attack.get("early_stop")),
+        queries=_queries(attack),
         saliency=saliency.get("method") if isinstance(saliency, dict) else None,
         saliency_class=record.get("saliency_class") or "clean",
         robustness="robustness" in record,
         command_line=None,
         **_source_options(record),
     )
+
+
+def _queries(attack: dict) -> int:
+    """Square's query budget as recorded (records from before --queries: the default)."""
+    from advexplorer.config import DEFAULT_QUERIES
+
+    return int(attack.get("queries") or DEFAULT_QUERIES)
 
 
 def _source_options(record: dict) -> dict:
@@ -192,7 +200,8 @@ def _config(record: dict):
 
     attack = dict(record.get("attack") or {})
     fields = {k: attack[k] for k in ("method", "norm", "eps", "step_size", "steps", "targeted",
-                                     "random_start", "seed", "restarts", "early_stop", "decay")
+                                     "random_start", "seed", "restarts", "early_stop", "decay",
+                                     "queries")
               if k in attack}
     if fields.get("seed") is None:
         from advexplorer.errors import UserError
