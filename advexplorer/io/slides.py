@@ -323,3 +323,27 @@ def load_slide_region(path: str | Path, box: tuple[int, int, int, int], card, le
                        tensor=image_to_model(original, card), original=original,
                        file_size=(region.w, region.h), notes=notes,
                        provenance={"region": region.to_json()})
+
+
+def save_region_png(region: Region, pixels: np.ndarray, folder: str | Path) -> Path:
+    """Save a cut tile as a lossless PNG (8-bit slides: the same pixels) with its provenance beside
+    it (``NAME.region.json``), so the app's image list can hold it like any image file.
+
+    The name says where it came from: ``SLIDE_L1_x2048_y1024_224x224.png``. Written atomically;
+    an existing file of that name is replaced (the same region gives the same pixels).
+    """
+    import json
+
+    from PIL import Image
+
+    from advexplorer.io.atomic import atomic_path, atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{Path(region.slide).stem}_L{region.level}_x{region.x}_y{region.y}_{region.w}x{region.h}"
+    path = folder / f"{stem}.png"
+    shown = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
+    with atomic_path(path, overwrite=True) as temporary:
+        Image.fromarray(np.ascontiguousarray(shown)).save(temporary, format="PNG")
+    atomic_write_text(folder / f"{stem}.region.json", json.dumps(region.to_json(), indent=1), overwrite=True)
+    return path

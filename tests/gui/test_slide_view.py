@@ -45,6 +45,15 @@ def test_the_picker_cuts_the_region_at_two_levels(qtbot, slide):
         region, pixels = picked.args
         assert (region.level, region.x, region.y, region.w, region.h) == (level, x, y, 48, 48)
         assert np.array_equal(pixels, levels[level][y:y + 48, x:x + 48])
+    # A cut tile saved for the image list: the same pixels, and its provenance beside it.
+    from PIL import Image
+
+    from advexplorer.io.slides import Region, save_region_png
+
+    saved = save_region_png(region, pixels, path.parent / "tiles")
+    assert saved.name == "slide_L1_x40_y90_48x48.png"
+    assert np.array_equal(np.asarray(Image.open(saved)), pixels)
+    assert Region.from_json(json.loads(saved.with_suffix(".region.json").read_text())) == region
     # The picker stays inside the level: dragged past the edge, it cuts the last full tile.
     view.set_picked_box(2, 150, 150)
     assert view.picked_box() == (160 - 48, 128 - 48, 48, 48)
