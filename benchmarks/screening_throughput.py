@@ -222,7 +222,7 @@ def _write_cli_cohort(folder, n: int, size: int):
         Image.fromarray(pixels).save(folder / "tiles" / f"{i:05d}.png")
 
 
-def _cli_screen(folder, out, ranks: int, device: str, extra=()) -> dict:
+def _cli_screen(folder, out, ranks: int, device: str, extra=(), threads: int | None = None) -> dict:
     """Run ``advexplorer screen`` (``--ranks`` > 1 through torchrun) and return its summary."""
     import json
     import subprocess
@@ -234,7 +234,10 @@ def _cli_screen(folder, out, ranks: int, device: str, extra=()) -> dict:
                "--out", str(out), *extra]
     if ranks > 1:
         command += ["--ranks", str(ranks)]
-    subprocess.run(command, check=True)
+    import os
+
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    subprocess.run(command, check=True, env=env)
     return json.loads((out / "summary.json").read_text())
 
 
@@ -273,12 +276,17 @@ def workers_case(n: int, size: int, device: str) -> None:
         one = _cli_screen(folder, folder / "one", 1, device)
         stop.set()
         two = _cli_screen(folder, folder / "two", 2, device)
+        # torchrun gives each rank 1 thread; one process with 1 thread separates "two processes"
+        # from "fewer threads fighting over busy cores".
+        single = _cli_screen(folder, folder / "single", 1, device, threads=1)
         rate_one, rate_two = n / one["wall_time_s"], n / two["wall_time_s"]
+        rate_single = n / single["wall_time_s"]
         same = one["per_eps"] == two["per_eps"]
         print(f"  1 process : {rate_one:7.1f} images/s ({one['wall_time_s']:.1f} s, devices {one['devices']})")
+        print(f"  1 process, 1 thread: {rate_single:7.1f} images/s ({single['wall_time_s']:.1f} s)")
         print(f"  2 ranks   : {rate_two:7.1f} images/s ({two['wall_time_s']:.1f} s, devices {two['devices']})")
         print(f"  speed-up  : {rate_two / rate_one:.2f}× (target ≥ 1.6× on 2 idle CPUs); summaries "
-              f"{'identical' if same else 'DIFFER'}")
+              f"{'identical' if same else 'DIFFER'}; vs one 1-thread process {rate_two / rate_single:.2f}×")
         if sampler:
             print(f"  GPU busy  : {100 * sum(busy) / len(busy):.0f} % of {len(busy)} samples"
                   if busy else "  GPU busy  : not measured (NVML unavailable)")
