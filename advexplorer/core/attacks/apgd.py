@@ -139,7 +139,7 @@ def apgd_run(model, images, eps, norm, steps, objective: _Objective, mask, gener
     fooled = objective.succeeded(logits, rows)
     yield 0, x_adv, logits, loss, gradient, fooled
     x_best, x_best_adv, gradient_best = x_adv.clone(), x_adv.clone(), gradient.clone()
-    logits_best_adv = logits.clone()
+    logits_best_adv, logits_best = logits.clone(), logits.clone()
     loss_best = loss.clone()
     loss_history = torch.zeros(steps, n, device=images.device)
     step_size = 2.0 * eps * torch.ones(n, 1, 1, 1, device=images.device)
@@ -171,6 +171,7 @@ def apgd_run(model, images, eps, norm, steps, objective: _Objective, mask, gener
         improved = loss > loss_best
         x_best[improved] = x_adv[improved]
         gradient_best[improved] = gradient[improved]
+        logits_best[improved] = logits[improved]
         loss_best[improved] = loss[improved]
         since_check += 1
         if since_check == interval:
@@ -190,9 +191,9 @@ def apgd_run(model, images, eps, norm, steps, objective: _Objective, mask, gener
                 gradient[halve] = gradient_best[halve]
             since_check, interval = 0, max(interval - decrease, shortest)
 
+    # The kept points were scored when they were found: no extra model evaluation.
     adversarial = torch.where(fooled.view(-1, 1, 1, 1), x_best_adv, x_best)
-    with torch.no_grad():
-        final_logits = model(adversarial)
+    final_logits = torch.where(fooled[:, None], logits_best_adv, logits_best)
     return adversarial, final_logits, objective(final_logits, rows), objective.succeeded(final_logits, rows), loss_best
 
 
@@ -285,7 +286,6 @@ def apgd_steps(model, images, allowed_mask=None, labels=None, config: AttackConf
                 gradient=torch.zeros_like(images).index_copy(0, rows, gradient), active=active,
                 total_steps=config.steps, wanted=wanted, targeted=objective.success_is_target,
                 success=success.index_copy(0, rows, fooled))
-        forward_passes += rows.numel()  # the final scoring of the kept points
         # Keep, per image, a success over a failure, then the higher loss (first restart: take all).
         better = run_success | (restart == 0) | (~success[rows] & (run_loss > final_loss[rows]))
         keep = rows[better]
