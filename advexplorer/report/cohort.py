@@ -337,7 +337,7 @@ def how_sure(summary: dict) -> str:
     low, high = entry["flip_rate_ci95"]
     text = (f"{entry['n']} images were screened"
             + (f" ({entry['n_labelled']} with a true label)" if "n_labelled" in entry else "")
-            + f". At ε = {entry['eps_label']} the flip rate is {_interval(entry['flip_rate'], entry['flip_rate_ci95'])}: "
+            + f". At ε = {eps_label(entry['eps'])} the flip rate is {_interval(entry['flip_rate'], entry['flip_rate_ci95'])}: "
             f"with this many images the true rate could lie anywhere in a band {100 * (high - low):.1f} "
             "percentage points wide (Wilson 95 % interval; it narrows with the square root of n).")
     if entry.get("excluded"):
@@ -356,11 +356,12 @@ def how_sure(summary: dict) -> str:
                  + (f", bootstrap 95 % interval {100 * interval[0]:.1f}–{100 * interval[1]:.1f} % over images "
                     "and seeds." if interval else "."))
     else:
-        count = len(seeds.get("seeds", [summary["attack"].get("seed")]))
+        count = len(seeds.get("seeds", [summary.get("attack", {}).get("seed")]))
+        attack = summary.get("attack", {})
         text += (f" This is {'one run' if count == 1 else f'{count} runs'} of the attack (seed "
-                 f"{summary['attack'].get('seed')}); "
+                 f"{attack.get('seed')}); "
                  + ("with a random start, --seeds K repeats it to show how much the number moves between seeds."
-                    if summary["attack"].get("random_start") else
+                    if attack.get("random_start") else
                     "it draws nothing at random, so another seed would give the same numbers."))
     groups = summary.get("groups")
     if groups and groups.get("by_column"):
