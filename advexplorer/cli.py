@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("advexplorer.commands.demo", "open the app on the demo, run PGD live, screenshot"),
     "probe": ("advexplorer.commands.probe", "single-residue probes of a protein sequence classifier"),
     "train": ("advexplorer.commands.train", "fine-tune a model (clean, PGD-AT, TRADES, fast-AT) into a twin"),
+    "card": ("advexplorer.commands.card", "make a model's card (MODEL.json) from what the file says + a dry run"),
 }
 
 #: What each command is doing when the machine runs out of memory ("out of memory while …").

@@ -134,6 +134,80 @@ def _last_spatial_conv(model: nn.Module, network: nn.Module, image: torch.Tensor
     return executed[-1] if executed else None
 
 
+#: Names of the normalisation at the entry of a transformer block (timm ViT/DeiT/Swin
+#: ``norm1``, Hugging Face ``layernorm_before``, torchvision ViT ``ln_1``).
+_BLOCK_INPUT_NORMS = ("norm1", "layernorm_before", "ln_1", "ln1")
+
+
+def _token_layer(model: nn.Module, network: nn.Module, image: torch.Tensor) -> str | None:
+    """The input norm of the last transformer block whose output is a token sequence (N×T×D)
+    or a token grid (N×H×W×C, Swin), found by one forward pass; None for other models.
+
+    Not the final norm: a ViT's head reads only the class token there, so the patch tokens'
+    gradients are zero and the map would be blank. The last block's input still holds one
+    token per patch, and its attention carries the class evidence to the class token
+    (the choice of pytorch-grad-cam for ViT, https://github.com/jacobgil/pytorch-grad-cam).
+    """
+    norms = {module: name for name, module in network.named_modules()
+             if isinstance(module, nn.LayerNorm) and name.rpartition(".")[2] in _BLOCK_INPUT_NORMS}
+    if not norms:
+        return None
+    executed: list[str] = []
+
+    def record(module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+            executed.append(norms[module])
+
+    handles = [module.register_forward_hook(record) for module in norms]
+    try:
+        with torch.no_grad():
+            model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return executed[-1] if executed else None
+
+
+def token_grid(activations: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
+    """N×C×h×w from transformer tokens: N×T×D with the leading class (and distillation or
+    register) tokens dropped and the patch tokens laid out on the image's grid, or a Swin
+    N×H×W×C grid. Raises a UserError when the tokens do not form a grid."""
+    if activations.dim() == 4:  # Swin keeps a channels-last grid
+        return activations.permute(0, 3, 1, 2)
+    count = activations.shape[1]
+    height, width = image_shape
+    for extra in range(0, min(count, 9)):  # class token, distillation token, a few registers
+        patches = count - extra
+        rows = round((patches * height / width) ** 0.5)
+        if rows > 0 and patches % rows == 0 and abs(rows / (patches // rows) - height / width) < 0.25:
+            return activations[:, extra:].reshape(activations.shape[0], rows, patches // rows, -1).permute(0, 3, 1, 2)
+    raise UserError(f"Grad-CAM cannot lay the model's {count} tokens on a grid of the {height}×{width} "
+                    "image; use --saliency gradient or smoothgrad for this model.")
+
+
+def _token_gradcam(model: nn.Module, module: nn.Module, image: torch.Tensor, class_index: int) -> torch.Tensor:
+    """Grad-CAM on a token layer (1×1×h×w): the paper's channel weights (gradients averaged
+    over the grid) times the activations, summed over channels, ReLU. Captum's LayerGradCam
+    averages over every axis after the first, which for N×T×D tokens is the wrong one, and
+    has no hook to reshape tokens to a grid; so these three lines are written here."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(_module, _inputs, output):
+        captured["tokens"] = output
+
+    handle = module.register_forward_hook(keep)
+    try:
+        # Frozen weights: the input must require grad for the tokens to have a gradient.
+        logits = model(image.clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    gradient, = torch.autograd.grad(logits[0, class_index], captured["tokens"])
+    activations = token_grid(captured["tokens"].detach(), tuple(image.shape[-2:]))
+    gradients = token_grid(gradient, tuple(image.shape[-2:]))
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1, keepdim=True))
+
+
 def find_gradcam_layer(model: nn.Module, image: torch.Tensor | None = None,
                        layer: str | None = None) -> tuple[str, nn.Module]:
     """Choose the layer Grad-CAM explains: ``(dotted name, module)``.
@@ -149,8 +223,10 @@ def find_gradcam_layer(model: nn.Module, image: torch.Tensor | None = None,
             "Grad-CAM needs to hook one of the model's layers, and a TorchScript model does not "
             "allow that. Use --saliency gradient, smoothgrad or integrated-gradients, or load the "
             "model as a state_dict with its architecture named in the model card.")
-    if isinstance(network, torch.fx.GraphModule):
+    if isinstance(network, torch.fx.GraphModule) and \
+            not any(isinstance(m, (nn.Conv2d, nn.LayerNorm)) for m in network.modules()):
         # torch.export's module keeps the weights but runs one flat graph: no layer to hook.
+        # (A graph converted from ONNX keeps its convolutions as modules, and those can be.)
         raise UserError(
             "Grad-CAM needs to hook one of the model's layers, and an exported (.pt2) model runs "
             "as one flat graph without them. Use --saliency gradient, smoothgrad or "
@@ -168,6 +244,9 @@ def find_gradcam_layer(model: nn.Module, image: torch.Tensor | None = None,
     found = _family_layer(network)
     if found is not None:
         return found[0], network.get_submodule(found[0])
+    tokens = _token_layer(model, network, image) if image is not None else None
+    if tokens is not None:
+        return tokens, network.get_submodule(tokens)
     name = _last_spatial_conv(model, network, image) if image is not None else None
     if name is None and image is None:
         convs = [n for n, m in network.named_modules() if isinstance(m, nn.Conv2d)]
@@ -275,6 +354,10 @@ def _attribute(model, image, class_index, method, opts, batch, layer, seed) -> n
                 internal_batch_size=batch)
         else:
             name, module = find_gradcam_layer(model, image, layer)
+            if isinstance(module, nn.LayerNorm):
+                cam = _token_gradcam(model, module, image, class_index)
+                attribution = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), "bilinear")
+                return attribution.detach()[0, 0].float().cpu().numpy().copy()
             try:
                 cam = LayerGradCam(model, module).attribute(image, target=class_index,
                                                             relu_attributions=True)
@@ -310,10 +393,14 @@ class Explanation:
     comparison: MapComparison
     flipped: bool
     verdict: str
+    #: Grad-CAM only: the layer explained (chosen automatically unless given).
+    layer: str | None = None
 
     def to_json(self) -> dict:
         """The ``saliency`` object of ``record.json``."""
         data = {"method": self.method, "class_index": self.class_index}
+        if self.layer is not None:
+            data["layer"] = self.layer
         if self.class_index_after != self.class_index:
             data["class_index_after"] = self.class_index_after
         data.update(self.comparison.to_json())
@@ -379,6 +466,8 @@ def explain_attack(model: nn.Module, image: torch.Tensor, adversarial: torch.Ten
     raw_after = attribution_map(model, adversarial, after_class, **common)
     before, after, scale = shared_scale(raw_before, raw_after)
     comparison = compare_maps(before, after, topk=topk, diagnostic_mask=diagnostic)
+    layer_name = find_gradcam_layer(model, image, layer)[0] if method == "gradcam" else None
     return Explanation(method=method, class_index=int(class_index), class_index_after=after_class,
                        before=before, after=after, scale=scale, comparison=comparison,
-                       flipped=bool(flipped), verdict=verdict_for(comparison, bool(flipped)))
+                       flipped=bool(flipped), verdict=verdict_for(comparison, bool(flipped)),
+                       layer=layer_name)

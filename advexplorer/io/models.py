@@ -47,6 +47,7 @@ from torch import nn
 from advexplorer.core.model import (
     Classifier, ModelForwardError, is_out_of_memory, last_line, pick_device, select_scores)
 from advexplorer.errors import UserError
+from advexplorer.io import architectures
 from advexplorer.io.cards import ModelCard, card_path_for, load_card
 from advexplorer.io.hashing import sha256_file
 
@@ -66,6 +67,8 @@ class LoadedModel:
     #: What the loader decided about the model that a user should know (e.g. "its outputs
     #: are probabilities; their logarithms are used as logits"). Recorded with each run.
     notes: list[str] = field(default_factory=list)
+    #: ONNX only: the largest |converted torch − onnxruntime| logit on the dry run.
+    reference_difference: float | None = None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -85,74 +88,43 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UserError(
-            f"{path.name} holds a {type(obj).__name__}, not a state_dict of tensors. Save the "
-            "weights with torch.save(model.state_dict(), ...) or export TorchScript."
-        )
-    if all(k.startswith("module.") for k in obj):  # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return obj
+    """The network's state_dict inside a checkpoint (see :func:`architectures.unwrap_state_dict`)."""
+    return architectures.unwrap_state_dict(obj, path)
 
 
 def build_architecture(card: ModelCard) -> nn.Module:
-    """Instantiate ``card.architecture`` (e.g. ``torchvision.resnet18``) with random weights."""
-    name = card.architecture
-    if not name:
+    """Instantiate ``card.architecture`` (``torchvision.resnet18``, ``timm.convnext_tiny``, or
+    a bare name) with random weights; ``architecture_kwargs`` are passed on."""
+    if not card.architecture:
         raise UserError(
             "These weights are a state_dict, so the model card must name the architecture, e.g. "
-            '"architecture": "torchvision.resnet18", "architecture_kwargs": {"num_classes": 2}.'
+            '"architecture": "torchvision.resnet18", "architecture_kwargs": {"num_classes": 2} '
+            "(advexplorer card MODEL infers it)."
         )
-    prefix, _, function = name.rpartition(".")
-    if prefix not in ("torchvision", "torchvision.models"):
-        raise UserError(
-            f"Unknown architecture {name!r}. Name a torchvision model builder such as "
-            "'torchvision.resnet18' or 'torchvision.mobilenet_v3_small', or export TorchScript."
-        )
-    import torchvision.models as tvm
-
-    available = set(tvm.list_models(module=tvm))
-    if function not in available:
-        close = sorted(m for m in available if function.split("_")[0] in m)[:6]
-        hint = f" Similar names: {', '.join(close)}." if close else ""
-        raise UserError(f"torchvision has no classification model {function!r}.{hint}")
-    kwargs = dict(card.architecture_kwargs)
-    kwargs.setdefault("num_classes", card.num_classes)
-    try:
-        return tvm.get_model(function, weights=None, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"Cannot build {name} with architecture_kwargs {kwargs}: {exc}") from None
+    return architectures.build_by_name(card.architecture, card.architecture_kwargs, card.num_classes)
 
 
-def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} is {list(state[k].shape)} in the file but {list(expected[k].shape)} in the architecture"
-        for k in expected if k in state and state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatch: {few(mismatched)}")
-        raise UserError(
-            f"The weights in {path.name} do not fit {card.architecture} "
-            f"(architecture_kwargs {card.architecture_kwargs}): {'; '.join(parts)}. Check the "
-            "card's architecture, its num_classes, and that this is the right weights file."
-        )
-    model.load_state_dict(state, strict=True)
+def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], card, path: Path) -> None:
+    what = f"{card.architecture} (architecture_kwargs {card.architecture_kwargs})"
+    architectures.fit_state_dict(model, state, what, path)
+
+
+def _state_dict_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path,
+                      notes: list[str]) -> nn.Module:
+    """The card's architecture with ``state`` loaded; without one, the inferred architecture."""
+    if not card.architecture:
+        matches = architectures.infer_architecture(state)
+        if not matches:
+            build_architecture(card)  # raises: the card must name the architecture
+        card_kwargs = dict(matches[0].kwargs)
+        notes.append(f"The card names no architecture; the weights fit "
+                     f"{architectures.describe_matches(matches)} exactly, so {matches[0].name} is used.")
+        model = architectures.build_by_name(matches[0].name, card_kwargs)
+        architectures.fit_state_dict(model, state, matches[0].name, path)
+        return model
+    model = build_architecture(card)
+    _fit_state_dict(model, state, card, path)
+    return model
 
 
 # --------------------------------------------------------------------------- torch.export archives
@@ -396,7 +368,17 @@ def _load_export_program(path: Path, trust_pickle: bool) -> nn.Module:
     return program.module(check_guards=False)
 
 
-def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: bool) -> tuple[nn.Module, str]:
+def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: bool,
+              notes: list[str] | None = None) -> tuple[nn.Module, str]:
+    """The user's network (unwrapped) and its format name; notes gathers what was inferred."""
+    notes = [] if notes is None else notes
+    if path.is_dir():
+        from advexplorer.io import hf
+
+        if not hf.is_hf_folder(path):
+            raise UserError(f"{path.name} is a folder without config.json; a model folder must be a "
+                            "Hugging Face save_pretrained folder (config.json + weights).")
+        return hf.load_hf_model(path), "huggingface"
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         try:
@@ -404,9 +386,13 @@ def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: b
             state = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types for corrupt headers
             raise UserError(f"{path.name} is not a readable safetensors file ({exc}).") from None
-        model = build_architecture(card)
-        _fit_state_dict(model, state, card, path)
-        return model, "safetensors"
+        state = architectures.unwrap_state_dict(state, path)
+        return _state_dict_model(state, card, path, notes), "safetensors"
+    from advexplorer.io import onnx_models
+
+    if onnx_models.looks_like_onnx(path):
+        module, _ = onnx_models.convert(path)
+        return module, "onnx"
     if suffix == ".pt2":
         return _load_export_program(path, trust_pickle), "export"
     if _is_torchscript(path):
@@ -442,16 +428,14 @@ def _load_raw(path: Path, card: ModelCard, device: torch.device, trust_pickle: b
         raise UserError(f"{path.name} is not a PyTorch model file, or it is truncated or corrupt "
                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}).") from None
     state = _unwrap_state_dict(obj, path)
-    model = build_architecture(card)
-    _fit_state_dict(model, state, card, path)
-    return model, "state_dict"
+    return _state_dict_model(state, card, path, notes), "state_dict"
 
 
 def load_model(path: str | Path, card: ModelCard | str | Path | None = None, device: str = "auto",
                trust_pickle: bool = False) -> LoadedModel:
     """Load a classifier and its card, wrap it for pixel space and check it on a dry run."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise UserError(f"No model file at {path}. Check the path (--model).")
     if isinstance(card, ModelCard):
         card_path = card.path
@@ -464,7 +448,8 @@ def load_model(path: str | Path, card: ModelCard | str | Path | None = None, dev
             )
         card = load_card(card_path)
     target = pick_device(device)
-    raw, fmt = _load_raw(path, card, target, trust_pickle)
+    notes: list[str] = []
+    raw, fmt = _load_raw(path, card, target, trust_pickle, notes)
     try:
         classifier = Classifier(raw, card.mean, card.std, card.classes,
                                 output_key=card.output_key).to(target)
@@ -472,12 +457,49 @@ def load_model(path: str | Path, card: ModelCard | str | Path | None = None, dev
         raise
     except Exception as exc:
         raise UserError(f"Could not move the model to {target} ({exc}).") from None
-    notes = _check_dry_run(classifier, card, path)
+    notes += _check_dry_run(classifier, card, path)
+    difference = _check_onnx_reference(path, classifier, card) if fmt == "onnx" else None
+    if difference is not None:
+        notes.append(f"{path.name} was converted from ONNX to torch; its logits differ from onnxruntime's "
+                     f"by at most {difference:.2g} on the dry run.")
     return LoadedModel(
         classifier=classifier, card=card, path=path.resolve(), card_path=card_path.resolve() if card_path else None,
-        sha256=sha256_file(path), card_sha256=sha256_file(card_path) if card_path else None,
-        device=target, format=fmt, notes=notes,
+        sha256=_model_sha256(path), card_sha256=sha256_file(card_path) if card_path else None,
+        device=target, format=fmt, notes=notes, reference_difference=difference,
     )
+
+
+#: Converted ONNX logits may differ from onnxruntime's by float rounding (~1e-5); more
+#: than this means the conversion changed what the model computes.
+ONNX_TOLERANCE = 1e-3
+
+
+def _check_onnx_reference(path: Path, classifier: Classifier, card: ModelCard) -> float:
+    """Largest |converted − onnxruntime| output on the dry run's noise image; refuse a conversion
+    that changed the model."""
+    from advexplorer.io import onnx_models
+
+    reference = onnx_models.OnnxReference(onnx_models.read_onnx(path).SerializeToString(), path.name)
+    image = _probe_images(card, classifier.device, path)["noise"]
+    normalised = image if classifier._identity else (image - classifier.mean) * classifier.inv_std
+    difference = onnx_models.reference_difference(classifier.model, reference, normalised)
+    if not difference <= ONNX_TOLERANCE:
+        raise UserError(f"{path.name} converted to torch gives logits that differ from onnxruntime's by "
+                        f"{difference:.3g} on the dry run, so attacks on it would not be attacks on your "
+                        "model; export it again with a recent opset, or as TorchScript.")
+    return difference
+
+
+def _model_sha256(path: Path) -> str:
+    """SHA-256 of the model file; of a folder, over its files' names and hashes in order."""
+    if not path.is_dir():
+        return sha256_file(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_file(item)}\n".encode())
+    return digest.hexdigest()
 
 
 def _probe_images(card: ModelCard, device: torch.device, path: Path) -> dict[str, torch.Tensor]:
@@ -599,3 +621,217 @@ def _output_kind(card: ModelCard, scores: dict[str, torch.Tensor], path: Path) -
             'one (AdvExplorer then uses the classes [1 - p, p]), or "output": "logits" if it is a logit.'
         )
     return "logits", []
+
+
+# --------------------------------------------------------------------------- making a card
+
+#: Normalisations by name: (mean, std) per channel.
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+@dataclass
+class InferredCard:
+    """A card made from what a model file says, and where each field came from."""
+
+    card: ModelCard
+    format: str
+    #: field → where its value came from ("key names and shapes", "config.json id2label", …)
+    sources: dict[str, str]
+    #: architectures whose keys fit exactly (state_dict weights), best first
+    matches: list[str] = field(default_factory=list)
+
+
+def _per_channel(values, channels: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    return values * channels if len(values) == 1 else values[:channels] if channels == 1 else values
+
+
+def _model_kind(path: Path, trust_pickle: bool) -> tuple[str, object]:
+    """(format, payload) without building anything: the state_dict for weights, else None."""
+    from advexplorer.io import hf, onnx_models
+
+    if path.is_dir():
+        if not hf.is_hf_folder(path):
+            raise UserError(f"{path.name} is a folder without config.json; a model folder must be a "
+                            "Hugging Face save_pretrained folder (config.json + weights).")
+        return "huggingface", None
+    if not path.is_file():
+        raise UserError(f"No model file at {path}. Check the path.")
+    if path.suffix.lower() == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+            state = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise UserError(f"{path.name} is not a readable safetensors file ({exc}).") from None
+        return "safetensors", architectures.unwrap_state_dict(state, path)
+    if path.suffix.lower() == ".pt2":
+        return "export", None
+    if onnx_models.looks_like_onnx(path):
+        return "onnx", None
+    if _is_torchscript(path):
+        return "torchscript", None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc) and "global" in str(exc).lower():
+            if trust_pickle:
+                return "pickle", None
+            raise UserError(f"{path.name} contains pickled Python objects (probably a whole model); "
+                            "unpickling runs code from the file, so it is refused by default. Pass "
+                            "--trust-pickle only if you trust the file.") from None
+        raise UserError(f"{path.name} is none of the model kinds AdvExplorer reads (TorchScript, "
+                        "state_dict, safetensors, .pt2, ONNX, or a Hugging Face folder).") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
+        raise UserError(f"{path.name} is none of the model kinds AdvExplorer reads (TorchScript, "
+                        "state_dict, safetensors, .pt2, ONNX, or a Hugging Face folder).") from None
+    return "state_dict", architectures.unwrap_state_dict(obj, path)
+
+
+def infer_card(path: str | Path, *, architecture: str | None = None,
+               classes: list[str] | None = None, input_size: tuple[int, int] | None = None,
+               normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+               resize: str | None = None, trust_pickle: bool = False,
+               device: str = "cpu") -> InferredCard:
+    """Make a card for ``path`` from what the file says, the choices given, and a dry run.
+
+    Architecture: ``architecture`` or, for state_dict weights, the torchvision/timm models
+    whose keys and shapes fit exactly. Classes: ``classes``, a Hugging Face ``id2label``, or
+    ``class_0…`` for as many outputs as the dry run counts. Size, normalisation and resize
+    rule: the choices, else the preprocessor config (HF), the library's recipe (timm's
+    pretrained_cfg, torchvision's ImageNet recipe), the ONNX input shape, else 224 px and
+    no normalisation. The card is then checked by :func:`load_model`'s dry run.
+    """
+    from advexplorer.io import hf, onnx_models
+
+    path = Path(path)
+    fmt, state = _model_kind(path, trust_pickle)
+    sources: dict[str, str] = {}
+    defaults: dict = {}
+    matches: list[str] = []
+    kwargs: dict = {}
+    if architecture:
+        name = architecture
+        library, function = architectures.split_name(architecture)
+        name = f"{library}.{function}"
+        sources["architecture"] = "--architecture"
+        if state is not None and architectures.head_classes(state):
+            kwargs = {"num_classes": architectures.head_classes(state)}
+        defaults = architectures.library_defaults(name, architectures.build_by_name(name, kwargs)
+                                                  if library == "timm" else None)
+        defaults_source = f"{library}'s recipe for {function}"
+    elif state is not None:
+        found = architectures.infer_architecture(state)
+        if not found:
+            raise UserError(f"The weights in {path.name} fit no torchvision or timm architecture exactly "
+                            "(by key names and shapes); name it with --architecture, e.g. "
+                            "--architecture timm.resnet50.")
+        name, kwargs, defaults = found[0].name, dict(found[0].kwargs), found[0].defaults
+        matches = [m.name for m in found]
+        sources["architecture"] = "key names and shapes" + (
+            f" (also fit: {', '.join(matches[1:])})" if len(matches) > 1 else "")
+        defaults_source = f"{name.split('.')[0]}'s recipe for {name.split('.')[1]}"
+    else:
+        name = None
+        defaults_source = ""
+    channels = 3
+    hf_classes = None
+    if fmt == "huggingface":
+        config = hf.read_config(path)
+        defaults = hf.preprocessing(path, config)
+        hf_classes = hf.classes_from_config(config)
+        channels = defaults.get("channels", 3)
+        defaults_source = "the Hugging Face folder"
+    elif fmt == "onnx":
+        shape = onnx_models.input_shape(path)
+        if shape and len(shape) == 4:
+            channels = shape[1] if shape[1] in (1, 3) else 3
+            if shape[2] and shape[3]:
+                defaults["input_size"] = (shape[2], shape[3])
+                defaults_source = "the ONNX graph's input shape"
+
+    def pick(key: str, chosen, option: str, fallback, fallback_source: str):
+        if chosen is not None:
+            sources[key] = option
+            return chosen
+        if key in defaults:
+            sources[key] = defaults.get("sources", {}).get(key, defaults_source) if fmt == "huggingface" \
+                else defaults_source
+            return defaults[key]
+        sources[key] = fallback_source
+        return fallback
+
+    size = pick("input_size", input_size, "--input-size", (224, 224), "assumed (give --input-size)")
+    chosen_norm = normalization
+    if chosen_norm is None and "mean" in defaults:
+        mean, std = defaults["mean"], defaults["std"]
+        sources["normalization"] = defaults.get("sources", {}).get("normalization", defaults_source) \
+            if fmt == "huggingface" else defaults_source
+    elif chosen_norm is not None:
+        mean, std = chosen_norm
+        sources["normalization"] = "--normalization"
+    else:
+        mean, std = NORMALIZATIONS["none"]
+        sources["normalization"] = "none assumed: the model is taken to normalise inside (give --normalization)"
+    rule = pick("resize", resize, "--resize", "stretch", "default")
+    provisional = {"name": path.stem, "classes": ["class_0"], "input_size": list(size), "channels": channels,
+                   "mean": list(_per_channel(mean, channels)), "std": list(_per_channel(std, channels)),
+                   "resize": rule}
+    if name:
+        provisional["architecture"], provisional["architecture_kwargs"] = name, kwargs
+    outputs = _count_outputs(path, provisional, trust_pickle, device)
+    if classes is not None:
+        sources["classes"] = "given"
+        chosen_classes = list(classes)
+    elif hf_classes and len(hf_classes) == outputs:
+        chosen_classes, sources["classes"] = list(hf_classes), "config.json id2label"
+    else:
+        chosen_classes = [f"class_{i}" for i in range(outputs)]
+        sources["classes"] = f"the dry run's {outputs} outputs (name them with --classes)"
+    if len(chosen_classes) != outputs:
+        raise UserError(f"{path.name} has {outputs} outputs but {len(chosen_classes)} classes were given "
+                        f"({', '.join(chosen_classes[:5])}); give one name per output.")
+    provisional["classes"] = chosen_classes
+    from advexplorer.io.cards import parse_card
+
+    card = parse_card(provisional)
+    return InferredCard(card=card, format=fmt, sources=sources, matches=matches)
+
+
+def _count_outputs(path: Path, card_data: dict, trust_pickle: bool, device: str) -> int:
+    """How many classes the model outputs on one noise image (a single logit counts as 2)."""
+    from advexplorer.io.cards import parse_card
+
+    card = parse_card(card_data)
+    target = pick_device(device)
+    raw, _ = _load_raw(path, card, target, trust_pickle, [])
+    classifier = Classifier(raw, card.mean, card.std, card.classes).to(target)
+    image = _probe_images(card, target, path)["noise"]
+    try:
+        with torch.no_grad():
+            scores = select_scores(classifier.raw_output(image), card.output_key)
+    except ModelForwardError as exc:
+        raise UserError(f"{path.name} fails on a 1×{card.channels}×{card.input_size[0]}×{card.input_size[1]} "
+                        f"test image ({last_line(exc.__cause__ or exc)}); give --input-size.") from None
+    if scores.dim() != 2 or scores.shape[0] != 1:
+        raise UserError(f"{path.name}'s output has shape {tuple(scores.shape)}; AdvExplorer needs N×C "
+                        "class logits from an image classifier.")
+    return 2 if scores.shape[1] == 1 else int(scores.shape[1])
+
+
+def make_card(path: str | Path, inferred: InferredCard, *, device: str = "cpu",
+              trust_pickle: bool = False, overwrite: bool = False) -> tuple[Path, LoadedModel]:
+    """Dry-run ``inferred.card`` on the model, then write it beside the model atomically."""
+    from advexplorer.io.atomic import atomic_write_text
+
+    path = Path(path)
+    destination = card_path_for(path)
+    if destination.exists() and not overwrite:
+        raise UserError(f"{destination} already exists; pass --overwrite to replace it.")
+    loaded = load_model(path, card=inferred.card, device=device, trust_pickle=trust_pickle)
+    data = loaded.card.to_json()
+    atomic_write_text(destination, json.dumps(data, indent=2) + "\n", overwrite=overwrite)
+    return destination, loaded

@@ -1,0 +1,155 @@
+"""``advexplorer card MODEL``: make the model card instead of writing it by hand.
+
+Infers what the file says (architecture from a state_dict's key names and shapes, classes
+and preprocessing from a Hugging Face folder, the input shape of an ONNX graph, the
+library's recipe for a timm/torchvision architecture), takes the user's choices for the
+rest, runs the loader's dry run (which checks the number of outputs against the classes),
+and writes ``MODEL.json`` beside the model atomically — printing each field and where it
+came from. Nothing is written when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from advexplorer.errors import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL",
+                        help="state_dict (.pt/.pth/.bin), .safetensors, TorchScript, .pt2, .onnx, or a "
+                             "Hugging Face folder (config.json + weights)")
+    parser.add_argument("--architecture", metavar="NAME",
+                        help="torchvision or timm architecture for state_dict weights, e.g. "
+                             "torchvision.resnet18 or timm.convnext_tiny (default: inferred from the keys)")
+    classes = parser.add_mutually_exclusive_group()
+    classes.add_argument("--classes", metavar="a,b,c", help="class names in output order")
+    classes.add_argument("--classes-file", metavar="F", help="a text file with one class name per line")
+    classes.add_argument("--classes-from", metavar="IMAGEFOLDER",
+                         help="the class folders of a training ImageFolder (sorted, as torchvision does)")
+    parser.add_argument("--input-size", metavar="N|HxW", help="input size in pixels, e.g. 224 or 256x192")
+    parser.add_argument("--normalization", metavar="imagenet|half|none|MEAN,STD|from-folder DIR",
+                        help="the model's input normalisation (applied inside AdvExplorer's wrapper)")
+    parser.add_argument("--resize", choices=("stretch", "center-crop"),
+                        help="how an image of another size is brought to the input size")
+    parser.add_argument("--device", default="cpu", help="device for the dry run (default cpu)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow a fully pickled model (unpickling runs code from the file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing card")
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``224`` → (224, 224); ``256x192`` → (256, 192)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×]\s*(\d+))?\s*", text or "")
+    if not match or int(match.group(1)) <= 0 or (match.group(2) and int(match.group(2)) <= 0):
+        raise UserError(f"--input-size {text!r} is not a size: give N or HxW in pixels, e.g. 224 or 256x192.")
+    height = int(match.group(1))
+    return height, int(match.group(2) or height)
+
+
+def parse_normalization(text: str, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A named normalisation, ``MEAN,STD`` (one value each or one per channel), or
+    ``from-folder DIR`` (per-channel mean and std of the folder's images)."""
+    from advexplorer.config import parse_number_list
+    from advexplorer.io.models import NORMALIZATIONS
+
+    text = text.strip()
+    if text.lower() in NORMALIZATIONS:
+        return NORMALIZATIONS[text.lower()]
+    if text.lower().startswith("from-folder"):
+        folder = text[len("from-folder"):].strip(" =:")
+        if not folder:
+            raise UserError("--normalization from-folder needs a folder: 'from-folder DIR'.")
+        return folder_statistics(Path(folder))
+    values = parse_number_list(text, "--normalization")
+    if len(values) == 2:
+        return (values[0],) * channels, (values[1],) * channels
+    if len(values) == 2 * channels:
+        return tuple(values[:channels]), tuple(values[channels:])
+    raise UserError(f"--normalization {text!r}: give imagenet, half, none, MEAN,STD (2 numbers), "
+                    f"{channels} means then {channels} stds, or 'from-folder DIR'.")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def folder_statistics(folder: Path, limit: int = 500) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (pixel units, [0,1]) of up to ``limit`` RGB images in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise UserError(f"--normalization from-folder: {folder} is not a folder.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise UserError(f"--normalization from-folder: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for file in files:
+        try:
+            pixels = np.asarray(Image.open(file).convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
+        except OSError as exc:
+            raise UserError(f"--normalization from-folder: cannot read {file} ({exc}).") from None
+        total += pixels.sum(axis=0)
+        total_sq += (pixels ** 2).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def read_classes(args: argparse.Namespace) -> list[str] | None:
+    """The class names the user gave, in output order, or None."""
+    if args.classes:
+        names = [name.strip() for name in args.classes.split(",")]
+    elif args.classes_file:
+        path = Path(args.classes_file)
+        if not path.is_file():
+            raise UserError(f"--classes-file {path} does not exist.")
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif args.classes_from:
+        folder = Path(args.classes_from)
+        if not folder.is_dir():
+            raise UserError(f"--classes-from {folder} is not a folder of class folders.")
+        names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    else:
+        return None
+    if not names or any(not name for name in names):
+        raise UserError("The class list is empty or has an empty name; give one name per model output.")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from advexplorer.io.models import infer_card, make_card
+
+    size = parse_input_size(args.input_size) if args.input_size else None
+    normalization = parse_normalization(args.normalization) if args.normalization else None
+    inferred = infer_card(args.model, architecture=args.architecture, classes=read_classes(args),
+                          input_size=size, normalization=normalization, resize=args.resize,
+                          trust_pickle=args.trust_pickle, device=args.device)
+    destination, loaded = make_card(args.model, inferred, device=args.device,
+                                    trust_pickle=args.trust_pickle, overwrite=args.overwrite)
+    for line in describe(inferred, loaded):
+        print(line)
+    print(f"wrote {destination}")
+    return 0
+
+
+def describe(inferred, loaded) -> list[str]:
+    """What the card says and where each field came from, one line each."""
+    card, sources = inferred.card, inferred.sources
+    shown = ", ".join(card.classes[:6]) + (f", … ({card.num_classes})" if card.num_classes > 6 else "")
+    lines = [f"format:        {inferred.format}"]
+    if card.architecture:
+        lines.append(f"architecture:  {card.architecture} {card.architecture_kwargs or ''}".rstrip()
+                     + f"  [{sources.get('architecture', '')}]")
+    lines += [
+        f"classes:       {shown}  [{sources['classes']}]",
+        f"input size:    {card.input_size[0]}×{card.input_size[1]}, {card.channels} channels  [{sources['input_size']}]",
+        f"normalization: mean {list(card.mean)}, std {list(card.std)}  [{sources['normalization']}]",
+        f"resize:        {card.resize}  [{sources['resize']}]",
+        f"dry run:       ok, {card.num_classes} outputs on noise, grey, black and white images",
+    ]
+    lines += [f"note:          {note}" for note in loaded.notes]
+    return lines
