@@ -41,6 +41,10 @@ def run(args) -> int:
     screenshot = Path(args.screenshot) if args.screenshot else None
     if screenshot is not None and not screenshot.parent.exists():
         raise UserError(f"The folder of --screenshot ({screenshot.parent}) does not exist.")
+    from advexplorer.gui.platform_check import xcb_problem
+
+    if xcb_problem():  # name the missing system package instead of Qt's abort
+        raise UserError(xcb_problem())
     from advexplorer.gui.app import DemoOptions, check_demo_model, run_app
     from advexplorer.gui.main_window import StartOptions
 

@@ -9,6 +9,8 @@ from advexplorer.commands._args import add_mask_arguments, add_model_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project", nargs="?", metavar="PROJECT.advx",
+                        help="a saved project to open (what a double-click on a .advx file runs)")
     add_model_arguments(parser)
     parser.add_argument("--image", action="extend", nargs="+", default=[], metavar="I",
                         help="image files or folders to open (default: the model card's samples)")
@@ -43,9 +45,24 @@ def run(args) -> int:
     for value in args.image:
         if not Path(value).exists():
             raise UserError(f"--image {value}: no such file or folder.")
+    project = getattr(args, "project", None)
+    if project and not Path(project).is_file():
+        raise UserError(f"{project}: no such project file; give a .advx file saved with File → Save project.")
+    from advexplorer.gui.platform_check import xcb_problem
+
+    problem = xcb_problem()  # Qt would abort with a cryptic message; name the missing package
+    if problem:
+        raise UserError(problem)
     try:
         from advexplorer.gui.app import run_app
     except ImportError as exc:
         raise UserError(f"The desktop app needs PySide6, pyqtgraph and superqt ({exc}); install them "
                         "with: pip install 'advexplorer[gui]'.") from None
+    if project:
+        def open_project(window):
+            from PySide6.QtCore import QTimer
+
+            QTimer.singleShot(0, lambda: window.workspace.project.open(project))
+
+        return run_app(options_from_args(args), on_window=open_project)
     return run_app(options_from_args(args))

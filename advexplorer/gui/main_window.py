@@ -29,6 +29,7 @@ from advexplorer.gui.controllers.masks import MaskToolsController
 from advexplorer.gui.controllers.models import ModelController
 from advexplorer.gui.controllers.runs import RunController, StatusWidgets
 from advexplorer.gui.controllers.settings import Preferences, open_settings, user_folder
+from advexplorer.gui.controllers.workspace import WorkspaceController
 from advexplorer.gui.engine import EngineLoader, module_exists
 from advexplorer.gui.imageio import read_display_image
 from advexplorer.gui.menus import build_actions, build_menus_and_toolbars, refresh_recent_menus
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         build_actions(self)
         build_menus_and_toolbars(self)
         self._connect()
+        self.workspace = WorkspaceController(self)  # Tools/Preferences rooms and the project (autosave)
         screen = self.screen().availableGeometry()  # never larger than the screen it opens on
         self.resize(min(1600, screen.width() - 16), min(1000, screen.height() - 40))  # room for the frame
         if self.options.remember:
@@ -154,10 +156,8 @@ class MainWindow(QMainWindow):
         self.models = ModelController(self.engine, self.model_panel, self.attack_panel, self.session,
                                       self.preferences, self.options, self)
         self.images = ImageController(self.session, self.images_panel, self.preferences, self, self)
-        self.runs = RunController(self.session, self.models, self.attack_panel, self.live,
-                                  self.results_panel,
-                                  self.status,
-                                  self.batch_panel, self.batch_dock, self)
+        self.runs = RunController(self.session, self.models, self.attack_panel, self.live, self.results_panel,
+                                  self.status, self.batch_panel, self.batch_dock, self)
         self.runs_history = HistoryController(self.session, self.history_panel, self.preferences, self, self)
         self.runs_history.busy = lambda: self.runs.running
         self.cohort = CohortDockController(self, self.cohort_dock, self.results_dock)
@@ -225,6 +225,7 @@ class MainWindow(QMainWindow):
             self.open_model(model_path, card=options.card, user_initiated=options.model is not None)
         self._recent_menus()
         self.engine.start()
+        self.workspace.start()  # offers to restore the work of a session that crashed
 
     def _engine_ready(self, seconds: float) -> None:
         self.engine_label.setObjectName("engine_ready")
@@ -425,12 +426,8 @@ class MainWindow(QMainWindow):
             self.run_enabled_changed.emit(can_run)
 
     def _update_window_title(self) -> None:
-        parts = ["AdvExplorer"]
-        if self.model_card is not None:
-            parts.append(self.model_card.name)
-        if self.session.current is not None:
-            parts.append(self.session.current.name)
-        self.setWindowTitle(" — ".join(parts))
+        names = (self.model_card and self.model_card.name, self.session.current and self.session.current.name)
+        self.setWindowTitle(" — ".join(["AdvExplorer", *(name for name in names if name)]))
 
     def _recent_menus(self, *_args) -> None:
         refresh_recent_menus(self)
@@ -479,14 +476,15 @@ class MainWindow(QMainWindow):
 
     def screenshot_dialog(self) -> None:
         start = Path(self.preferences.folder("screenshot", user_folder(None)))
-        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", str(start / "advexplorer.png"),
-                                              "PNG (*.png)")
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", str(start / "advexplorer.png"), "PNG (*.png)")
         if path:
             self.preferences.set_folder("screenshot", path)
             self.grab().save(path)
 
     def closeEvent(self, event):  # noqa: N802
-        """Stop a running attack cleanly, remember the layout, then close."""
+        """Ask about unsaved work, stop a running attack cleanly, remember the layout, then close."""
+        if not self.workspace.confirm_close():
+            return event.ignore()
         self.runs.closing = True
         for tasks in (self.controller, self.models.tasks):
             if tasks.running:
@@ -494,4 +492,5 @@ class MainWindow(QMainWindow):
         if self.cohort_panel.running:
             self.cohort_panel.stop_and_wait(15000)
         self.save_layout()
+        self.workspace.closed()
         super().closeEvent(event)

@@ -60,11 +60,11 @@ def build_actions(window) -> None:
                                 "Load an allowed/protect mask PNG for the current image.")
     window.load_diagnostic_action = a("Load diagnostic region…", lambda: images.load_mask_dialog("diagnostic"))
     window.save_mask_action = a("Save mask…", lambda: images.save_mask_dialog("attack"),
-                                "Ctrl+Shift+S", "Save the painted mask as a PNG at the image's size.")
+                                "Ctrl+Alt+M", "Save the painted mask as a PNG at the image's size.")
     window.save_diagnostic_action = a("Save diagnostic region…",
                                       lambda: images.save_mask_dialog("diagnostic"))
     window.save_run_action = a("Save run folder…", lambda: window.runs_history.save_run_dialog(
-        window.runs.shown_run), "Ctrl+S", "Write the shown run as a run folder (record.json and files).")
+        window.runs.shown_run), "Ctrl+Alt+S", "Write the shown run as a run folder (record.json and files).")
     window.report_action = a("Export report…", window.runs_history.report_dialog, "Ctrl+E",
                              "HTML/PDF report of the selected runs (else the last run), with their "
                              "run folders saved beside it for `advexplorer reproduce`.")

@@ -72,7 +72,7 @@ class ProjectSession(QObject):
         self.save_as_action.setShortcut(QKeySequence.StandardKey.SaveAs)
         self.save_as_action.triggered.connect(lambda: self.save_dialog(save_as=True))
         self.open_action = QAction("Open project…", window)
-        self.open_action.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        self.open_action.setShortcut(QKeySequence("Ctrl+Alt+O"))  # Ctrl+Shift+O opens a folder of images
         self.open_action.triggered.connect(self.open_dialog)
         menu = getattr(window, "file_menu", None)
         if menu is not None:

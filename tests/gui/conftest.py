@@ -82,8 +82,10 @@ def _collect_qt_garbage_while_qt_lives():
 
 @pytest.fixture
 def settings_file(tmp_path, monkeypatch):
+    """Settings and the autosave/recovery folder go to the test's own folder."""
     path = tmp_path / "settings.ini"
     monkeypatch.setenv("ADVEXPLORER_SETTINGS", str(path))
+    monkeypatch.setenv("ADVEXPLORER_DATA_DIR", str(tmp_path / "data"))
     return path
 
 
@@ -96,6 +98,8 @@ def errors(monkeypatch):
 
     def fake_exec(box):
         shown.append((box.windowTitle(), box.text()))
+        if box.windowTitle() == "Quit AdvExplorer":  # closing a test window discards its work
+            return QMessageBox.StandardButton.Discard
         return QMessageBox.StandardButton.Ok
 
     monkeypatch.setattr(QMessageBox, "exec", fake_exec)
