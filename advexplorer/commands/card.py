@@ -11,6 +11,7 @@ came from. Nothing is written when any check fails.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", metavar="NAME",
                         help="torchvision or timm architecture for state_dict weights, e.g. "
                              "torchvision.resnet18 or timm.convnext_tiny (default: inferred from the keys)")
+    parser.add_argument("--architecture-kwargs", metavar="JSON",
+                        help='arguments of the architecture, e.g. \'{"img_size": 384}\' (num_classes is read '
+                             "from the weights)")
     classes = parser.add_mutually_exclusive_group()
     classes.add_argument("--classes", metavar="a,b,c", help="class names in output order")
     classes.add_argument("--classes-file", metavar="F", help="a text file with one class name per line")
@@ -125,7 +129,16 @@ def run(args: argparse.Namespace) -> int:
 
     size = parse_input_size(args.input_size) if args.input_size else None
     normalization = parse_normalization(args.normalization) if args.normalization else None
-    inferred = infer_card(args.model, architecture=args.architecture, classes=read_classes(args),
+    kwargs = None
+    if args.architecture_kwargs:
+        try:
+            kwargs = json.loads(args.architecture_kwargs)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--architecture-kwargs is not JSON ({exc}); write e.g. '{{\"img_size\": 384}}'.") from None
+        if not isinstance(kwargs, dict):
+            raise UserError("--architecture-kwargs must be a JSON object, e.g. '{\"img_size\": 384}'.")
+    inferred = infer_card(args.model, architecture=args.architecture, architecture_kwargs=kwargs,
+                          classes=read_classes(args),
                           input_size=size, normalization=normalization, resize=args.resize,
                           trust_pickle=args.trust_pickle, device=args.device)
     destination, loaded = make_card(args.model, inferred, device=args.device,

@@ -692,7 +692,7 @@ def _model_kind(path: Path, trust_pickle: bool) -> tuple[str, object]:
 
 
 def infer_card(path: str | Path, *, architecture: str | None = None,
-               classes: list[str] | None = None, input_size: tuple[int, int] | None = None,
+               architecture_kwargs: dict | None = None, classes: list[str] | None = None, input_size: tuple[int, int] | None = None,
                normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
                resize: str | None = None, trust_pickle: bool = False,
                device: str = "cpu") -> InferredCard:
@@ -720,6 +720,7 @@ def infer_card(path: str | Path, *, architecture: str | None = None,
         sources["architecture"] = "--architecture"
         if state is not None and architectures.head_classes(state):
             kwargs = {"num_classes": architectures.head_classes(state)}
+        kwargs.update(architecture_kwargs or {})
         defaults = architectures.library_defaults(name, architectures.build_by_name(name, kwargs)
                                                   if library == "timm" else None)
         defaults_source = f"{library}'s recipe for {function}"
