@@ -100,6 +100,8 @@ class MainWindow(QMainWindow):
             area_widget.setWidgetResizable(True)
             area_widget.setFrameShape(QScrollArea.Shape.NoFrame)
             area_widget.setWidget(widget)
+            area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # scroll down, never sideways
+            area_widget.setMinimumWidth(widget.minimumSizeHint().width() + area_widget.verticalScrollBar().sizeHint().width())
             widget = area_widget
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
