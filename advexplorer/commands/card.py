@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from advexplorer.errors import UserError
+from advexplorer.io.cards import parse_input_size, parse_normalization
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,65 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow a fully pickled model (unpickling runs code from the file)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing card")
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``224`` → (224, 224); ``256x192`` → (256, 192)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×]\s*(\d+))?\s*", text or "")
-    if not match or int(match.group(1)) <= 0 or (match.group(2) and int(match.group(2)) <= 0):
-        raise UserError(f"--input-size {text!r} is not a size: give N or HxW in pixels, e.g. 224 or 256x192.")
-    height = int(match.group(1))
-    return height, int(match.group(2) or height)
-
-
-def parse_normalization(text: str, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """A named normalisation, ``MEAN,STD`` (one value each or one per channel), or
-    ``from-folder DIR`` (per-channel mean and std of the folder's images)."""
-    from advexplorer.config import parse_number_list
-    from advexplorer.io.models import NORMALIZATIONS
-
-    text = text.strip()
-    if text.lower() in NORMALIZATIONS:
-        return NORMALIZATIONS[text.lower()]
-    if text.lower().startswith("from-folder"):
-        folder = text[len("from-folder"):].strip(" =:")
-        if not folder:
-            raise UserError("--normalization from-folder needs a folder: 'from-folder DIR'.")
-        return folder_statistics(Path(folder))
-    values = parse_number_list(text, "--normalization")
-    if len(values) == 2:
-        return (values[0],) * channels, (values[1],) * channels
-    if len(values) == 2 * channels:
-        return tuple(values[:channels]), tuple(values[channels:])
-    raise UserError(f"--normalization {text!r}: give imagenet, half, none, MEAN,STD (2 numbers), "
-                    f"{channels} means then {channels} stds, or 'from-folder DIR'.")
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def folder_statistics(folder: Path, limit: int = 500) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std (pixel units, [0,1]) of up to ``limit`` RGB images in ``folder``."""
-    import numpy as np
-    from PIL import Image
-
-    if not folder.is_dir():
-        raise UserError(f"--normalization from-folder: {folder} is not a folder.")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-    if not files:
-        raise UserError(f"--normalization from-folder: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    total, total_sq, count = np.zeros(3), np.zeros(3), 0
-    for file in files:
-        try:
-            pixels = np.asarray(Image.open(file).convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
-        except OSError as exc:
-            raise UserError(f"--normalization from-folder: cannot read {file} ({exc}).") from None
-        total += pixels.sum(axis=0)
-        total_sq += (pixels ** 2).sum(axis=0)
-        count += len(pixels)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
 def read_classes(args: argparse.Namespace) -> list[str] | None:

@@ -103,7 +103,7 @@ class ImportModelDialog(QDialog):
         """The form as keyword arguments of ``infer_card`` (torch-free parsing)."""
         if inferred_only:
             return {}
-        from advexplorer.commands.card import parse_input_size, parse_normalization
+        from advexplorer.io.cards import parse_input_size, parse_normalization
 
         choices: dict = {}
         if self.architecture.text().strip():

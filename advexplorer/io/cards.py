@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,72 @@ def _refuse_constant(name: str, path: Path):
     """``json`` accepts NaN and Infinity, which are not JSON and would poison every record."""
     raise UserError(f"Model card {path} contains {name}, which is not a number in JSON; write the "
                     "real value (e.g. a std such as 0.229).")
+
+
+# --------------------------------------------------------------------------- making a card
+# Torch-free parsing shared by `advexplorer card` and the GUI's Import model dialog.
+
+#: Normalisations by name: (mean, std) per channel.
+NORMALIZATIONS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """``224`` → (224, 224); ``256x192`` → (256, 192)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x×]\s*(\d+))?\s*", text or "")
+    if not match or int(match.group(1)) <= 0 or (match.group(2) and int(match.group(2)) <= 0):
+        raise UserError(f"--input-size {text!r} is not a size: give N or HxW in pixels, e.g. 224 or 256x192.")
+    height = int(match.group(1))
+    return height, int(match.group(2) or height)
+
+
+def parse_normalization(text: str, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A named normalisation, ``MEAN,STD`` (one value each or one per channel), or
+    ``from-folder DIR`` (per-channel mean and std of the folder's images)."""
+    from advexplorer.config import parse_number_list
+
+    text = text.strip()
+    if text.lower() in NORMALIZATIONS:
+        return NORMALIZATIONS[text.lower()]
+    if text.lower().startswith("from-folder"):
+        folder = text[len("from-folder"):].strip(" =:")
+        if not folder:
+            raise UserError("--normalization from-folder needs a folder: 'from-folder DIR'.")
+        return folder_statistics(Path(folder))
+    values = parse_number_list(text, "--normalization")
+    if len(values) == 2:
+        return (values[0],) * channels, (values[1],) * channels
+    if len(values) == 2 * channels:
+        return tuple(values[:channels]), tuple(values[channels:])
+    raise UserError(f"--normalization {text!r}: give imagenet, half, none, MEAN,STD (2 numbers), "
+                    f"{channels} means then {channels} stds, or 'from-folder DIR'.")
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def folder_statistics(folder: Path, limit: int = 500) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std (pixel units, [0,1]) of up to ``limit`` RGB images in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    if not folder.is_dir():
+        raise UserError(f"--normalization from-folder: {folder} is not a folder.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if not files:
+        raise UserError(f"--normalization from-folder: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for file in files:
+        try:
+            pixels = np.asarray(Image.open(file).convert("RGB"), dtype=np.float64).reshape(-1, 3) / 255.0
+        except OSError as exc:
+            raise UserError(f"--normalization from-folder: cannot read {file} ({exc}).") from None
+        total += pixels.sum(axis=0)
+        total_sq += (pixels ** 2).sum(axis=0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

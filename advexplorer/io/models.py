@@ -48,7 +48,7 @@ from advexplorer.core.model import (
     Classifier, ModelForwardError, is_out_of_memory, last_line, pick_device, select_scores)
 from advexplorer.errors import UserError
 from advexplorer.io import architectures
-from advexplorer.io.cards import ModelCard, card_path_for, load_card
+from advexplorer.io.cards import NORMALIZATIONS, ModelCard, card_path_for, load_card
 from advexplorer.io.hashing import sha256_file
 
 
@@ -625,12 +625,6 @@ def _output_kind(card: ModelCard, scores: dict[str, torch.Tensor], path: Path) -
 
 # --------------------------------------------------------------------------- making a card
 
-#: Normalisations by name: (mean, std) per channel.
-NORMALIZATIONS = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
 
 
 @dataclass

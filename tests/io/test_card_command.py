@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from advexplorer.cli import main
-from advexplorer.commands.card import parse_input_size, parse_normalization
+from advexplorer.io.cards import parse_input_size, parse_normalization
 from advexplorer.errors import UserError
 from advexplorer.io.cards import load_card
 
