@@ -13,7 +13,7 @@ from advexplorer.gui.panels import ModelPanel
 from advexplorer.gui.worker import JobFailed, TaskRunner, call_task
 from advexplorer.session.state import Session
 
-MODEL_FILTER = "Models (*.pt *.pth *.ts *.pt2 *.safetensors *.ckpt);;All files (*)"
+MODEL_FILTER = "Models (*.pt *.pth *.ts *.pt2 *.safetensors *.ckpt *.bin *.onnx);;All files (*)"
 
 
 def describe_model(loaded) -> tuple[str, str]:
@@ -97,6 +97,15 @@ class ModelController(QObject):
         path, _ = QFileDialog.getOpenFileName(parent, "Open model", start, MODEL_FILTER)
         if path:
             self.preferences.set_folder("model", path)
+            from advexplorer.io.cards import card_path_for
+
+            if not card_path_for(path).is_file():  # no card yet: make one (issue 11)
+                from advexplorer.gui.import_model_dialog import ImportModelDialog
+
+                dialog = ImportModelDialog(path, parent)
+                dialog.card_saved.connect(lambda _card: self.open(Path(path)))
+                dialog.open()
+                return
             self.open(Path(path))
 
     def open(self, path, card=None, user_initiated: bool = True) -> None:
