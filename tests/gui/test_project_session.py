@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtWidgets import QMessageBox
 
-from advexplorer.gui.project_session import ProjectSession, form_values
+from advexplorer.gui.project_session import form_values
 from advexplorer.session.project import ProjectState, save_project
 
 
@@ -22,6 +22,9 @@ def answers(monkeypatch):
     queue = []
 
     def fake_exec(box):
+        if not queue:  # the window closing at the end of a test discards its work
+            return QMessageBox.StandardButton.Discard if box.windowTitle() == "Quit AdvExplorer" \
+                else QMessageBox.StandardButton.Ok
         wanted = queue.pop(0)
         box._clicked = next((b for b in box.buttons() if b.text() == wanted), None) if isinstance(wanted, str) else None
         return 0 if isinstance(wanted, str) else wanted
@@ -32,7 +35,7 @@ def answers(monkeypatch):
 
 
 def test_save_and_reopen_round_trips_masks_runs_and_form(qtbot, window, tmp_path):
-    project = ProjectSession(window, recovery_folder=tmp_path / "recovery")
+    project = window.workspace.project  # the window's own (its autosave folder is the test's)
     entry = window.session.current
     entry.masks.attack.fill_rectangle(0, 0, 12, 10)
     entry.masks.diagnostic.fill_rectangle(20, 5, 30, 20)
@@ -62,7 +65,7 @@ def test_save_and_reopen_round_trips_masks_runs_and_form(qtbot, window, tmp_path
 
 
 def test_quit_with_a_run_in_progress_asks_and_stops_the_worker(qtbot, window, tmp_path, answers):
-    project = ProjectSession(window, recovery_folder=tmp_path / "recovery")
+    project = window.workspace.project  # the window's own (its autosave folder is the test's)
     window.attack_panel.set_values(method="pgd", steps=100000)
     window.start_run()
     qtbot.waitUntil(lambda: window.controller.running, timeout=30000)
@@ -83,14 +86,14 @@ def test_the_next_start_offers_a_crashed_sessions_work(qtbot, window, tmp_path, 
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    folder = tmp_path / "recovery"
+    project = window.workspace.project
+    folder = project.autosave.autosaver.folder
     mask = np.zeros((24, 32), np.uint8)
     mask[2:6, 3:9] = 1
     save_project(folder / f"recovery-{child.pid}.advx",
                  ProjectState(images=[ImageState(path=image_files[1], size=(20, 20), mask_mode="allowed",
                                                  attack_mask=np.ones((20, 20), np.uint8))],
                               attack_form={"steps": 11}))
-    project = ProjectSession(window, recovery_folder=folder)
     answers.append("Restore")
     project.start()
     assert [image.path.name for image in window.session.images] == ["b.png"]
@@ -101,10 +104,12 @@ def test_the_next_start_offers_a_crashed_sessions_work(qtbot, window, tmp_path, 
 
 def test_the_demo_and_remember_false_windows_neither_autosave_nor_ask(qtbot, window, tmp_path, answers):
     window.options.remember = False
-    project = ProjectSession(window, recovery_folder=tmp_path / "recovery")
+    project = window.workspace.project  # the window's own (its autosave folder is the test's)
+    project.autosave.timer.stop()       # what the window's start-up scheduled
     window.session.current.masks.attack.fill_rectangle(0, 0, 5, 5)
     project.changed()
     assert project.unsaved and not project.autosave.timer.isActive()
     assert project.confirm_close() is True and answers == []   # nothing asked
     project.start()
-    assert not (tmp_path / "recovery").exists()
+    folder = project.autosave.autosaver.folder
+    assert not folder.exists() or not list(folder.glob("recovery-*.advx"))
