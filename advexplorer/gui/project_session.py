@@ -59,7 +59,8 @@ class ProjectSession(QObject):
         session.runs_changed.connect(self.changed)
         if hasattr(window, "mask_tools"):
             window.mask_tools.edited.connect(self.changed)
-        window.attack_panel.changed.connect(self.changed)
+        # The attack form travels with a saved project, but editing it is not work to lose:
+        # it marks nothing unsaved (or a fresh window that only loaded a model would ask).
         self._restoring = False
 
     # -- menu -------------------------------------------------------------------------
@@ -116,6 +117,10 @@ class ProjectSession(QObject):
     # -- start and close --------------------------------------------------------------
     def start(self) -> None:
         """At start-up: offer to restore the work a crashed session left behind."""
+        # What the window opened by itself (the bundled sample, the command line's images)
+        # is not the user's work yet: closing right away asks nothing.
+        self.unsaved = False
+        self.autosave.timer.stop()
         if not self.interactive:
             return
         recovery = projects.offer_recovery(self.window, self.autosave.autosaver.folder,

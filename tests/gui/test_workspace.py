@@ -44,3 +44,11 @@ def test_closing_with_unsaved_work_asks_and_cancel_keeps_the_window(window, qtbo
     monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.StandardButton.Cancel)
     assert not window.close()
     assert window.isVisible()
+
+
+def test_a_fresh_window_closes_without_asking(window, monkeypatch):
+    asked = []
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: asked.append(box.windowTitle()) or QMessageBox.StandardButton.Cancel)
+    window.attack_panel.set_values(eps="2/255")  # editing the form is not work to lose
+    assert window.close()
+    assert asked == []
