@@ -100,8 +100,9 @@ class MainWindow(QMainWindow):
             area_widget.setWidgetResizable(True)
             area_widget.setFrameShape(QScrollArea.Shape.NoFrame)
             area_widget.setWidget(widget)
-            area_widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # scroll down, never sideways
-            area_widget.setMinimumWidth(widget.minimumSizeHint().width() + area_widget.verticalScrollBar().sizeHint().width())
+            # As wide as the form where the screen allows (no sideways scrolling), a third of it at most.
+            needed = widget.minimumSizeHint().width() + area_widget.verticalScrollBar().sizeHint().width()
+            area_widget.setMinimumWidth(min(needed, self.screen().availableGeometry().width() // 3))
             widget = area_widget
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
