@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -262,13 +263,25 @@ _TIMM_SKIP = ("*_384", "*_448", "*_512")
 
 
 def head_classes(state: dict[str, torch.Tensor]) -> int | None:
-    """The class count of the classifier head: rows of the last 2-D weight (Linear)."""
+    """The class count of the classifier head: rows of the head's Linear weight.
+
+    Keys are not in module order in every file (safetensors sorts them), so the head is
+    found by name — ``fc``, ``head``, ``classifier`` outside the blocks — taking the last
+    layer of a multi-layer head (``classifier.6`` after ``classifier.0``).
+    """
+    def natural(key: str):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+    inner = ("blocks", "layers", "stages", "mlp", "attn", "encoder", "features")
+    heads = [key for key, tensor in state.items() if key.endswith("weight") and tensor.dim() == 2
+             and any(word in key for word in ("fc", "head", "classifier"))
+             and not any(word in key.split(".") or word in key for word in inner)]
+    if heads:
+        return int(state[max(heads, key=natural)].shape[0])
     for key in reversed(list(state)):
         tensor = state[key]
         if key.endswith("weight") and tensor.dim() == 2:
             return int(tensor.shape[0])
-        if key.endswith("weight") and tensor.dim() == 4 and tensor.shape[-1] == 1 and "classifier" in key:
-            return int(tensor.shape[0])  # SqueezeNet-style 1×1 conv classifiers
     return None
 
 
