@@ -221,3 +221,11 @@ def test_hugging_face_bin_with_pickled_objects_is_refused(tmp_path):
     torch.save({"w": torch.zeros(1), "extra": nn.ReLU()}, tmp_path / "pytorch_model.bin")
     with pytest.raises(UserError, match="pickles Python objects"):
         read_weights(tmp_path)
+
+
+def test_head_class_count_does_not_depend_on_key_order():
+    from advexplorer.io.architectures import head_classes
+
+    state = timm.create_model("convnext_atto", pretrained=False, num_classes=2).state_dict()
+    assert head_classes(state) == 2
+    assert head_classes(dict(sorted(state.items()))) == 2  # safetensors stores keys sorted
