@@ -67,17 +67,8 @@ def test_checkpoints_follow_the_paper():
 
 
 @pytest.fixture(scope="module")
-def ten_class_cohort():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import TinyCNN
-
-    from advexplorer.core.model import Classifier
-
-    torch.manual_seed(0)
-    model = Classifier(TinyCNN(3, 10), [0.0] * 3, [1.0] * 3).eval()
+def ten_class_cohort(make_tiny_cnn):
+    model = make_tiny_cnn(channels=3, classes=10, seed=0).eval()  # tests/conftest.py
     images = torch.rand(100, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         labels = model(images).argmax(1)

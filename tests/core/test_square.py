@@ -78,19 +78,10 @@ def test_it_stops_asking_once_every_image_is_fooled(make_tiny_cnn, make_images):
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
-def test_success_rate_within_torchattacks_seed_spread(norm, eps):
+def test_success_rate_within_torchattacks_seed_spread(norm, eps, make_tiny_cnn):
     """Over three seeds each, our mean success rate lies within torchattacks' seed-to-seed
     range widened by that range (a random search agrees in distribution, not bit for bit)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import TinyCNN
-
-    from advexplorer.core.model import Classifier
-
-    torch.manual_seed(0)
-    model = Classifier(TinyCNN(3, 10), [0.0] * 3, [1.0] * 3).eval()
+    model = make_tiny_cnn(channels=3, classes=10, seed=0).eval()  # tests/conftest.py
     images = torch.rand(100, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         labels = model(images).argmax(1)
