@@ -70,7 +70,9 @@ def test_cancel_still_writes_the_twin_from_the_best_weights(panel, qtbot, tmp_pa
         panel.start()
     qtbot.waitUntil(lambda: not panel.running, timeout=10_000)
     _, card = trained.args
-    assert card["training"]["stopped"] == "cancelled" and len(card["training"]["epochs"]) == 1
+    # Cancel is asked for after the first epoch's evaluation; the epoch already under way may
+    # still finish before the worker sees it (a race on a busy machine), never all 50.
+    assert card["training"]["stopped"] == "cancelled" and 1 <= len(card["training"]["epochs"]) <= 2
     assert not (tmp_path / "twin" / "checkpoint.pt").exists()
     assert "cancelled" in panel.status.text()
 
