@@ -31,6 +31,8 @@ TIPS = {
            "fine: 8/255 is the usual L∞ budget; for L2 try 0.5.",
     "step_size": "How far each iteration moves. Empty = automatic: 2.5·ε/steps (Madry et al.), "
                  "or ε for FGSM. Typical L∞ value: 2/255.",
+    "queries": "Square's budget: model evaluations per image (the ensemble's Square stage too). "
+               "Each status-bar step is one batch of queries; a few hundred to thousands are usual.",
     "steps": "Number of gradient iterations (PGD, MI-FGSM, or noise draws). 10 is usual; 50–100 "
              "for a stronger test. FGSM always takes one.",
     "decay": "Momentum decay μ of MI-FGSM (Dong et al. 2018); the paper uses 1.0.",
@@ -80,6 +82,9 @@ class AttackPanel(QWidget):
         self.steps = QSpinBox()
         self.steps.setRange(1, 100000)
         self.steps.setValue(10)
+        self.queries = QSpinBox()
+        self.queries.setRange(1, 100000)
+        self.queries.setValue(AttackConfig.queries)
         self.decay = QDoubleSpinBox()
         self.decay.setRange(0.0, 10.0)
         self.decay.setSingleStep(0.1)
@@ -124,6 +129,7 @@ class AttackPanel(QWidget):
             ("Method", self.method, "method"), ("Norm", self.norm, "norm"),
             ("ε", row((self.eps, 1), (self.eps_scale, 1)), "eps"),
             ("Steps", row((self.steps, 1), (step_size_label, 0), (self.step_size, 1)), "steps"),
+            ("Queries", self.queries, "queries"),
             ("Momentum μ", self.decay, "decay"),
             ("True class", self.label, "label"), ("Target", self.target, "target"),
             ("Start", row((self.random_start, 0), (seed_label, 0), (self.seed, 1)), "random_start"),
@@ -138,7 +144,8 @@ class AttackPanel(QWidget):
             form.addRow(label, field)
         for widget, tip in ((self.method, "method"), (self.norm, "norm"), (self.eps, "eps"),
                             (self.eps_scale, "eps"), (self.step_size, "step_size"),
-                            (self.steps, "steps"), (self.decay, "decay"), (self.label, "label"),
+                            (self.steps, "steps"), (self.queries, "queries"),
+                            (self.decay, "decay"), (self.label, "label"),
                             (self.target, "target"), (self.random_start, "random_start"),
                             (self.seed, "seed"), (self.restarts, "restarts"),
                             (self.early_stop, "early_stop"), (self.device, "device"),
@@ -154,7 +161,7 @@ class AttackPanel(QWidget):
             combo.currentIndexChanged.connect(self._on_edit)
         for line in (self.eps, self.step_size):
             line.textChanged.connect(self._on_edit)
-        for spin in (self.steps, self.seed, self.restarts):
+        for spin in (self.steps, self.queries, self.seed, self.restarts):
             spin.valueChanged.connect(self._on_edit)
         self.decay.valueChanged.connect(self._on_edit)
         for box in (self.random_start, self.early_stop):
@@ -213,7 +220,7 @@ class AttackPanel(QWidget):
             "random_start": bool(self.random_start.isChecked()),
             "seed": None if self.seed.value() < 0 else int(self.seed.value()),
             "restarts": int(self.restarts.value()), "early_stop": bool(self.early_stop.isChecked()),
-            "decay": float(self.decay.value()),
+            "decay": float(self.decay.value()), "queries": int(self.queries.value()),
         }
 
     def make_config(self) -> AttackConfig:
@@ -245,7 +252,7 @@ class AttackPanel(QWidget):
                 self.norm.setCurrentIndex(self.norm.findData(value))
             elif key in ("eps", "step_size"):
                 getattr(self, key).setText("" if value is None else str(value))
-            elif key in ("steps", "restarts", "seed"):
+            elif key in ("steps", "queries", "restarts", "seed"):
                 getattr(self, key).setValue(-1 if value is None else int(value))
             elif key in ("random_start", "early_stop"):
                 getattr(self, key).setChecked(bool(value))
@@ -267,6 +274,8 @@ class AttackPanel(QWidget):
         self.decay.setEnabled(info.momentum)
         if hasattr(self, "form"):  # not yet during construction
             self.form.setRowVisible(self._row_labels["decay"], info.momentum)
+            black_box = self.method.currentData() in ("square", "ensemble")
+            self.form.setRowVisible(self._row_labels["queries"], black_box)
         self.random_start.setEnabled(info.random_start)
         self._update_eps_scale()
         error = ""

@@ -146,9 +146,15 @@ class ResultsPanel(QWidget):
         self.summary = QLabel(self.PROMPT)
         self.summary.setObjectName("summary")
         self.summary.setWordWrap(True)
+        # The shown run's reliability flags, one '⚠ title — suggestion' line each ('' if none).
+        self.flags = QLabel()
+        self.flags.setObjectName("flags")
+        self.flags.setStyleSheet("color: #e0a040")
+        self.flags.setWordWrap(True)
+        self.flags.setVisible(False)
         self.plots = TrajectoryPlots()
         self.prediction_table = PredictionTable()
-        _column(self, self.summary, (self.plots, 3), (self.prediction_table, 1))
+        _column(self, self.summary, self.flags, (self.plots, 3), (self.prediction_table, 1))
 
 
 class BatchPanel(QWidget):

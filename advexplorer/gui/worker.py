@@ -99,6 +99,7 @@ class StepUpdate:
     adversarial: np.ndarray | None
     perturbation: np.ndarray | None
     original: np.ndarray | None = None
+    stage: str | None = None          # the ensemble's running attack ('apgd-t'), else None
 
     @property
     def index(self) -> int:
@@ -216,7 +217,8 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
             indices=np.array([p[0] for p in pending]), restarts_seen=np.array([p[1] for p in pending]),
             probabilities=np.stack([p[2] for p in pending]), losses=np.array([p[3] for p in pending]),
             total_steps=int(step.total_steps), restarts=restarts, success=bool(step.success[0]),
-            elapsed_s=now - started, adversarial=adversarial, perturbation=perturbation, original=original)
+            elapsed_s=now - started, adversarial=adversarial, perturbation=perturbation, original=original,
+            stage=getattr(step, "stage", None))
         pending = []
         if stopping:
             return None  # the worker aborts at the yield above; this only ends a direct caller

@@ -32,6 +32,17 @@ PLOT_INTERVAL_S = 0.2
 TEXT_EVERY_S = 0.25  # status texts change at 4 Hz: faster is unreadable and re-lays out panels
 
 
+def step_text(update: StepUpdate, method: str) -> str:
+    """'step 3/10'; 'query 40/1000' for Square (its steps count queries); the ensemble's stage first."""
+    stage = update.stage
+    unit = "query" if "square" in (method, stage) else "step"
+    text = f"{unit} {update.index}/{update.total_steps}"
+    if stage:
+        name = stage.upper() if stage.startswith("apgd") else stage.capitalize()
+        text = f"{name} · {text}"
+    return text
+
+
 @dataclass
 class StatusWidgets:
     """The status bar: pixel readout, run progress, step, steps/s, engine/device."""
@@ -83,6 +94,7 @@ class RunController(QObject):
         self._latest: StepUpdate | None = None
         self._latest_images: StepUpdate | None = None
         self._steps_seen = 0
+        self._method = ""
         self._plot_time = 0.0
         self._text_time = 0.0
         self._phase: Phase | None = None
@@ -129,7 +141,10 @@ class RunController(QObject):
         self.results.prediction_table.setRowCount(0)
         self.results.summary.setText(f"Running run #{job.number} on {entry.name}…")
         # Counters start from zero now, not from the previous run's "50/50".
-        self.status.step.setText(f"step 0/{total - 1}")
+        self._method = config["method"]
+        queries = config.get("queries")
+        self.status.step.setText(f"query 0/{queries}" if self._method == "square" and queries else
+                                 f"step 0/{total - 1}")
         self.status.rate.setText("")
         self.status.progress.setRange(0, total * config["restarts"])
         self.status.progress.setValue(0)
@@ -239,7 +254,7 @@ class RunController(QObject):
             self._text_time = now
             self.status.rate.setText(f"{self._steps_seen / max(update.elapsed_s, 1e-9):.1f} steps/s")
             restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
-            self.status.step.setText(f"step {update.index}/{update.total_steps}{restart}")
+            self.status.step.setText(f"{step_text(update, self._method)}{restart}")
         if self._phase is None:
             self.status.progress.setValue(self._steps_seen)
 
@@ -334,6 +349,10 @@ class RunController(QObject):
             f"<b>Run #{summary.number}</b> — {verdict}: {lines['Before']} → {lines['After']}<br>"
             f"‖δ‖∞ {lines['‖δ‖∞']} · ‖δ‖₂ {lines['‖δ‖₂']} · {lines['Pixels changed']} px changed · "
             f"{lines['Mask']} mask · {lines['Wall time']}{exported}")
+        flags = [f"⚠ {flag['title']} — {flag['suggestion']}"
+                 for flag in summary.record.get("flags") or ()]
+        self.results.flags.setText("\n".join(flags))
+        self.results.flags.setVisible(bool(flags))
 
     def clear_results(self, image_name: str | None = None) -> None:
         """No run to show (another image without runs): empty views, not the last image's run."""
@@ -347,3 +366,5 @@ class RunController(QObject):
         if image_name:
             prompt = f"No run on {image_name} yet. {prompt}"
         self.results.summary.setText(prompt)
+        self.results.flags.setText("")
+        self.results.flags.setVisible(False)
