@@ -239,19 +239,9 @@ def _explain(request, outcome, phases: int):
     images = request.image.tensor[None].to(request.model.device)
     if request.saliency:
         yield Phase(f"Saliency maps before and after ({request.saliency})…", 2, phases)
-        from advexplorer.core.saliency import explain_attack
+        from advexplorer.session.runs import explain_request
 
-        clean_class = int(result.clean_prediction[0])
-        adversarial_class = int(result.adversarial_prediction[0])
-        class_before = {"clean": clean_class, "each": clean_class, "adversarial": adversarial_class,
-                        "label": request.label,
-                        "target": None if result.targets is None else int(result.targets[0]),
-                        }[request.saliency_class]
-        class_after = adversarial_class if request.saliency_class == "each" else class_before
-        explanation = explain_attack(
-            classifier, images, result.adversarial.detach(), method=request.saliency,
-            class_index=class_before, class_index_after=class_after,
-            diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]), seed=result.seed)
+        explanation = explain_request(request, classifier, images, result)
     yield Phase("Robustness numbers (margin, Lipschitz, noise)…", phases, phases)
     from advexplorer.core.robustness import robustness_summary
 

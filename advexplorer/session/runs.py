@@ -106,6 +106,24 @@ class RunOutcome:
         return self.result.perturbation[0].detach().cpu().numpy()
 
 
+def explain_request(request, classifier, images, result):
+    """Saliency maps before and after a finished attack, for the classes ``request.saliency_class``
+    names (the one rule the CLI's run and the GUI's post-attack phase share)."""
+    from advexplorer.core.saliency import explain_attack
+
+    clean_class = int(result.clean_prediction[0])
+    adversarial_class = int(result.adversarial_prediction[0])
+    class_before = {"clean": clean_class, "each": clean_class, "adversarial": adversarial_class,
+                    "label": request.label,
+                    "target": None if result.targets is None else int(result.targets[0]),
+                    }[request.saliency_class]
+    class_after = adversarial_class if request.saliency_class == "each" else class_before
+    return explain_attack(
+        classifier, images, result.adversarial.detach(), method=request.saliency,
+        class_index=class_before, class_index_after=class_after,
+        diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]), seed=result.seed)
+
+
 def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
     """Attack, then score the 8-bit export, then (if asked) explain and measure robustness."""
     started = time.perf_counter()
@@ -140,20 +158,7 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
 
     explanation = robustness = None
     if request.saliency:
-        from advexplorer.core.saliency import explain_attack
-
-        clean_class = int(result.clean_prediction[0])
-        adversarial_class = int(result.adversarial_prediction[0])
-        class_before = {"clean": clean_class, "each": clean_class, "adversarial": adversarial_class,
-                        "label": request.label,
-                        "target": None if result.targets is None else int(result.targets[0]),
-                        }[request.saliency_class]
-        class_after = adversarial_class if request.saliency_class == "each" else class_before
-        explanation = explain_attack(
-            classifier, images, result.adversarial.detach(), method=request.saliency,
-            class_index=class_before, class_index_after=class_after,
-            diagnostic_mask=request.diagnostic_mask, flipped=bool(result.flipped[0]),
-            seed=result.seed)
+        explanation = explain_request(request, classifier, images, result)
     if request.robustness or request.saliency:
         from advexplorer.core.robustness import robustness_summary
 
