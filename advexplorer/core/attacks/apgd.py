@@ -24,7 +24,6 @@ cross-entropy instead and says so in ``result.notes`` — as the authors' code a
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Generator
 from dataclasses import dataclass, replace
 
@@ -33,8 +32,7 @@ import torch.nn.functional as F
 
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks.base import register_generator
-from advexplorer.core.attacks.engine import AttackResult, AttackStep, _per_image, prepare_mask
-from advexplorer.errors import UserError
+from advexplorer.core.attacks.engine import AttackResult, AttackStep, start_batch
 
 #: Momentum of the update (α in the paper) and the oscillation threshold ρ.
 MOMENTUM, RHO = 0.75, 0.75
@@ -215,28 +213,13 @@ def apgd_steps(model, images, allowed_mask=None, labels=None, config: AttackConf
     success is any change of class (the ensemble's APGD-T). ``start_generators`` is accepted
     for the driver's signature; APGD draws its starts from the config's seed."""
     config = (config or AttackConfig(method="apgd-ce")).validate()
-    images = images.detach()
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4:
-        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    batch = start_batch(model, images, allowed_mask, labels, targets, config, eps)
+    images, mask, eps_t, seed = batch.images, batch.mask, batch.eps, batch.seed
     n, device = images.shape[0], images.device
-    mask = prepare_mask(allowed_mask, images)
-    eps_t = _per_image(config.eps if eps is None else eps, n, images)
-    seed = config.seed if config.seed is not None else secrets.randbits(31)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     loss_name = loss or ("dlr" if config.method == "apgd-dlr" else "ce")
-
-    with torch.no_grad():
-        clean_logits = model(images)
+    clean_logits, reference, targets, targeted = batch.clean_logits, batch.reference, batch.targets, batch.targeted
     num_classes = clean_logits.shape[1]
-    reference = labels.to(device).long() if labels is not None else clean_logits.argmax(dim=1)
-    targeted = targets is not None or config.targeted is not None
-    if targets is None and config.targeted is not None:
-        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
-    for name, classes in (("Label", reference), ("Target", targets)):
-        if classes is not None and bool(((classes < 0) | (classes >= num_classes)).any()):
-            raise UserError(f"{name} class out of range: the model has {num_classes} classes.")
     notes = []
     loss_name, note = dlr_fallback_note(loss_name, targeted, num_classes)
     if note:

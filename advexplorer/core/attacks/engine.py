@@ -192,6 +192,53 @@ def prepare_mask(allowed_mask: torch.Tensor | None, images: torch.Tensor) -> tor
     return mask.contiguous()
 
 
+@dataclass
+class Batch:
+    """What every attack generator starts from: the images (N×C×H×W), the allowed mask, the
+    per-image budget (N×1×1×1), the seed drawn for this run, the clean logits, the class the
+    untargeted attack moves away from, and the targets (long, on the device) when targeted."""
+
+    images: torch.Tensor
+    mask: torch.Tensor | None
+    eps: torch.Tensor
+    seed: int
+    clean_logits: torch.Tensor
+    reference: torch.Tensor
+    targets: torch.Tensor | None
+
+    @property
+    def targeted(self) -> bool:
+        return self.targets is not None
+
+
+def start_batch(model, images: torch.Tensor, allowed_mask, labels, targets, config: AttackConfig,
+                eps=None) -> Batch:
+    """The set-up the generator-style attacks (APGD, Square, the ensemble) share: shape check,
+    mask, per-image ε, a recorded seed, one clean forward pass, reference and target classes
+    (checked against the model's class count)."""
+    images = images.detach()
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4:
+        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    n, device = images.shape[0], images.device
+    mask = prepare_mask(allowed_mask, images)
+    eps_t = _per_image(config.eps if eps is None else eps, n, images)
+    seed = int(config.seed if config.seed is not None else secrets.randbits(31))
+    with torch.no_grad():
+        clean_logits = model(images)
+    num_classes = clean_logits.shape[1]
+    reference = labels.to(device).long() if labels is not None else clean_logits.argmax(dim=1)
+    if targets is None and config.targeted is not None:
+        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
+    if targets is not None:
+        targets = targets.to(device).long()
+    for name, classes in (("Label", reference), ("Target", targets)):
+        if classes is not None and bool(((classes < 0) | (classes >= num_classes)).any()):
+            raise UserError(f"{name} class out of range: the model has {num_classes} classes.")
+    return Batch(images, mask, eps_t, seed, clean_logits, reference, targets)
+
+
 def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
     """A scalar or length-N value as an N×1×1×1 tensor (broadcasts over C×H×W)."""
     tensor = torch.as_tensor(value, dtype=like.dtype, device=like.device)

@@ -14,7 +14,6 @@ so — an evaluation that silently skipped its strongest parts would look robust
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Generator
 from dataclasses import replace
 
@@ -24,9 +23,8 @@ import torch.nn.functional as F
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks.apgd import apgd_steps
 from advexplorer.core.attacks.base import register_generator
-from advexplorer.core.attacks.engine import AttackResult, AttackStep, _per_image, prepare_mask
+from advexplorer.core.attacks.engine import AttackResult, AttackStep, start_batch
 from advexplorer.core.attacks.square import square_steps
-from advexplorer.errors import UserError
 
 #: How many of the most likely other classes APGD-T aims at, one after the other (AutoAttack: 9).
 TARGET_CLASSES = 3
@@ -80,24 +78,12 @@ def ensemble_steps(model, images, allowed_mask=None, labels=None, config: Attack
     each with a ``stage`` attribute.
     """
     config = (config or AttackConfig(method="ensemble")).validate()
-    images = images.detach()
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4:
-        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    batch = start_batch(model, images, allowed_mask, labels, targets, config, eps)
+    images, mask, eps_t, seed = batch.images, batch.mask, batch.eps.flatten(), batch.seed
     n, device = images.shape[0], images.device
-    mask = prepare_mask(allowed_mask, images)
-    eps_t = _per_image(config.eps if eps is None else eps, n, images).flatten()
-    seed = config.seed if config.seed is not None else secrets.randbits(31)
-    config = replace(config, seed=int(seed))
-
-    with torch.no_grad():
-        clean_logits = model(images)
+    config = replace(config, seed=batch.seed)
+    clean_logits, reference, targets, targeted = batch.clean_logits, batch.reference, batch.targets, batch.targeted
     num_classes = clean_logits.shape[1]
-    reference = labels.to(device).long() if labels is not None else clean_logits.argmax(dim=1)
-    targeted = targets is not None or config.targeted is not None
-    if targets is None and config.targeted is not None:
-        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
     notes: list[str] = []
     problem = gradient_problem(model, images)
     stages = list(STAGES)

@@ -21,7 +21,6 @@ queries spent per image after the initial one (the GUI's queries counter).
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Generator
 from dataclasses import replace
 
@@ -30,8 +29,7 @@ import torch.nn.functional as F
 
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks.base import register_generator
-from advexplorer.core.attacks.engine import AttackResult, AttackStep, _per_image, prepare_mask
-from advexplorer.errors import UserError
+from advexplorer.core.attacks.engine import AttackResult, AttackStep, start_batch
 
 #: Fraction of the image's pixels the first square covers (torchattacks' and AutoAttack's default).
 P_INIT = 0.8
@@ -179,30 +177,14 @@ def square_steps(model, images, allowed_mask=None, labels=None, config: AttackCo
     signature; the random search draws from the config's seed.
     """
     config = (config or AttackConfig(method="square")).validate()
-    images = images.detach()
-    if images.dim() == 3:
-        images = images[None]
-    if images.dim() != 4:
-        raise UserError(f"Images must be N×C×H×W; got shape {tuple(images.shape)}.")
+    batch = start_batch(model, images, allowed_mask, labels, targets, config, eps)
+    images, mask, eps_t, seed = batch.images, batch.mask, batch.eps, batch.seed
     n, channels, height, width = images.shape
     device = images.device
-    mask = prepare_mask(allowed_mask, images)
-    eps_t = _per_image(config.eps if eps is None else eps, n, images)
-    seed = config.seed if config.seed is not None else secrets.randbits(31)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(seed)
     budget = int(config.queries)
-
-    with torch.no_grad():
-        clean_logits = model(images)
-    num_classes = clean_logits.shape[1]
-    reference = labels.to(device).long() if labels is not None else clean_logits.argmax(dim=1)
-    targeted = targets is not None or config.targeted is not None
-    if targets is None and config.targeted is not None:
-        targets = torch.full((n,), int(config.targeted), dtype=torch.long, device=device)
-    wanted = targets.to(device).long() if targeted else reference
-    if bool(((wanted < 0) | (wanted >= num_classes)).any()) or \
-            bool(((reference < 0) | (reference >= num_classes)).any()):
-        raise UserError(f"Class out of range: the model has {num_classes} classes.")
+    clean_logits, reference, targets, targeted = batch.clean_logits, batch.reference, batch.targets, batch.targeted
+    wanted = targets if targeted else reference
 
     best = images.clone()
     best_logits = clean_logits.clone()
