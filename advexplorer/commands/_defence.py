@@ -107,3 +107,107 @@ def summary_lines(record: dict) -> list[str]:
             text += f"; {defence['adaptive']} {said(defence['adaptive_result'])}"
         lines.append(text)
     return lines
+
+
+# --------------------------------------------------------------------------------------
+# ``advexplorer screen --defense … --adaptive … --precision …``
+
+#: The per-image CSV of the naive attack through the defence (the main CSV is the adaptive one).
+NAIVE_CSV = "per_image_naive.csv"
+
+
+def screen_settings(args) -> dict:
+    """What ``--resume`` must find unchanged: the defence, the adaptive mode, the precision."""
+    spec_text = getattr(args, "defense", None)
+    spec = defence_options.parse_defence(spec_text) if spec_text else None
+    return {"defence": spec.text() if spec else None,
+            "adaptive": defence_options.parse_adaptive(getattr(args, "adaptive", None) or "none", spec),
+            "precision": defence_options.parse_precision(getattr(args, "precision", None) or "float32")}
+
+
+#: What a settings file written before these keys existed meant by them.
+SETTINGS_DEFAULTS = {"defence": None, "adaptive": "none", "precision": "float32"}
+
+
+def naive_classifier(info: dict):
+    """The defended model with naive gradients, when the screen's own attack is adaptive
+    (its result is the apparent robustness the adaptive one is compared with); else None."""
+    defence = info.get("defence")
+    if not defence or defence["adaptive"] == "none":
+        return None
+    from advexplorer.core.defences import DefendedClassifier
+
+    return DefendedClassifier(defence["_base"], defence["_spec"], "none")
+
+
+def _held_share(entry: dict) -> dict:
+    """Robust accuracy (labelled images) or the share not flipped, with its interval."""
+    if entry.get("robust_accuracy") is not None:
+        return {"measure": "robust accuracy", "value": entry["robust_accuracy"],
+                "ci95": list(entry["robust_accuracy_ci95"]), "count": entry["robust"],
+                "n": entry["n_labelled"]}
+    if entry.get("flip_rate") is None:
+        return {"measure": "share not flipped", "value": None, "ci95": [0.0, 1.0], "count": 0, "n": 0}
+    low, high = entry["flip_rate_ci95"]
+    return {"measure": "share not flipped", "value": 1 - entry["flip_rate"], "ci95": [1 - high, 1 - low],
+            "count": entry["n"] - entry["flipped"], "n": entry["n"]}
+
+
+def screen_defence_summary(info: dict, per_eps: list[dict], naive_per_eps: list[dict] | None) -> dict:
+    """``summary.json``'s ``defence`` and ``precision`` entries of a defended screen.
+
+    ``per_eps`` is the screen's own (adaptive, or naive when ``--adaptive none``) summary;
+    ``naive_per_eps`` the naive attack's, run beside an adaptive one. Per ε, both numbers
+    side by side, and whether the adaptive attack took away robustness the naive one showed
+    (the naive interval lies wholly above the adaptive one: the defence only hid the gradient).
+    """
+    entries: dict = {}
+    if "precision" in info:
+        entries["precision"] = dict(info["precision"])
+    if "defence" not in info:
+        return entries
+    defence = {k: v for k, v in info["defence"].items() if not k.startswith("_")}
+    defence["citation"] = info["defence"]["_spec"].info.citation
+    naive = naive_per_eps if naive_per_eps is not None else per_eps
+    adaptive = per_eps if naive_per_eps is not None else None
+    rows = []
+    for j, entry in enumerate(naive):
+        row = {"eps": entry["eps"], "eps_label": entry["eps_label"], "naive": _held_share(entry)}
+        if adaptive is not None:
+            row["adaptive"] = _held_share(adaptive[j])
+            row["gradient_hidden"] = bool(row["naive"]["value"] is not None and
+                                          row["naive"]["ci95"][0] > row["adaptive"]["ci95"][1])
+        rows.append(row)
+    defence["per_eps"] = rows
+    defence["files"] = {"naive": NAIVE_CSV if adaptive is not None else "per_image.csv"}
+    if adaptive is not None:
+        defence["files"]["adaptive"] = "per_image.csv"
+    entries["defence"] = defence
+    return entries
+
+
+def screen_defence_lines(summary: dict) -> list[str]:
+    """What ``screen`` prints about the defence: naive vs adaptive per ε, with intervals."""
+    lines = []
+    if summary.get("precision"):
+        lines.append(f"precision {summary['precision']['how']}")
+    defence = summary.get("defence")
+    if not defence:
+        return lines
+
+    def share(entry: dict) -> str:
+        if entry["value"] is None:
+            return "–"
+        return f"{100 * entry['value']:5.1f} % [{100 * entry['ci95'][0]:4.1f}, {100 * entry['ci95'][1]:4.1f}]"
+
+    measure = defence["per_eps"][0]["naive"]["measure"] if defence["per_eps"] else "robust accuracy"
+    if defence["adaptive"] == "none":
+        lines.append(f"defence  {defence['label']}, naive attack only ({measure}; add --adaptive "
+                     f"{'eot' if defence['defence'].startswith('noise') else 'bpda'} to see what is left of it)")
+        return lines
+    lines.append(f"defence  {defence['label']}: {measure} [95 % CI], naive vs {defence['adaptive']}")
+    for row in defence["per_eps"]:
+        lines.append(f"{row['eps_label']:>10}  naive {share(row['naive'])}   {defence['adaptive']} "
+                     f"{share(row['adaptive'])}" + ("   ← the defence only hid the gradient"
+                                                    if row["gradient_hidden"] else ""))
+    return lines

@@ -9,6 +9,11 @@ Writes into ``--out``:
   the model and the image set, the parameters, versions and how the monotone shortcut was
   used and checked;
 * ``report.html`` — curves with intervals, the table, and the worst cases with thumbnails.
+
+With ``--defense`` the screened model is the defended one; with ``--adaptive bpda|eot`` the
+same screen is also run with the naive attack (``per_image_naive.csv``) and ``summary.json``'s
+``defence`` entry holds both robust accuracies per ε side by side. ``--precision`` screens the
+model at float16, bfloat16 or int8 (recorded as ``precision``).
 """
 
 from __future__ import annotations
@@ -25,15 +30,19 @@ from pathlib import Path
 
 from advexplorer import config
 from advexplorer.commands._args import add_model_arguments, number_list, positive_number
+from advexplorer.commands._defence import (NAIVE_CSV, SETTINGS_DEFAULTS, add_defence_arguments,
+                                           naive_classifier, screen_defence_lines,
+                                           screen_defence_summary, screen_settings, wrap_model)
 from advexplorer.commands._sources import add_source_arguments
 
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
 SUMMARY_VERSION = 1
 #: Settings that must match for ``--resume`` to continue an earlier screen.
 RESUME_KEYS = ("model_sha256", "card_sha256", "images", "images_fingerprint", "mask_mode",
-               "eps", "attack", "noise_baseline", "min_eps", "seeds", "mixed_precision")
+               "eps", "attack", "noise_baseline", "min_eps", "seeds", "mixed_precision",
+               "defence", "adaptive", "precision")
 #: What a settings file written before a key existed meant by it.
-RESUME_DEFAULTS = {"mixed_precision": "off"}
+RESUME_DEFAULTS = {"mixed_precision": "off", **SETTINGS_DEFAULTS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shortcut skipped, and report disagreements (default 0: off)")
     screen.add_argument("--worst", type=int, default=8, metavar="N",
                         help="worst cases (smallest flipping ε) shown in the report (default 8)")
+    add_defence_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="new or empty folder (or an earlier one with --resume)")
     output.add_argument("--resume", action="store_true",
@@ -272,16 +282,27 @@ def _run(args, ranks) -> int:
     seeds = [args.seed + k for k in range(args.seeds)]
     device = ranks.device(args.device)
     model_path = Path(args.model) if args.model else paths.DEFAULT_MODEL
+    defence_settings = screen_settings(args)  # bad --defense/--adaptive/--precision: before loading
+    if defence_settings["precision"] != "float32" and args.mixed_precision != "off":
+        raise UserError(f"--precision {defence_settings['precision']} and --mixed-precision "
+                        f"{args.mixed_precision} both set the model's precision; give one of them.")
     loaded = load_model(model_path, card=args.card, device=device, trust_pickle=args.trust_pickle)
+    loaded, defence_info = wrap_model(loaded, args)  # the defended / lower-precision model
     card = loaded.card
     classifier = loaded.classifier
+    naive = naive_classifier(defence_info)
     if args.mixed_precision != "off":
         classifier = MixedPrecisionForward(classifier, args.mixed_precision)
+        naive = naive and MixedPrecisionForward(naive, args.mixed_precision)
+    # One pass per seed; with an adaptive attack one more: the naive attack on the first seed.
+    passes = [("seed", seed, classifier, seed_csv_name(k, seed)) for k, seed in enumerate(seeds)]
+    if naive is not None:
+        passes.append(("naive", seeds[0], naive, NAIVE_CSV))
     cohort = open_cohort(args.images, card, masks_dir=args.masks, protect_dir=args.protect_dir,
                          mask=args.mask, protect=args.protect)
     fingerprint = cohort.fingerprint()
     settings = _settings(loaded, cohort, fingerprint, eps, config, args)
-    settings.update({"seeds": seeds, "mixed_precision": args.mixed_precision,
+    settings.update({"seeds": seeds, "mixed_precision": args.mixed_precision, **defence_settings,
                      "world_size": ranks.world_size, "devices": ranks.gather(str(loaded.device))})
     settings_path = out / "screen_settings.json"
 
@@ -300,7 +321,6 @@ def _run(args, ranks) -> int:
     _shared_or_raise(ranks, check_settings)
     # Rank 0 speaks for all ranks; the others say nothing.
     progress = Progress(quiet=args.quiet) if ranks.leader else Progress(open(os.devnull, "w"), quiet=True)
-    csv_options = {"noise_baseline": args.noise_baseline, "min_eps": args.min_eps}
     share = cohort.shard(ranks.rank, ranks.world_size) if ranks.active else None
     if ranks.active and ranks.leader:
         progress.say(f"advexplorer: {ranks.world_size} ranks on "
@@ -308,9 +328,12 @@ def _run(args, ranks) -> int:
                      + f"; rank 0 shows its share of {len(share)} images")
     started = time.perf_counter()
     rows_by_seed, previous_counts, outcomes = [], [], []
-    for seed_index, seed in enumerate(seeds):
-        name = seed_csv_name(seed_index, seed)
+    naive_rows = None
+    for pass_index, (kind, seed, model, name) in enumerate(passes):
         main_csv = out / name
+        # The naive comparison pass screens the grid only (no noise baseline, no bisection).
+        csv_options = ({"noise_baseline": args.noise_baseline, "min_eps": args.min_eps} if kind == "seed"
+                       else {"noise_baseline": False, "min_eps": False})
 
         def read_earlier():
             earlier_rows = []
@@ -322,29 +345,32 @@ def _run(args, ranks) -> int:
                                                    **csv_options)
             return earlier_rows
 
-        said = len(cohort.notes) if seed_index else 0
+        said = len(cohort.notes) if pass_index else 0
         previous_rows = read_earlier() if ranks.leader else None
         for note in cohort.notes[said:]:  # the cohort's, and what reading earlier rows found
             progress.say(f"advexplorer: note: {note}")
         done = ranks.share({row.file for row in previous_rows} if ranks.leader else None)
         if resuming and ranks.leader:
-            prefix = f"seed {seed}: " if len(seeds) > 1 else ""
+            prefix = "naive attack: " if kind == "naive" else (f"seed {seed}: " if len(seeds) > 1 else "")
             missing = [entry.id for entry in cohort.entries if entry.id not in done]
             progress.say(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened"
                          + (f"; screening the {len(missing)} missing: {', '.join(missing[:5])}"
                             + (" …" if len(missing) > 5 else "") if missing else ""))
+        elif kind == "naive":
+            progress.say("advexplorer: the same screen with the naive attack (gradients through the "
+                         "defence as implemented), for comparison")
         elif len(seeds) > 1:
-            progress.say(f"advexplorer: seed {seed} ({seed_index + 1} of {len(seeds)})")
+            progress.say(f"advexplorer: seed {seed} ({pass_index + 1} of {len(seeds)})")
         workers = args.workers
         if workers is None and ranks.active:
             from advexplorer.io.cohort import default_workers
 
             workers = default_workers() // ranks.local_world_size
         loader = cohort.loader(args.batch_size, exclude=done, num_workers=workers, only=share)
-        steps = screen_steps(classifier, loader, eps, replace(config, seed=seed),
-                             noise_baseline=args.noise_baseline, done=done, min_eps=args.min_eps,
-                             verify_monotone=args.verify_monotone // ranks.world_size + (
-                                 ranks.rank < args.verify_monotone % ranks.world_size),
+        verify = args.verify_monotone if kind == "seed" else 0
+        steps = screen_steps(model, loader, eps, replace(config, seed=seed), done=done, **csv_options,
+                             verify_monotone=verify // ranks.world_size + (
+                                 ranks.rank < verify % ranks.world_size),
                              batch_size=args.batch_size, worst_cases=args.worst,
                              keep_rows=not ranks.active)
         target = part_path(out, name, ranks.rank) if ranks.active else main_csv
@@ -381,6 +407,9 @@ def _run(args, ranks) -> int:
             rows = _merge_parts(out, name, cohort, eps, card, csv_options, resuming)
         else:
             rows = previous_rows + result.rows
+        if kind == "naive":
+            naive_rows = rows
+            continue
         rows_by_seed.append(rows)
         previous_counts.append(len(previous_rows))
         outcomes.append(_combine(gathered, args.worst))
@@ -462,6 +491,10 @@ def _run(args, ranks) -> int:
         "files": {"per_image": "per_image.csv", "settings": "screen_settings.json",
                   "report": "report.html"},
     }
+    summary.update(screen_defence_summary(
+        defence_info, per_eps, summarize(naive_rows, eps) if naive_rows is not None else None))
+    if naive_rows is not None:
+        summary["files"]["per_image_naive"] = NAIVE_CSV
     from advexplorer.core.flags import flags_to_json, screen_flags
 
     summary["flags"] = flags_to_json(screen_flags(  # reliability of this evaluation (core/flags.py)
@@ -478,6 +511,8 @@ def _run(args, ranks) -> int:
         print(_table(per_eps, eps_label, labelled=cohort.has_labels, noise=args.noise_baseline))
         if spread is not None:
             print(_seed_table(spread))
+        for line in screen_defence_lines(summary):
+            print(line)
         if groups is not None:
             for line in significant_gaps(groups):
                 print(f"significant gap: {line}")
@@ -540,23 +575,10 @@ def _combine(gathered: list[dict], worst: int) -> dict:
 
 
 def versions() -> dict[str, str]:
-    """Versions that decide whether a screen can be reproduced (read from package metadata:
-    importing torchvision just for its version costs seconds)."""
-    import platform
-    from importlib import metadata
+    """Versions that decide whether a screen can be reproduced: the same as a run's."""
+    from advexplorer.session.runs import versions as run_versions
 
-    import numpy
-    import torch
-
-    import advexplorer
-
-    try:
-        torchvision = metadata.version("torchvision")
-    except metadata.PackageNotFoundError:
-        torchvision = None
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision, "numpy": numpy.__version__,
-            "advexplorer": advexplorer.__version__}
+    return run_versions()
 
 
 def _median(values: list[float]) -> float | None:

@@ -196,6 +196,82 @@ def _image_table(rows: Sequence[ImageRow], classes: Sequence[str], with_min_eps:
             + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>" + more)
 
 
+def _share(entry: dict | None) -> str:
+    if not entry or entry.get("value") is None:
+        return "—"
+    return _interval(entry["value"], entry["ci95"])
+
+
+def defence_meaning(defence: dict) -> str:
+    """What a defended screen's two numbers mean, in a sentence or two."""
+    rows = defence.get("per_eps") or []
+    adaptive = defence.get("adaptive", "none")
+    if adaptive == "none":
+        return ("Only the naive attack was run. A defence that rounds, compresses or randomises the image "
+                "can look robust because it hides the gradient from the attack; run the screen with "
+                f"--adaptive {'eot' if str(defence.get('defence', '')).startswith('noise') else 'bpda'} "
+                "to see what is left of it.")
+    hidden = [row for row in rows if row.get("gradient_hidden")]
+    measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
+    if hidden:
+        row = max(hidden, key=lambda r: r["naive"]["value"] - r["adaptive"]["value"])
+        return (f"The defence only hides the gradient: at ε = {row['eps_label']} the naive attack leaves "
+                f"{measure} at {_share(row['naive'])}, the {adaptive.upper()} attack brings it down to "
+                f"{_share(row['adaptive'])} (95 % intervals apart). Judge the defence by the adaptive number.")
+    return (f"The {adaptive.upper()} attack does no better than the naive one at any budget (the 95 % "
+            "intervals overlap): no sign here that the defence's robustness comes from a hidden gradient, "
+            "for these budgets and this attack.")
+
+
+def _defence_table(defence: dict) -> str:
+    adaptive = defence.get("adaptive", "none")
+    rows = defence.get("per_eps") or []
+    measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
+    ci = "[95\u00a0%\u00a0CI]"
+    head = ["ε", f"naive attack: {measure} {ci}"]
+    if adaptive != "none":
+        head += [f"{adaptive.upper()} attack: {measure} {ci}", "naive − adaptive", ""]
+    body = []
+    for row in rows:
+        cells = [row["eps_label"], _share(row["naive"])]
+        if adaptive != "none":
+            gap = (row["naive"]["value"] - row["adaptive"]["value"]
+                   if row["naive"]["value"] is not None and row["adaptive"]["value"] is not None else None)
+            cells += [_share(row["adaptive"]), "—" if gap is None else f"{100 * gap:+.1f} points",
+                      "gradient hidden" if row.get("gradient_hidden") else ""]
+        cls = ' class="flipped"' if row.get("gradient_hidden") else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return ('<table class="data"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+
+
+def defence_section(summary: dict) -> str:
+    """The defence (naive vs adaptive robust accuracy per ε) and precision of a screen, or ''."""
+    defence, precision = summary.get("defence"), summary.get("precision")
+    if not defence and not precision:
+        return ""
+    rows: list[tuple[str, object]] = []
+    if defence:
+        rows += [("defence", f"{defence.get('label')} ({defence.get('defence')})"),
+                 ("adaptive attack", defence.get("adaptive_label") or defence.get("adaptive")),
+                 ("source", defence.get("citation", "—"))]
+    if precision:
+        rows.append(("model precision", precision.get("how", precision.get("precision"))))
+    if not defence:
+        return f'<section class="block card"><h2>Model precision</h2>{_kv(rows)}</section>'
+    hidden = any(row.get("gradient_hidden") for row in defence.get("per_eps") or [])
+    tone = "flipped" if hidden else ("held" if defence.get("adaptive") != "none" else "")
+    files = defence.get("files") or {}
+    note = ("Naive: gradients go through the defence as implemented. "
+            + ("Adaptive: the attack the screen's own numbers above come from. " if defence.get("adaptive") != "none"
+               else "")
+            + "Intervals are Wilson 95 %. Per-image results: "
+            + ", ".join(f"{k} {v}" for k, v in files.items()) + ".")
+    return (f'<section class="block card"><h2>Defence: naive vs adaptive attack</h2>'
+            f'<p class="headline {tone}">{esc(defence_meaning(defence))}</p>{_defence_table(defence)}'
+            f'<p class="note">{esc(note)}</p>{_kv(rows)}</section>')
+
+
 def headline(summary: dict) -> str:
     """One sentence: what fraction flipped at the largest ε, with interval and baseline."""
     per_eps = summary["per_eps"]
@@ -386,6 +462,15 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
              f'{esc(generated)} · advexplorer {esc(advexplorer.__version__)}</div></header>',
              f'<p class="headline {"flipped" if summary["per_eps"][-1]["flipped"] else "held"}">'
              f'{esc(headline(summary))}</p>']
+    if summary.get("defence") or summary.get("precision"):
+        said = []
+        if summary.get("defence"):
+            said.append(f"defended by {summary['defence']['label']}, attacked "
+                        + ("naively" if summary["defence"]["adaptive"] == "none"
+                           else f"with {summary['defence']['adaptive'].upper()} (the naive attack is compared below)"))
+        if summary.get("precision"):
+            said.append(f"at {summary['precision']['precision']}")
+        parts.append(f'<p class="note">The screened model is {esc("; ".join(said))}.</p>')
     warnings = []
     if images.get("skipped"):
         warnings.append(f"{len(images['skipped'])} image(s) could not be read and were skipped: "
@@ -409,6 +494,7 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
                  f'{esc(curves_title(summary["per_eps"]))}</h3><figure class="plot">{curves_svg(summary["per_eps"])}'
                  f'<figcaption class="note">{esc(curves_note(summary["per_eps"]))}</figcaption></figure></section>')
     parts.append(f'<section class="block"><h2>Per budget</h2>{_eps_table(summary["per_eps"])}</section>')
+    parts.append(defence_section(summary))
     parts.append(f'<section class="block"><h2>How sure are we?</h2><p>{esc(how_sure(summary))}</p></section>')
     groups = summary.get("groups")
     if groups and groups.get("by_column"):
@@ -438,6 +524,9 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
                    f"{'yes' if images['labels'] else 'no'})"),
         ("monotone shortcut", shortcut["how"]),
         ("shortcut check", verification_text),
+        *([("defence", f"{summary['defence']['defence']}, attack {summary['defence']['adaptive']}")]
+          if summary.get("defence") else []),
+        *([("precision", summary["precision"]["precision"])] if summary.get("precision") else []),
         ("device", summary.get("device", "")),
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
     ]

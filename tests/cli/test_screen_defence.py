@@ -1,0 +1,125 @@
+"""``advexplorer screen --defense … --adaptive … --precision …``: both numbers, recorded everywhere."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from advexplorer.cli import main
+
+CLASSES = ["dark", "bright"]
+
+
+class Brightness(nn.Module):
+    """Class 1 when the mean pixel is above 0.5: a uniform shift of 0.12 flips any image here."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(1, 2)   # a Linear layer, so int8 dynamic quantisation has work
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[-60.0], [60.0]]))
+            self.head.bias.copy_(torch.tensor([30.0, -30.0]))
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(1, 2, 3)).unsqueeze(1))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("defended_screen")
+    torch.jit.script(Brightness().eval()).save(str(root / "bright.pt"))
+    (root / "bright.json").write_text(json.dumps({
+        "name": "brightness", "classes": CLASSES, "input_size": [16, 16], "channels": 3,
+        "mean": [0.0] * 3, "std": [1.0] * 3}))
+    # int8 dynamic quantisation needs a plain module: a small torchvision network as a state_dict.
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v3_small(num_classes=2, width_mult=0.25).eval()
+    torch.save(net.state_dict(), root / "mobile.pt")
+    (root / "mobile.json").write_text(json.dumps({
+        "name": "mobile", "classes": CLASSES, "input_size": [16, 16], "channels": 3,
+        "mean": [0.5] * 3, "std": [0.25] * 3, "architecture": "torchvision.mobilenet_v3_small",
+        "architecture_kwargs": {"num_classes": 2, "width_mult": 0.25}}))
+    rng = np.random.default_rng(0)
+    for k in range(8):
+        label = k % 2
+        shade = 0.5 + (2 * label - 1) * 0.08
+        pixels = np.clip(shade + 0.03 * rng.standard_normal((16, 16, 3)), 0, 1)
+        folder = root / "cohort" / CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(folder / f"tile{k}.png")
+    return root
+
+
+def screen(setup, out, *extra, model="bright.pt"):
+    return main(["screen", "--model", str(setup / model), "--images", str(setup / "cohort"),
+                 "--eps", "0,0.06,0.12", "--steps", "10", "--batch-size", "4", "--workers", "0",
+                 "--device", "cpu", "--out", str(out), *extra])
+
+
+def test_a_bit_depth_defence_screens_robust_naively_and_falls_to_bpda(setup, tmp_path, capsys):
+    out = tmp_path / "bits"
+    assert screen(setup, out, "--defense", "bits:3", "--adaptive", "bpda") == 0
+    text = capsys.readouterr().out
+    assert "defence  bit-depth reduction (bits 3): robust accuracy [95 % CI], naive vs bpda" in text
+    assert "the defence only hid the gradient" in text
+    summary = json.loads((out / "summary.json").read_text())
+    defence = summary["defence"]
+    assert defence["defence"] == "bits:3" and defence["adaptive"] == "bpda"
+    largest = defence["per_eps"][-1]
+    assert largest["naive"]["value"] == 1.0 and largest["naive"]["n"] == 8   # blind: "robust"
+    assert largest["adaptive"]["value"] == 0.0                               # BPDA breaks it
+    assert largest["naive"]["ci95"][0] > largest["adaptive"]["ci95"][1] and largest["gradient_hidden"]
+    # The screen's own numbers are the adaptive ones; the naive rows are in their own CSV.
+    assert summary["per_eps"][-1]["robust_accuracy"] == 0.0
+    with open(out / "per_image_naive.csv", newline="") as handle:
+        naive_rows = list(csv.DictReader(handle))
+    largest_column = [name for name in naive_rows[0] if name.startswith("flipped@")][-1]
+    assert len(naive_rows) == 8 and all(row[largest_column] == "0" for row in naive_rows)
+    assert summary["files"]["per_image_naive"] == "per_image_naive.csv"
+    settings = json.loads((out / "screen_settings.json").read_text())
+    assert (settings["defence"], settings["adaptive"], settings["precision"]) == ("bits:3", "bpda", "float32")
+    html = (out / "report.html").read_text()
+    assert "Defence: naive vs adaptive attack" in html and "The defence only hides the gradient" in html
+
+
+def test_resume_refuses_another_defence(setup, tmp_path, capsys):
+    out = tmp_path / "resume"
+    assert screen(setup, out, "--defense", "jpeg:75") == 0
+    capsys.readouterr()
+    assert screen(setup, out, "--defense", "jpeg:50", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "defence changed" in err and len(err.strip().splitlines()) == 1
+
+
+def test_int8_screen_records_its_precision(setup, tmp_path, capsys):
+    out = tmp_path / "int8"
+    assert screen(setup, out, "--precision", "int8", model="mobile.pt") == 0
+    said = capsys.readouterr().out
+    assert "precision int8 dynamic quantisation of" in said and "convolutions stay float32" in said
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"]["precision"] == "int8" and "BPDA" in summary["precision"]["how"]
+    assert json.loads((out / "screen_settings.json").read_text())["precision"] == "int8"
+    assert "int8 dynamic quantisation" in (out / "report.html").read_text()
+
+
+def test_int8_of_a_torchscript_model_is_refused_in_one_line(setup, tmp_path, capsys):
+    assert screen(setup, tmp_path / "never", "--precision", "int8") == 2
+    err = capsys.readouterr().err.strip()
+    assert "TorchScript" in err and len(err.splitlines()) == 1
+
+
+def test_bad_combinations_are_one_line(setup, tmp_path, capsys):
+    for extra, message in ((["--adaptive", "bpda"], "add --defense"),
+                           (["--precision", "float16", "--mixed-precision", "bfloat16"], "give one of them"),
+                           (["--defense", "bits:9"], "from 1 to 8")):
+        assert screen(setup, tmp_path / "never", *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
