@@ -109,6 +109,9 @@ SALIENCY_METHODS: tuple[str, ...] = tuple(SALIENCY_LABELS)
 
 MethodName = Literal["fgsm", "pgd", "mifgsm", "noise", "apgd-ce", "apgd-dlr", "square", "ensemble"]
 
+#: Attacks whose gradient may be taken through input diversity (AttackConfig.diversity).
+DIVERSITY_METHODS: tuple[str, ...] = ("fgsm", "pgd", "mifgsm")
+
 #: Square's default query budget (model evaluations per image).
 DEFAULT_QUERIES = 1000
 NormName = Literal["linf", "l2"]
@@ -213,6 +216,9 @@ class AttackConfig:
     early_stop: bool = False
     decay: float = 1.0
     queries: int = DEFAULT_QUERIES  # Square's budget (one query = one model evaluation per image)
+    #: Input diversity (DI-FGSM, Xie et al. 2019): the probability that a gradient is taken
+    #: through a random resize-and-pad of the image; 0 = off. For FGSM, PGD and MI-FGSM.
+    diversity: float = 0.0
 
     def validate(self) -> "AttackConfig":
         """Raise :class:`UserError` with a fix-it message for any out-of-range value."""
@@ -241,6 +247,13 @@ class AttackConfig:
                             "nothing; give --queries 1 or more (the paper uses 10000, 1000 is quick).")
         if not self.decay >= 0:
             raise UserError(f"Momentum decay {self.decay:g} must be ≥ 0 (the paper uses 1.0).")
+        diversity = float(self.diversity)
+        if not 0 <= diversity <= 1:
+            raise UserError(f"Input diversity {diversity:g} is a probability: give a value from 0 (off) "
+                            "to 1 (the paper uses 0.5).")
+        if diversity > 0 and self.method not in DIVERSITY_METHODS:
+            raise UserError(f"Input diversity works with the gradient attacks FGSM, PGD and MI-FGSM; "
+                            f"{self.info.label} does not use it. Set it to 0, or choose one of those.")
         return self
 
     @property
@@ -268,6 +281,8 @@ class AttackConfig:
             text += f", {self.effective_steps} queries"
         elif self.info.iterative:
             text += f", {self.effective_steps} steps"
+        if self.diversity:
+            text += f", input diversity p={float(self.diversity):g}"
         return text
 
     def to_json(self) -> dict:
@@ -277,6 +292,7 @@ class AttackConfig:
             "steps": self.effective_steps, "targeted": self.targeted,
             "random_start": self.random_start, "seed": self.seed, "restarts": self.restarts,
             "early_stop": self.early_stop, "decay": self.decay, "queries": int(self.queries),
+            "diversity": float(self.diversity),
         }
 
     @classmethod

@@ -39,6 +39,14 @@ def budget(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    """A probability from 0 to 1 (a number or a fraction such as ``1/2``)."""
+    value = number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability from 0 to 1")
+    return value
+
+
 def number_list(text: str) -> list[float]:
     """A comma-separated list of numbers or fractions: ``0,1/255,2/255``."""
     try:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advexplorer import config
-from advexplorer.commands._args import add_mask_arguments, add_model_arguments, budget, positive_number
+from advexplorer.commands._args import (add_mask_arguments, add_model_arguments, budget, positive_number,
+                                        probability)
 from advexplorer.commands._sources import add_source_arguments, annotation_masks, load_source_image
 from advexplorer.commands._defence import add_defence_arguments, defence_record, summary_lines, wrap_model
 
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attack.add_argument("--surrogate", metavar="M2",
                         help="transfer attack: craft on this model (same classes and input size; its card "
                              "beside it), judge on --model")
+    attack.add_argument("--diversity", type=probability, default=0.0, metavar="P",
+                        help="input diversity for transfer (DI-FGSM, Xie et al. 2019): with probability P "
+                             "each gradient is taken through a random resize-and-pad of the image; "
+                             "fgsm, pgd, mifgsm (0.5 is the paper's; default 0 = off)")
     explain = parser.add_argument_group("explanation and robustness")
     explain.add_argument("--saliency", choices=config.SALIENCY_METHODS,
                          help="attribution map before and after, compared (implies --robustness)")
@@ -118,7 +123,8 @@ def build_request(args) -> "RunRequest":
     attack_config = AttackConfig(
         method=args.attack, norm=args.norm, eps=args.eps, step_size=args.step_size, steps=args.steps,
         targeted=targeted, random_start=args.random_start, seed=args.seed, restarts=args.restarts,
-        early_stop=args.early_stop, queries=args.queries).validate()
+        early_stop=args.early_stop, queries=args.queries,
+        diversity=getattr(args, "diversity", 0.0)).validate()
     surrogate = load_model(Path(args.surrogate), device=args.device, trust_pickle=args.trust_pickle) \
         if getattr(args, "surrogate", None) else None
     return RunRequest(model=loaded, image=image, config=attack_config, allowed_mask=allowed,
@@ -211,7 +217,7 @@ def summary_text(record: dict, out_dir: Path, reports: list[str] = ()) -> str:
         f"image    {Path(record['image']['path'] or 'array').name}  — {mask_text}",
         f"attack   {config.method_label(attack['method'])} {config.norm_label(attack['norm'])} {budget}, "
         f"{attack['steps']} step(s) of {config.format_budget(attack['step_size_used'], attack['norm'])}, "
-        f"seed {attack['seed']}",
+        f"seed {attack['seed']}" + (f", input diversity p={attack['diversity']:g}" if attack.get("diversity") else ""),
         f"before   {before['class']} {_pct(before['probability'])}",
         f"after    {after['class']} {_pct(after['probability'])}  → {flip}, attack {outcome}",
         f"norms    L∞ {config.format_budget(norms['linf'], 'linf', raw=True)}  L2 {norms['l2']:.4g}  "

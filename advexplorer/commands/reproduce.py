@@ -201,7 +201,7 @@ def _config(record: dict):
     attack = dict(record.get("attack") or {})
     fields = {k: attack[k] for k in ("method", "norm", "eps", "step_size", "steps", "targeted",
                                      "random_start", "seed", "restarts", "early_stop", "decay",
-                                     "queries")
+                                     "queries", "diversity")
               if k in attack}
     if fields.get("seed") is None:
         from advexplorer.errors import UserError

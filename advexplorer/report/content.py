@@ -164,6 +164,7 @@ def attack_text(attack: dict) -> str:
         text += f", {steps} steps" + (f" of {over_255(step)}" if finite(step) else "")
     if (attack.get("restarts") or 1) > 1:
         text += f", best of {attack['restarts']} restarts"
+    text += f", input diversity p = {attack['diversity']:g}" if attack.get("diversity") else ""
     return text
 
 
@@ -485,10 +486,73 @@ def _min_eps_section(data: dict, classes: list[str]) -> Section:
     return Section("Minimal ε that flips the prediction", rows, verdict, None if found is None else not found)
 
 
+def _outcome_text(entry: Any) -> str:
+    if not isinstance(entry, dict):
+        return "—"
+    said = "succeeds" if entry.get("success") else "fails"
+    return f"{said}: {entry.get('prediction', '?')} ({percent(entry.get('probability'))})"
+
+
+def defence_verdict(defence: dict) -> tuple[str, bool | None]:
+    """The one sentence a defended run comes to, and whether it speaks for the defence."""
+    naive, adaptive = defence.get("naive"), defence.get("adaptive_result")
+    mode = str(defence.get("adaptive", "none")).upper()
+    if not isinstance(naive, dict):
+        return "The naive attack was not recorded.", None
+    if not isinstance(adaptive, dict):
+        if naive.get("success"):
+            return "The defence does not stop even the naive attack.", False
+        kind = str(defence.get("defence", ""))
+        return ("The naive attack fails, which a hidden gradient can explain: run again with --adaptive "
+                f"{'eot' if kind.startswith('noise') else 'bpda'} to see whether the defence holds.", None)
+    if adaptive.get("success") and not naive.get("success"):
+        return (f"The defence only hides the gradient: the naive attack fails, the {mode} attack "
+                "succeeds.", False)
+    if adaptive.get("success"):
+        return f"The defence stops neither attack: the naive and the {mode} attack both succeed.", False
+    if naive.get("success"):
+        return (f"The {mode} attack fails where the naive one succeeds (its approximate gradient missed); "
+                "the defence does not stop the naive attack.", False)
+    return f"The defence holds here: neither the naive nor the {mode} attack succeeds at this budget.", True
+
+
+def _defence_section(record: dict) -> Section | None:
+    """A run through a defence and/or at lower precision: what was in front of the model, the
+    naive and the adaptive outcome side by side, and what they mean together."""
+    defence, precision = record.get("defence"), record.get("precision")
+    if not isinstance(defence, dict) and not isinstance(precision, dict):
+        return None
+    rows: Rows = []
+    verdict, good, note = None, None, None
+    if isinstance(defence, dict):
+        from advexplorer.defence_options import DEFENCE_KINDS
+
+        kind = DEFENCE_KINDS.get(str(defence.get("defence", "")).split(":")[0])
+        rows += [("Defence", f"{defence.get('label', '—')} ({defence.get('defence', '—')})"),
+                 ("Attack gradients", str(defence.get("adaptive_label") or defence.get("adaptive", "none"))),
+                 ("Naive attack (gradients through the defence as implemented)", _outcome_text(defence.get("naive")))]
+        if isinstance(defence.get("adaptive_result"), dict):
+            rows.append((f"Adaptive attack ({str(defence.get('adaptive')).upper()})",
+                         _outcome_text(defence["adaptive_result"])))
+        verdict, good = defence_verdict(defence)
+        note = ("The run's own result above is the "
+                + ("adaptive" if isinstance(defence.get("adaptive_result"), dict) else "naive")
+                + " attack's. Obfuscated gradients: Athalye, Carlini & Wagner 2018, "
+                  "https://arxiv.org/abs/1802.00420."
+                + (f" The defence: {kind.citation}." if kind else ""))
+    if isinstance(precision, dict):
+        rows.append(("Model precision", str(precision.get("how") or precision.get("precision"))))
+    title = "Defence: naive vs adaptive attack" if isinstance(defence, dict) else "Model precision"
+    return Section(title, rows, verdict, good, note)
+
+
 def _sections(view: RunView) -> list[Section]:
     record = view.record
     sections: list[Section] = []
     classes = view.classes
+    defended = _defence_section(record)
+    if defended is not None:
+        sections.append(defended)
     flags = record.get("flags")
     if isinstance(flags, list):  # core/flags.py: signs that the attack's number is unreliable
         rows = [(str(f.get("title")), f"{f.get('detail')}. {f.get('suggestion')}") for f in flags]
@@ -796,6 +860,7 @@ def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
         words += ["--restarts", str(attack["restarts"])]
     if attack.get("early_stop"):
         words.append("--early-stop")
+    words += ["--diversity", str(float(attack["diversity"]))] if attack.get("diversity") else []
     saliency = record.get("saliency")
     if isinstance(saliency, dict) and saliency.get("method"):
         words += ["--saliency", str(saliency["method"])]
@@ -804,6 +869,12 @@ def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
         words += ["--diagnostic", str(diagnostic["path"])]
     if "robustness" in record and not saliency:
         words.append("--robustness")
+    defence = record.get("defence")
+    if isinstance(defence, dict) and defence.get("defence"):
+        words += ["--defense", str(defence["defence"]), "--adaptive", str(defence.get("adaptive", "none"))]
+    precision = record.get("precision")
+    if isinstance(precision, dict) and precision.get("precision") not in (None, "float32"):
+        words += ["--precision", str(precision["precision"])]
     if record.get("device"):
         words += ["--device", str(record["device"])]
     words += ["--out", out]

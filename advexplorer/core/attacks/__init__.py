@@ -5,6 +5,8 @@ APGD-CE/DLR, Square (black box) and their ensemble.
   early stop, the rows still attacked, pass counting, trajectories, the result.
 * :mod:`.base` — what a method is: a :class:`StepRule` registered by name.
 * :mod:`.ball` — the ε-ball geometry the rules share (directions, projection, random points).
+* :mod:`.diversity` — input diversity (DI-FGSM): the gradient methods' gradients taken
+  through random resize-and-pad views, for transfer (``AttackConfig.diversity``).
 * One file per method: :mod:`.fgsm`, :mod:`.pgd`, :mod:`.mifgsm`, :mod:`.noise`; methods that
   do not fit a step rule are generators of their own: :mod:`.apgd`, :mod:`.square`, :mod:`.ensemble`.
 

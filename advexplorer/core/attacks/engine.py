@@ -28,6 +28,7 @@ Conventions (identical to torchattacks 3.5 where both define the behaviour):
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks.ball import project, random_delta
 from advexplorer.core.attacks.base import ATTACK_GENERATORS, STEP_RULES, Iterate
+from advexplorer.core.attacks.diversity import InputDiversity
 from advexplorer.errors import UserError
 
 
@@ -250,27 +252,39 @@ def _per_image(value, n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def _evaluate(model, x: torch.Tensor, objective_class: torch.Tensor | None, targeted: bool,
-              need_grad: bool, check_range: bool = False):
+              need_grad: bool, check_range: bool = False, diversity: InputDiversity | None = None):
     """One model evaluation: logits, per-image objective and (optionally) its input gradient.
 
     ``objective_class=None`` means "the class the model predicts here" (the clean
     prediction, when this is the clean image). Grad mode is thread-local, so it is switched
-    on here, inside the step, never around a ``yield``.
+    on here, inside the step, never around a ``yield``. With input ``diversity`` the gradient
+    may be taken through a transformed view of ``x`` (one more forward pass), while the
+    logits and objective stay the model's on ``x`` itself.
     """
     with torch.enable_grad() if need_grad else torch.no_grad():
         if need_grad:
             x = x.detach().requires_grad_(True)
-        logits = model(x)
+        view = diversity(x) if need_grad and diversity is not None else x
+        with torch.no_grad() if view is not x else contextlib.nullcontext():
+            logits = model(x)
         if objective_class is None:
             objective_class = logits.detach().argmax(dim=1)
         elif check_range and bool(((objective_class < 0) | (objective_class >= logits.shape[1])).any()):
             raise UserError(f"Class index out of range: the model has {logits.shape[1]} classes "
                             f"(0 to {logits.shape[1] - 1}).")
-        objective = F.cross_entropy(logits, objective_class, reduction="none")
-        if targeted:
-            objective = -objective
-        gradient = torch.autograd.grad(objective.sum(), x)[0] if need_grad else None
+        objective = _objective(logits, objective_class, targeted)
+        if need_grad:
+            followed = objective if view is x else _objective(model(view), objective_class, targeted)
+            gradient = torch.autograd.grad(followed.sum(), x)[0]
+        else:
+            gradient = None
     return logits.detach(), objective.detach(), gradient, objective_class
+
+
+def _objective(logits: torch.Tensor, objective_class: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Per image, what the attack maximises: the cross-entropy of the class, negated when targeted."""
+    objective = F.cross_entropy(logits, objective_class, reduction="none")
+    return -objective if targeted else objective
 
 
 def attack_steps(
@@ -319,6 +333,8 @@ def attack_steps(
     total_steps = config.effective_steps
     rule = STEP_RULES[config.method]  # the method's update; everything else is the driver's
     gradient_method = rule.uses_gradient
+    # Input diversity (DI-FGSM): gradients through random resize-and-pad views (see .diversity).
+    diversity = InputDiversity(config.diversity, seed) if config.diversity and gradient_method else None
 
     targeted = targets is not None or config.targeted is not None
     if targets is None and config.targeted is not None:
@@ -377,17 +393,16 @@ def attack_steps(
             if index == 0 and starts_clean and clean_logits is not None:
                 # Step 0 is the clean image, already scored (noise baseline, later restarts).
                 logits, gradient = clean_logits, None
-                objective = F.cross_entropy(logits, objective_class, reduction="none")
-                objective = -objective if targeted else objective
+                objective = _objective(logits, objective_class, targeted)
                 if need_grad:
                     logits, objective, gradient, _ = _evaluate(model, x, objective_class,
-                                                               targeted, True)
+                                                               targeted, True, diversity=diversity)
                     forward_passes += n
             else:
                 logits, objective, gradient, used_class = _evaluate(
                     model, x_rows, objective_class if objective_class is None or everyone
                     else objective_class[rows],
-                    targeted, need_grad, check_range=clean_logits is None)
+                    targeted, need_grad, check_range=clean_logits is None, diversity=diversity)
                 forward_passes += x_rows.shape[0]
                 if clean_logits is None:  # first evaluation of a run that shares the clean pass
                     clean_logits = logits
@@ -467,7 +482,8 @@ def attack_steps(
         adversarial=best_adv, clean_probabilities=clean_probabilities,
         adversarial_probabilities=torch.softmax(best_logits.float(), dim=1), reference=reference,
         targets=objective_class if targeted else None, success=best_success, loss=best_loss,
-        steps_run=steps_run + shared_steps, forward_passes=forward_passes, backward_passes=backward_passes,
+        steps_run=steps_run + shared_steps, backward_passes=backward_passes,
+        forward_passes=forward_passes + (0 if diversity is None else diversity.extra_passes),
         loss_trajectory=torch.stack(loss_rows),
         probability_trajectory=torch.softmax(torch.stack(logit_rows).float(), dim=2),
         eps=eps_t.flatten(), trajectory_steps=row_steps,
