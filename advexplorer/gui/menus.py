@@ -126,6 +126,10 @@ def build_menus_and_toolbars(window) -> None:
     window.view_menu = menu("&View", window.fit_action, None, *(dock.toggleViewAction() for dock in (
         window.images_dock, window.model_dock, window.history_dock, window.attack_dock, window.results_dock,
         window.batch_dock, window.cohort_dock)))
+    from advexplorer.gui.overlays import OverlayController  # run overlays + layer legend (issue 12)
+
+    window.overlay_layers = OverlayController(window)
+    window.overlay_layers.add_to_menu(window.view_menu)
     menu("&Help", window.shortcuts_action, window.about_action)
     bar = QToolBar("File")
     bar.setObjectName("file_toolbar")

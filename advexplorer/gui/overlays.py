@@ -1,7 +1,7 @@
 """Saliency (before/after) and perturbation overlays on the main canvas, with a legend.
 
 :class:`CanvasOverlays` adds one image item per overlay to a :class:`~advexplorer.gui.canvas.MaskCanvas`'s
-view, between the image and the masks, stretched over the image (maps are at the model's
+view, above the image and the masks, stretched over the image (maps are at the model's
 input size; the canvas shows the file). :class:`OverlayLegend` lists every layer — attack
 mask, diagnostic region, saliency before, saliency after, perturbation — with a colour
 swatch and a visibility check box, and an opacity slider for the overlays.
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPixmap
-from PySide6.QtWidgets import QCheckBox, QGridLayout, QLabel, QSlider, QWidget
+from PySide6.QtCore import QObject, QRectF, Qt, Signal
+from PySide6.QtGui import QAction, QActionGroup, QColor, QPixmap
+from PySide6.QtWidgets import QCheckBox, QDockWidget, QGridLayout, QLabel, QMenu, QSlider, QWidget
 
 from advexplorer.gui.canvas import LAYER_COLOURS
+from advexplorer.gui.views import saliency_map
 
 #: Overlay layers in drawing order, with their labels.
 OVERLAYS = {"saliency_before": "Saliency before", "saliency_after": "Saliency after",
@@ -65,7 +66,8 @@ class CanvasOverlays:
         self.perturbation_scale = 0.0
         for z, name in enumerate(OVERLAYS):
             item = pg.ImageItem(axisOrder="row-major")
-            item.setZValue(0.5 + z * 0.1)  # above the image (0), below the masks (1, 2)
+            # Above the masks (1, 2): a translucent mask would tint the map; the legend hides masks.
+            item.setZValue(2.5 + z * 0.1)
             item.setVisible(False)
             canvas.view.addItem(item)
             self.items[name] = item
@@ -82,11 +84,14 @@ class CanvasOverlays:
         """Show saliency maps (model-size H×W, any scale) over the image; ``box`` = (top, left,
         h, w) of the image region the model saw (a centre crop), default the whole image."""
         maps = {"saliency_before": _hw(before), "saliency_after": _hw(after)}
-        # One scale for both maps, so before and after compare by brightness.
-        top = max(float(np.abs(m).max()) for m in maps.values()) or 1.0
+        # One scale for both maps, so before and after compare by brightness. Its top is the
+        # 99th percentile, not the maximum: gradient maps are spiky, and a scale set by a few
+        # pixels would leave the rest of the map transparent on the canvas.
+        top = max(float(np.percentile(np.abs(m), 99)) for m in maps.values()) or \
+            max(float(np.abs(m).max()) for m in maps.values()) or 1.0
         for name, values in maps.items():
             item = self.items[name]
-            item.setImage(np.abs(values) / top, autoLevels=False, levels=(0.0, 1.0))
+            item.setImage(np.minimum(np.abs(values) / top, 1.0), autoLevels=False, levels=(0.0, 1.0))
             item.setLookupTable(saliency_lut())
             item.setRect(self._image_rect(box))
         self.show_only("saliency_after")
@@ -198,9 +203,10 @@ class OverlayLegend(QWidget):
             check.setEnabled(name in MASK_LAYERS or self.overlays.has(name))
             check.blockSignals(False)
         scale = self.overlays.perturbation_scale
-        self.scale_label.setText(f"perturbation ±{scale * 255:.3g}/255 (blue −, red +); saliency "
-                                 "dark → bright = low → high" if scale else
-                                 "saliency: dark → bright = low → high")
+        self.scale_label.setText(f"perturbation ±{scale * 255:.3g}/255 (blue −, red +)" if scale else "")
+        self.scale_label.setToolTip("Saliency: dark → bright = low → high, one scale for before and "
+                                    "after (its top 1 % saturated). Perturbation: channel mean, "
+                                    "blue = darkened, red = brightened.")
 
     def _toggle(self, name: str, on: bool) -> None:
         self.overlays.set_visible(name, on)
@@ -209,3 +215,148 @@ class OverlayLegend(QWidget):
     def _opacity(self, value: int) -> None:
         self.overlays.set_opacity(value / 100)
         self.changed.emit()
+
+
+#: What the View → Canvas overlay menu offers, in order ("none" hides every overlay).
+OVERLAY_CHOICES = {"none": "None", **OVERLAYS}
+
+
+def model_box(summary) -> tuple[int, int, int, int] | None:
+    """(top, left, h, w) of the shown image that a run's model input came from, or None (whole image).
+
+    A centre-cropping card sees only the middle of a non-square image, so its maps must be
+    stretched over that part of the canvas, not over the whole image."""
+    request = getattr(summary, "request", None)
+    if request is None:
+        return None
+    crop = (getattr(request.image, "provenance", None) or {}).get("crop")
+    if crop:  # the user's frame (a crop of a large image): the model saw exactly that
+        return int(crop["y"]), int(crop["x"]), int(crop["h"]), int(crop["w"])
+    from advexplorer.io.images import crop_box  # the engine is loaded: a run finished
+
+    width, height = request.image.file_size
+    return crop_box(int(height), int(width), request.model.card)
+
+
+class OverlayController(QObject):
+    """Draws each finished run's saliency or perturbation over the main canvas, with the
+    Layers legend in a dock and View → Canvas overlay to choose what is shown.
+
+    After a run the overlay the user last chose is drawn again (first time: the saliency
+    after the attack, else the perturbation); "None" stays none. A different image shows
+    its own last run's overlays, or none.
+    """
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.overlays = CanvasOverlays(window.canvas)
+        self.legend = OverlayLegend(self.overlays)
+        self.legend.changed.connect(self._legend_changed)
+        self.legend.setAutoFillBackground(True)  # a tabbed dock must not show its neighbour through
+        self.choice = "auto"          # what the user asked to see; "auto" until they choose
+        self.shown_run = None
+        self._raised_once = False
+        self.dock = QDockWidget("Layers", window)
+        self.dock.setObjectName("layers_dock")
+        self.dock.setWidget(self.legend)
+        self.dock.setToolTip("The canvas's layers: masks and the last run's saliency or perturbation.")
+        window.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.dock)
+        # Under the run history (whose runs it draws); hidden until the first run has maps.
+        window.splitDockWidget(window.history_dock, self.dock, Qt.Orientation.Vertical)
+        self.dock.hide()
+        self.dock_action = self.dock.toggleViewAction()
+        self.dock_action.setText("Layers and overlays")
+        self.dock_action.setShortcut("Ctrl+Shift+Y")
+        self.dock_action.setStatusTip("Show the layer legend: mask visibility, overlay and its opacity.")
+        window.addAction(self.dock_action)  # the shortcut works with the menu closed
+        self.group = QActionGroup(window)
+        self.choice_actions: dict[str, QAction] = {}
+        self.menu = QMenu("Canvas overlay", window)
+        for name, label in OVERLAY_CHOICES.items():
+            action = QAction(label, window)
+            action.setCheckable(True)
+            action.setStatusTip(f"Draw {label.lower()} of the shown run over the image" if name != "none"
+                                else "Draw no overlay over the image")
+            action.triggered.connect(lambda _checked=False, name=name: self.choose(name))
+            self.group.addAction(action)
+            self.menu.addAction(action)
+            self.choice_actions[name] = action
+        window.session.runs_changed.connect(self._runs_changed)
+        window.session.current_changed.connect(self._current_changed)
+        window.runs_history.show_requested.connect(self.show_run)
+        self._sync_menu()
+
+    def add_to_menu(self, view_menu: QMenu) -> None:
+        """View → Layers and overlays, and the Canvas overlay submenu."""
+        view_menu.addSeparator()
+        view_menu.addAction(self.dock_action)
+        view_menu.addMenu(self.menu)
+
+    # -- what to show ------------------------------------------------------------------
+    def show_run(self, summary) -> None:
+        """Put ``summary``'s maps on the canvas (if it is a run of the shown image)."""
+        entry = self.window.session.current
+        if summary is None or entry is None or summary not in entry.runs:
+            return
+        self.shown_run = summary
+        self.overlays.clear()
+        box = model_box(summary)
+        explanation = summary.saliency
+        before = saliency_map(getattr(explanation, "before", None))
+        after = saliency_map(getattr(explanation, "after", None))
+        if before is not None and after is not None:
+            self.overlays.set_saliency(before, after, box)
+        self.overlays.set_perturbation(summary.perturbation, box)
+        self._apply_choice()
+        if not self._raised_once:
+            self._raised_once = True  # the first overlay of the session: show where its controls are
+            self.dock.show()
+            height = self.legend.sizeHint().height() + 30
+            self.window.resizeDocks([self.dock], [height], Qt.Orientation.Vertical)
+
+    def clear(self) -> None:
+        self.shown_run = None
+        self.overlays.clear()
+        self.legend.sync()
+        self._sync_menu()
+
+    def choose(self, name: str) -> None:
+        """Show one overlay ('saliency_before', 'saliency_after', 'perturbation') or 'none'."""
+        self.choice = name
+        self._apply_choice()
+
+    def _apply_choice(self) -> None:
+        name = self.choice
+        if name == "auto":
+            name = "saliency_after" if self.overlays.has("saliency_after") else "perturbation"
+        if name != "none" and not self.overlays.has(name):
+            name = "perturbation"  # e.g. saliency asked for, but this run has no maps
+        self.overlays.show_only(name if name != "none" else "")
+        self.legend.sync()
+        self._sync_menu()
+
+    def shown_overlay(self) -> str:
+        """The overlay drawn now ('none' when none is)."""
+        return next((name for name in OVERLAYS if self.overlays.is_visible(name)), "none")
+
+    def _sync_menu(self) -> None:
+        shown = self.shown_overlay()
+        for name, action in self.choice_actions.items():
+            action.setEnabled(name == "none" or self.overlays.has(name))
+            action.setChecked(name == shown)
+
+    # -- events ------------------------------------------------------------------------
+    def _legend_changed(self) -> None:
+        self.choice = self.shown_overlay()  # a box ticked in the legend is a choice too
+        self._sync_menu()
+
+    def _runs_changed(self, entry) -> None:
+        if entry is self.window.session.current and entry.runs:
+            self.show_run(entry.runs[-1])
+
+    def _current_changed(self, entry) -> None:
+        if entry is not None and entry.runs:
+            self.show_run(entry.runs[-1])
+        else:
+            self.clear()
