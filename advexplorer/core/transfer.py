@@ -5,18 +5,24 @@ model but not the model itself (Papernot et al. 2016, https://arxiv.org/abs/1605
 Any method runs on the surrogate; MI-FGSM's momentum is known to transfer better (Dong et
 al. 2018, https://arxiv.org/abs/1710.06081). The target is asked only to score the clean
 and the final adversarial images, so success is the target's own verdict.
+
+:func:`check_compatible` needs only the two model cards and imports no torch, so the GUI
+can refuse a surrogate the moment it is picked, even before the engine has loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
-
-import torch
+from typing import TYPE_CHECKING
 
 from advexplorer.config import AttackConfig
-from advexplorer.core.attacks import AttackResult, AttackStep, attack_steps
 from advexplorer.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where an attack runs, not to compare two cards
+    import torch
+
+    from advexplorer.core.attacks import AttackResult, AttackStep
 
 
 def _classes_text(classes: Sequence[str]) -> str:
@@ -51,14 +57,25 @@ class TransferOutcome:
     surrogate: AttackResult
 
     def to_json(self) -> dict:
+        """Per image: success and prediction on each model, and the surrogate's probabilities
+        before and after (the target's are the run's own), so both can be shown side by side."""
+        def rows(probabilities):
+            return [[round(float(p), 6) for p in row] for row in probabilities.detach().float().cpu().tolist()]
+
         return {"surrogate_success": [bool(v) for v in self.surrogate.success.tolist()],
                 "target_success": [bool(v) for v in self.target.success.tolist()],
-                "surrogate_prediction_after": [int(v) for v in self.surrogate.adversarial_prediction.tolist()]}
+                "surrogate_prediction_after": [int(v) for v in self.surrogate.adversarial_prediction.tolist()],
+                "surrogate_probabilities_before": rows(self.surrogate.clean_probabilities),
+                "surrogate_probabilities_after": rows(self.surrogate.adversarial_probabilities)}
 
 
 def transfer_steps(surrogate, target, images: torch.Tensor, allowed_mask=None, labels=None,
                    config: AttackConfig | None = None) -> Generator[AttackStep, None, TransferOutcome]:
     """Attack ``surrogate`` (its steps are yielded), then score the result on ``target``."""
+    import torch
+
+    from advexplorer.core.attacks import attack_steps
+
     crafted: AttackResult = yield from attack_steps(surrogate, images, allowed_mask, labels, config)
     with torch.no_grad():
         clean = torch.softmax(target(crafted.images).float(), dim=1)

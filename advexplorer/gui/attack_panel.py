@@ -1,4 +1,5 @@
-"""The attack form: method, norm, ε, step size, steps, classes, randomness, device, saliency.
+"""The attack form: method, norm, ε, step size, steps, classes, randomness, transfer, device,
+saliency.
 
 Every field has a tooltip (what it does, the usual values). Values are checked as the
 user types with the engine's own rules (:func:`advexplorer.config.parse_number` and the
@@ -10,14 +11,16 @@ saliency names and labels come from :mod:`advexplorer.config`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
     QSpinBox, QVBoxLayout, QWidget,
 )
 
-from advexplorer.config import (METHOD_INFO, METHODS, NORM_DESCRIPTIONS, NORMS, SALIENCY_LABELS, AttackConfig,
-                                format_budget, parse_number)
+from advexplorer.config import (DIVERSITY_METHODS, METHOD_INFO, METHODS, NORM_DESCRIPTIONS, NORMS, SALIENCY_LABELS,
+                                AttackConfig, format_budget, parse_number)
 from advexplorer.errors import UserError
 
 TIPS = {
@@ -36,6 +39,13 @@ TIPS = {
     "steps": "Number of gradient iterations (PGD, MI-FGSM, or noise draws). 10 is usual; 50–100 "
              "for a stronger test. FGSM always takes one.",
     "decay": "Momentum decay μ of MI-FGSM (Dong et al. 2018); the paper uses 1.0.",
+    "diversity": "Input diversity (DI-FGSM, Xie et al. 2019): the probability that each gradient "
+                 "is taken through a random resize-and-pad of the image, so the perturbation "
+                 "overfits the model less and transfers better. 0 = off; the paper uses 0.5.",
+    "surrogate": "Transfer attack: craft the perturbation on this model (a copy the attacker owns, "
+                 "or a differently trained one such as the robust twin) and judge it on the loaded "
+                 "model. Both need the same classes and input size. 'none' attacks the loaded model "
+                 "itself (white box).",
     "label": "The true class of the image. Untargeted attacks push the prediction away from "
              "it; by default the model's own clean prediction is used.",
     "target": "Targeted attack: push the prediction towards this class. 'Untargeted' just "
@@ -61,6 +71,13 @@ class AttackPanel(QWidget):
 
     changed = Signal()
     device_changed = Signal(str)
+    #: The user picked "Open model file…" in the surrogate list (the controller opens the dialog).
+    surrogate_open_requested = Signal()
+    #: Another surrogate was picked: its path, or None for a white-box attack.
+    surrogate_changed = Signal(object)
+
+    NO_SURROGATE = "none — attack this model (white box)"
+    OPEN_SURROGATE = "Open model file…"
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -89,6 +106,15 @@ class AttackPanel(QWidget):
         self.decay.setRange(0.0, 10.0)
         self.decay.setSingleStep(0.1)
         self.decay.setValue(1.0)
+        self.diversity = QDoubleSpinBox()
+        self.diversity.setRange(0.0, 1.0)
+        self.diversity.setSingleStep(0.1)
+        self.diversity.setDecimals(2)
+        self.diversity.setSpecialValueText("off")
+        self.surrogate = QComboBox()
+        self.surrogate.addItem(self.NO_SURROGATE, None)
+        self.surrogate.addItem(self.OPEN_SURROGATE, self.OPEN_SURROGATE)
+        self._surrogate_index = 0
         self.label = QComboBox()
         self.target = QComboBox()
         self.random_start = QCheckBox("random start")
@@ -131,6 +157,8 @@ class AttackPanel(QWidget):
             ("Steps", row((self.steps, 1), (step_size_label, 0), (self.step_size, 1)), "steps"),
             ("Queries", self.queries, "queries"),
             ("Momentum μ", self.decay, "decay"),
+            ("Input diversity", self.diversity, "diversity"),
+            ("Transfer from", self.surrogate, "surrogate"),
             ("True class", self.label, "label"), ("Target", self.target, "target"),
             ("Start", row((self.random_start, 0), (seed_label, 0), (self.seed, 1)), "random_start"),
             ("Restarts", row((self.restarts, 1), (self.early_stop, 0)), "restarts"),
@@ -145,7 +173,8 @@ class AttackPanel(QWidget):
         for widget, tip in ((self.method, "method"), (self.norm, "norm"), (self.eps, "eps"),
                             (self.eps_scale, "eps"), (self.step_size, "step_size"),
                             (self.steps, "steps"), (self.queries, "queries"),
-                            (self.decay, "decay"), (self.label, "label"),
+                            (self.decay, "decay"), (self.diversity, "diversity"),
+                            (self.surrogate, "surrogate"), (self.label, "label"),
                             (self.target, "target"), (self.random_start, "random_start"),
                             (self.seed, "seed"), (self.restarts, "restarts"),
                             (self.early_stop, "early_stop"), (self.device, "device"),
@@ -164,6 +193,8 @@ class AttackPanel(QWidget):
         for spin in (self.steps, self.queries, self.seed, self.restarts):
             spin.valueChanged.connect(self._on_edit)
         self.decay.valueChanged.connect(self._on_edit)
+        self.diversity.valueChanged.connect(self._on_edit)
+        self.surrogate.currentIndexChanged.connect(self._on_surrogate_picked)
         for box in (self.random_start, self.early_stop):
             box.toggled.connect(self._on_edit)
         self.device.currentTextChanged.connect(self.device_changed)
@@ -201,6 +232,53 @@ class AttackPanel(QWidget):
             self.saliency.addItem(SALIENCY_LABELS.get(name, name), name)
         self.saliency.blockSignals(False)
 
+    # -- the transfer surrogate -----------------------------------------------------------
+    @property
+    def surrogate_path(self) -> Path | None:
+        """The model the attack is crafted on (transfer), or None to attack the model itself."""
+        data = self.surrogate.currentData()
+        return None if data in (None, self.OPEN_SURROGATE) else Path(data)
+
+    def set_surrogates(self, choices) -> None:
+        """Offer ``choices`` ((label, path) pairs) as surrogates; keep the pick if still offered."""
+        current = self.surrogate_path
+        self.surrogate.blockSignals(True)
+        while self.surrogate.count() > 2:  # keep 'none' and 'Open model file…'
+            self.surrogate.removeItem(1)
+        for offset, (label, path) in enumerate(choices):
+            self.surrogate.insertItem(1 + offset, label, str(path))
+            self.surrogate.setItemData(1 + offset, str(path), Qt.ItemDataRole.ToolTipRole)
+        position = self.surrogate.findData(str(current)) if current is not None else 0
+        self._surrogate_index = max(position, 0)
+        self.surrogate.setCurrentIndex(self._surrogate_index)
+        self.surrogate.blockSignals(False)
+        if current is not None and position < 0:
+            self.surrogate_changed.emit(None)
+
+    def pick_surrogate(self, path: Path | None, label: str | None = None) -> None:
+        """Select ``path`` as the surrogate (added to the list if new); None: white box."""
+        if path is None:
+            self.surrogate.setCurrentIndex(0)
+            return
+        position = self.surrogate.findData(str(path))
+        if position < 0:
+            position = self.surrogate.count() - 1  # just above 'Open model file…'
+            self.surrogate.insertItem(position, label or Path(path).name, str(path))
+            self.surrogate.setItemData(position, str(path), Qt.ItemDataRole.ToolTipRole)
+        self.surrogate.setCurrentIndex(position)
+
+    def _on_surrogate_picked(self, index: int) -> None:
+        if self.surrogate.itemData(index) == self.OPEN_SURROGATE:
+            # Not a model: go back to the previous pick and let the controller open a dialog.
+            self.surrogate.blockSignals(True)
+            self.surrogate.setCurrentIndex(self._surrogate_index)
+            self.surrogate.blockSignals(False)
+            self.surrogate_open_requested.emit()
+            return
+        self._surrogate_index = index
+        self.surrogate_changed.emit(self.surrogate_path)
+        self._on_edit()
+
     def set_engine_ready(self, ready: bool = True) -> None:
         self.engine_ready = ready
         self._on_edit()
@@ -221,6 +299,8 @@ class AttackPanel(QWidget):
             "seed": None if self.seed.value() < 0 else int(self.seed.value()),
             "restarts": int(self.restarts.value()), "early_stop": bool(self.early_stop.isChecked()),
             "decay": float(self.decay.value()), "queries": int(self.queries.value()),
+            # Input diversity belongs to the gradient attacks; hidden for the others, it is off.
+            "diversity": float(self.diversity.value()) if method in DIVERSITY_METHODS else 0.0,
         }
 
     def make_config(self) -> AttackConfig:
@@ -256,8 +336,10 @@ class AttackPanel(QWidget):
                 getattr(self, key).setValue(-1 if value is None else int(value))
             elif key in ("random_start", "early_stop"):
                 getattr(self, key).setChecked(bool(value))
-            elif key == "decay":
-                self.decay.setValue(float(value))
+            elif key in ("decay", "diversity"):
+                getattr(self, key).setValue(float(value))
+            elif key == "surrogate":
+                self.pick_surrogate(None if value is None else Path(value))
             elif key in ("targeted", "label"):
                 combo = self.target if key == "targeted" else self.label
                 combo.setCurrentIndex(max(combo.findData(value), 0))
@@ -274,6 +356,7 @@ class AttackPanel(QWidget):
         self.decay.setEnabled(info.momentum)
         if hasattr(self, "form"):  # not yet during construction
             self.form.setRowVisible(self._row_labels["decay"], info.momentum)
+            self.form.setRowVisible(self._row_labels["diversity"], self.method.currentData() in DIVERSITY_METHODS)
             black_box = self.method.currentData() in ("square", "ensemble")
             self.form.setRowVisible(self._row_labels["queries"], black_box)
         self.random_start.setEnabled(info.random_start)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
-    QPushButton, QSizePolicy, QSlider, QSpinBox, QTableWidget, QToolBar, QVBoxLayout, QWidget,
+    QPushButton, QSizePolicy, QSlider, QSpinBox, QTableWidget, QTableWidgetItem, QToolBar, QVBoxLayout,
+    QWidget,
 )
 
 from advexplorer.gui.attack_panel import AttackPanel
@@ -136,8 +139,66 @@ class AttackDock(QWidget):
                 margins=(0, 0, 0, 4))
 
 
+class TransferTable(QWidget):
+    """A transfer run's two models side by side: the surrogate the attack was crafted on and
+    the target that judges it, each class's confidence before and after (or now, live)."""
+
+    COLUMNS = ["Class", "Surrogate before", "Surrogate after", "Target before", "Target after"]
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.caption = QLabel()
+        self.caption.setObjectName("hint")
+        self.caption.setWordWrap(True)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+        self.table.setMinimumHeight(90)
+        _column(self, self.caption, self.table, margins=(0, 0, 0, 0))
+
+    def show_models(self, surrogate: str, target: str, live: bool) -> None:
+        """Name the two models; ``live``: the last columns are the current step, not the result."""
+        after = "now" if live else "after"
+        self.table.setHorizontalHeaderLabels(["Class", "Surrogate before", f"Surrogate {after}",
+                                              "Target before", f"Target {after}"])
+        self.caption.setText(f"Transfer: crafted on <b>{surrogate}</b> (surrogate), judged on "
+                             f"<b>{target}</b> (target). The curves above are the surrogate's.")
+
+    def set_probabilities(self, classes, columns: list[np.ndarray | None]) -> None:
+        """Fill with the top classes of any of the four distributions (None: not known yet)."""
+        known = [values for values in columns if values is not None]
+        if not known:
+            self.table.setRowCount(0)
+            return
+        chosen = list(dict.fromkeys(int(i) for values in known for i in np.argsort(values)[::-1][:3]))
+        chosen.sort(key=lambda i: -max(float(values[i]) for values in known))
+        chosen = chosen[:6]
+        self.table.setRowCount(len(chosen))
+        bold = QFont()
+        bold.setBold(True)
+        tops = [None if values is None else int(np.argmax(values)) for values in columns]
+        for row, index in enumerate(chosen):
+            self.table.setItem(row, 0, QTableWidgetItem(str(classes[index])))
+            for column, values in enumerate(columns, start=1):
+                item = QTableWidgetItem("" if values is None else f"{float(values[index]):.3f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if index == tops[column - 1]:
+                    item.setFont(bold)
+                    # The top class after the attack, in red where it is not the top class before.
+                    before = tops[column - 2] if column in (2, 4) else None
+                    if before is not None and before != index:
+                        item.setForeground(QColor("#e07070"))
+                self.table.setItem(row, column, item)
+
+
 class ResultsPanel(QWidget):
-    """The shown run's summary line, its trajectories and its prediction table."""
+    """The shown run's summary line, its reliability flags, its trajectories, its prediction
+    table and, for a transfer run, both models' confidences side by side."""
 
     PROMPT = "Paint a mask (or none), choose an attack and press Run."
 
@@ -154,7 +215,9 @@ class ResultsPanel(QWidget):
         self.flags.setVisible(False)
         self.plots = TrajectoryPlots()
         self.prediction_table = PredictionTable()
-        _column(self, self.summary, self.flags, (self.plots, 3), (self.prediction_table, 1))
+        self.transfer = TransferTable()
+        self.transfer.setVisible(False)
+        _column(self, self.summary, self.flags, (self.plots, 3), (self.prediction_table, 1), (self.transfer, 1))
 
 
 class BatchPanel(QWidget):

@@ -77,6 +77,10 @@ class RunJob:
     saliency: str | None = None
     number: int = 0
     command_line: list[str] = field(default_factory=lambda: ["advexplorer", "gui"])
+    #: Transfer: the model the attack is crafted on — a LoadedModel, or the Path of one the
+    #: worker loads on the target's device (the CLI's --surrogate); None attacks ``model``.
+    surrogate: Any = None
+    trust_pickle: bool = False
 
 
 @dataclass
@@ -100,6 +104,10 @@ class StepUpdate:
     perturbation: np.ndarray | None
     original: np.ndarray | None = None
     stage: str | None = None          # the ensemble's running attack ('apgd-t'), else None
+    #: Transfer runs: the target's probabilities (K) for the latest step's image, and for the
+    #: clean image (sent once, with ``original``); the rows above are then the surrogate's.
+    target_probabilities: np.ndarray | None = None
+    target_before: np.ndarray | None = None
 
     @property
     def index(self) -> int:
@@ -156,11 +164,16 @@ def build_request(job: RunJob):
         if not bool(diagnostic.any()):
             diagnostic = None
     config = AttackConfig(**job.config_kwargs).validate()
+    surrogate = job.surrogate
+    if surrogate is not None and not hasattr(surrogate, "classifier"):  # a path: load it now
+        from advexplorer.io.models import load_model
+
+        surrogate = load_model(Path(surrogate), device=str(job.model.device), trust_pickle=job.trust_pickle)
     return RunRequest(model=job.model, image=image, config=config, allowed_mask=allowed,
                       mask_mode=job.mask_mode if allowed is not None else "none",
                       mask_path=job.mask_path, diagnostic_mask=diagnostic,
                       diagnostic_path=job.diagnostic_path, label=job.label,
-                      saliency=job.saliency, command_line=list(job.command_line))
+                      saliency=job.saliency, command_line=list(job.command_line), surrogate=surrogate)
 
 
 def run_job(job: RunJob, update_interval_s: float = UPDATE_INTERVAL_S, *, with_images: bool = True,
@@ -206,7 +219,11 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
         if not (final or stopping or not original_sent or now - last_yield >= update_interval_s):
             continue
         last_yield = now
-        adversarial = perturbation = original = None
+        adversarial = perturbation = original = target_before = target_now = None
+        if request.surrogate is not None:  # the steps are the surrogate's; ask the target too
+            target_now = _target_probabilities(request, step.adversarial)
+            if not original_sent:
+                target_before = _target_probabilities(request, step.images)
         if with_images:
             adversarial = _hwc(step.adversarial)
             perturbation = _hwc(step.adversarial - step.images)
@@ -218,7 +235,7 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
             probabilities=np.stack([p[2] for p in pending]), losses=np.array([p[3] for p in pending]),
             total_steps=int(step.total_steps), restarts=restarts, success=bool(step.success[0]),
             elapsed_s=now - started, adversarial=adversarial, perturbation=perturbation, original=original,
-            stage=getattr(step, "stage", None))
+            stage=getattr(step, "stage", None), target_probabilities=target_now, target_before=target_before)
         pending = []
         if stopping:
             return None  # the worker aborts at the yield above; this only ends a direct caller
@@ -228,6 +245,15 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
         outcome = yield from _explain(request, outcome, phases)
     record = build_record(request, outcome)
     return summarize(job, request, outcome, record)
+
+
+def _target_probabilities(request, images) -> np.ndarray:
+    """The target model's probabilities (K) for the first image of ``images`` (one forward pass)."""
+    import torch
+
+    with torch.no_grad():
+        logits = request.model.classifier(images[:1].to(request.model.device))
+    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy().copy()
 
 
 def _explain(request, outcome, phases: int):

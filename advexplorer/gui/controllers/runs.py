@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
@@ -19,6 +20,7 @@ from superqt.utils import qthrottled
 
 from advexplorer.errors import UserError
 from advexplorer.gui.attack_panel import AttackPanel
+from advexplorer.gui.controllers.transfer import SurrogateController
 from advexplorer.gui.panels import BatchPanel, ResultsPanel
 from advexplorer.gui.views import LiveViews, summary_lines
 from advexplorer.gui.worker import JobFailed, Phase, RunJob, StepUpdate, TaskRunner, batch_job, run_job
@@ -41,6 +43,26 @@ def step_text(update: StepUpdate, method: str) -> str:
         name = stage.upper() if stage.startswith("apgd") else stage.capitalize()
         text = f"{name} · {text}"
     return text
+
+
+def progress_total(config: dict, num_classes: int) -> int:
+    """What the status bar's progress bar counts to for a run: every yielded step, start
+    included, per restart. Square yields one step per query batch, so its queries; the
+    ensemble runs APGD-CE, APGD-T (one run per aimed-at class) and Square in turn, so the sum
+    of their budgets — an upper bound, since a stage runs only while the image still stands."""
+    method, restarts = config["method"], int(config.get("restarts") or 1)
+    steps = 1 if method == "fgsm" else int(config["steps"])
+    queries = int(config.get("queries") or 0)
+    if method == "square":
+        per_restart = queries + 1
+    elif method == "ensemble":
+        from advexplorer.core.attacks.ensemble import TARGET_CLASSES  # the engine is loaded: a run starts
+
+        aims = 1 if config.get("targeted") is not None else max(1, min(TARGET_CLASSES, num_classes - 1))
+        per_restart = (steps + 1) * (1 + aims) + queries + 1
+    else:
+        per_restart = steps + 1
+    return per_restart * restarts
 
 
 @dataclass
@@ -98,6 +120,10 @@ class RunController(QObject):
         self._plot_time = 0.0
         self._text_time = 0.0
         self._phase: Phase | None = None
+        self._square_start = 0     # the ensemble: where its Square stage starts on the progress bar
+        self._transfer: dict | None = None  # a transfer run's live columns (see _show_transfer_live)
+        self.surrogates = SurrogateController(form, models, self)
+        self.surrogates.error.connect(self.error)
         self.redraw = qthrottled(self.redraw_live, timeout=REDRAW_MS, leading=True)
         self.tasks.step.connect(self._on_item)
         self.tasks.finished_run.connect(self._on_finished)
@@ -122,7 +148,8 @@ class RunController(QObject):
             mask_mode="none" if masks is None else masks.mask_mode,
             diagnostic_at_file_size=None if masks is None else masks.diagnostic_at_file_size(),
             label=label, saliency=self.form.saliency_method, number=self.session.next_run_number(),
-            command_line=["advexplorer", "gui"])
+            command_line=["advexplorer", "gui"], surrogate=self.surrogates.for_run(),
+            trust_pickle=bool(self.models.trust_pickle))
 
     def start_run(self, entry: ImageEntry) -> bool:
         """Attack ``entry`` with the form's settings; False (with a dialog) if it cannot start."""
@@ -132,21 +159,23 @@ class RunController(QObject):
             self.error.emit("Cannot run", str(error), None)
             return False
         config = job.config_kwargs
-        total = (1 if config["method"] == "fgsm" else config["steps"]) + 1
+        classes = self.models.model.card.classes
+        total = progress_total(config, len(classes))
         self.mode, self.entry = "run", entry
         self._reset_live()
         self.live.start(config["eps"], config["norm"])
-        self.results.plots.start(self.models.model.card.classes, total * config["restarts"], job.label,
-                                 config["targeted"])
+        self.results.plots.start(classes, total, job.label, config["targeted"])
         self.results.prediction_table.setRowCount(0)
         self.results.summary.setText(f"Running run #{job.number} on {entry.name}…")
         # Counters start from zero now, not from the previous run's "50/50".
         self._method = config["method"]
         queries = config.get("queries")
         self.status.step.setText(f"query 0/{queries}" if self._method == "square" and queries else
-                                 f"step 0/{total - 1}")
+                                 f"step 0/{1 if self._method == 'fgsm' else config['steps']}")
         self.status.rate.setText("")
-        self.status.progress.setRange(0, total * config["restarts"])
+        self._square_start = total - (int(queries or 0) + 1) * int(config["restarts"])
+        self._start_transfer(job)
+        self.status.progress.setRange(0, total)
         self.status.progress.setValue(0)
         self.status.progress.setTextVisible(False)
         self.status.progress.setVisible(True)
@@ -177,6 +206,19 @@ class RunController(QObject):
         self.state_changed.emit()
         return True
 
+    def _start_transfer(self, job: RunJob) -> None:
+        """A transfer run shows the surrogate and the target side by side, live; others hide it."""
+        table = self.results.transfer
+        if job.surrogate is None:
+            self._transfer = None
+            table.setVisible(False)
+            return
+        surrogate = Path(getattr(job.surrogate, "path", job.surrogate)).name
+        self._transfer = {"surrogate_before": None, "target_before": None, "target_now": None}
+        table.show_models(surrogate, Path(job.model.path).name, live=True)
+        table.set_probabilities(job.model.card.classes, [None] * 4)
+        table.setVisible(True)
+
     def _reset_live(self) -> None:
         self._latest = self._latest_images = None
         self._steps_seen = 0
@@ -206,6 +248,13 @@ class RunController(QObject):
     def _on_step(self, update: StepUpdate) -> None:
         self._steps_seen += update.count
         self.results.plots.add_rows(update.probabilities, update.losses)
+        if self._transfer is not None:
+            if self._transfer["surrogate_before"] is None:
+                self._transfer["surrogate_before"] = update.probabilities[0]
+            if update.target_before is not None:
+                self._transfer["target_before"] = update.target_before
+            if update.target_probabilities is not None:
+                self._transfer["target_now"] = update.target_probabilities
         self._latest = update
         if update.adversarial is not None:
             self._latest_images = update
@@ -255,8 +304,17 @@ class RunController(QObject):
             self.status.rate.setText(f"{self._steps_seen / max(update.elapsed_s, 1e-9):.1f} steps/s")
             restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
             self.status.step.setText(f"{step_text(update, self._method)}{restart}")
+            if self._transfer is not None:
+                transfer = self._transfer
+                self.results.transfer.set_probabilities(
+                    self.models.model.card.classes,
+                    [transfer["surrogate_before"], update.probabilities[-1], transfer["target_before"],
+                     transfer["target_now"]])
         if self._phase is None:
-            self.status.progress.setValue(self._steps_seen)
+            done = self._steps_seen
+            if update.stage == "square":  # the ensemble may skip stages: Square's part is its own
+                done = max(done, self._square_start + update.restart * (update.total_steps + 1) + update.index)
+            self.status.progress.setValue(done)
 
     def _on_batch_item(self, item) -> None:
         kind, position, payload = item
@@ -300,6 +358,7 @@ class RunController(QObject):
         self.redraw_live()
         if entry is not None and entry in self.session.images:
             self.session.add_run(entry, summary)
+        self.surrogates.keep(getattr(summary.request, "surrogate", None))
         if entry is self.session.current:
             self.show_run(summary, plots=False)
             if self.results.plots.count != len(summary.probability_trajectory):
@@ -353,6 +412,22 @@ class RunController(QObject):
                  for flag in summary.record.get("flags") or ()]
         self.results.flags.setText("\n".join(flags))
         self.results.flags.setVisible(bool(flags))
+        self._show_transfer(summary)
+
+    def _show_transfer(self, summary: RunSummary) -> None:
+        """A finished transfer run: both models' confidences before and after, from its record."""
+        transfer = summary.record.get("transfer") if isinstance(summary.record, dict) else None
+        table = self.results.transfer
+        if not transfer or "surrogate_probabilities_before" not in transfer:
+            table.setVisible(False)
+            return
+        target = Path(str((summary.record.get("model") or {}).get("path") or summary.model_name)).name
+        table.show_models(Path(str(transfer["surrogate"]["path"])).name, target, live=False)
+        table.set_probabilities(summary.classes, [
+            np.asarray(transfer["surrogate_probabilities_before"][0]),
+            np.asarray(transfer["surrogate_probabilities_after"][0]),
+            summary.probability_before, summary.probability_after])
+        table.setVisible(True)
 
     def clear_results(self, image_name: str | None = None) -> None:
         """No run to show (another image without runs): empty views, not the last image's run."""
@@ -368,3 +443,4 @@ class RunController(QObject):
         self.results.summary.setText(prompt)
         self.results.flags.setText("")
         self.results.flags.setVisible(False)
+        self.results.transfer.setVisible(False)
