@@ -3,7 +3,8 @@
 pyqtgraph draws the image (``imageAxisOrder='row-major'``, explicit levels, so nothing is
 re-levelled per frame) and two overlays: the attack mask (allowed or protect) and the
 diagnostic region. The user paints on the *active* layer with a brush or eraser (a
-circle shows the brush size), fills, or drags a rectangle; every stroke is one undo item
+circle shows the brush size), fills, adds similar colours with the magic wand, or drags a
+rectangle; every stroke is one undo item
 in :class:`advexplorer.session.masks.MaskLayer`. Wheel zooms, right/middle drag or
 Space + left drag pans — as in napari.
 """
@@ -18,7 +19,7 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
 
 from advexplorer.session.masks import ImageMasks, MaskLayer
 
-TOOLS = ("brush", "eraser", "fill", "rectangle", "pan")
+TOOLS = ("brush", "eraser", "fill", "wand", "rectangle", "pan")
 #: Overlay colours (RGB): protect = cyan ("keep this"), allowed = orange ("attack here"),
 #: diagnostic region = magenta.
 LAYER_COLOURS = {"protect": (0, 200, 255), "allowed": (255, 150, 0), "diagnostic": (255, 0, 200)}
@@ -131,6 +132,7 @@ class MaskCanvas(pg.GraphicsView):
         self.active_layer = "attack"  # or "diagnostic"
         self.tool = "brush"
         self.brush_size = 20  # diameter in image pixels
+        self.wand_tolerance = 0.1  # magic wand: largest colour difference per channel, [0, 1] units
         self.opacity = 0.4
         self.space_held = False
         self._last_point: QPointF | None = None
@@ -242,7 +244,7 @@ class MaskCanvas(pg.GraphicsView):
         elif self.tool in ("brush", "eraser"):
             self.viewport().setCursor(Qt.CursorShape.CrossCursor)
         else:
-            self.viewport().setCursor(Qt.CursorShape.PointingHandCursor if self.tool == "fill"
+            self.viewport().setCursor(Qt.CursorShape.PointingHandCursor if self.tool in ("fill", "wand")
                                       else Qt.CursorShape.CrossCursor)
 
     # -- painting (called by the view box; tests may call them directly) -----------------
@@ -293,18 +295,43 @@ class MaskCanvas(pg.GraphicsView):
         self.mask_edited.emit()
 
     def click(self, point: QPointF) -> None:
-        """A click without a drag: a single dab, or a flood fill."""
+        """A click without a drag: a single dab, a flood fill, or a magic-wand selection."""
         layer = self.layer
         if layer is None:
             return
         x, y = self._pixel(point)
         if self.tool == "fill":
             layer.fill(x, y, 1)
+        elif self.tool == "wand":
+            if self.select_similar(int(np.floor(point.y())), int(np.floor(point.x()))) is None:
+                return
         elif self.tool in ("brush", "eraser"):
             layer.paint_line(x, y, x, y, self.brush_size / 2, 1 if self.tool == "brush" else 0)
         else:
             return
         self.mask_edited.emit()
+
+    def unit_image(self) -> np.ndarray | None:
+        """The shown image as float32 in [0, 1] (what the stain tools and the wand measure)."""
+        if self.image is None:
+            return None
+        if self.image.dtype == np.uint8:
+            return self.image.astype(np.float32) / 255.0
+        return np.asarray(self.image, dtype=np.float32)
+
+    def select_similar(self, row: int, column: int):
+        """Magic wand: add the connected pixels of colour within :attr:`wand_tolerance` of
+        (row, column) to the active layer, as one undo step. None when the point is outside."""
+        from advexplorer.core.stain import magic_wand
+
+        layer, image = self.layer, self.unit_image()
+        if layer is None or image is None:
+            return None
+        height, width = image.shape[:2]
+        if not (0 <= row < height and 0 <= column < width):
+            return None
+        region = magic_wand(image, (row, column), self.wand_tolerance)
+        return layer.set_data(layer.data.astype(bool) | region, label="wand")
 
     # -- cursor ------------------------------------------------------------------------
     def _hover(self, scene_pos) -> None:

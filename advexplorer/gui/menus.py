@@ -120,7 +120,8 @@ def build_menus_and_toolbars(window) -> None:
                  window.screenshot_action, None, window.quit_action):
         window.file_menu.addSeparator() if item is None else window.file_menu.addAction(item)
     menu("&Edit", window.undo_action, window.redo_action, window.invert_action, window.clear_action)
-    menu("&Mask", *window.tool_actions.values(), None, window.smaller_action, window.larger_action)
+    window.mask_menu = menu("&Mask", *window.tool_actions.values(), None, window.smaller_action,
+                            window.larger_action)
     window.attack_menu = menu("&Attack", window.run_action, window.pause_action, window.cancel_action,
                               window.batch_action, window.cohort_action)
     window.view_menu = menu("&View", window.fit_action, None, *(dock.toggleViewAction() for dock in (
@@ -141,6 +142,10 @@ def build_menus_and_toolbars(window) -> None:
         window.invert_action, window.clear_action, window.undo_action, window.redo_action),
         window.canvas.brush_size, window.canvas.opacity, window)
     window.addToolBar(window.mask_toolbar)
+    from advexplorer.gui.stain_tools import StainToolsController  # select by stain, magic wand (issue 12)
+
+    window.stain_tools = StainToolsController(window)
+    window.stain_tools.install(window.mask_menu, window.mask_toolbar)
     window.brush_size, window.opacity = window.mask_toolbar.brush_size, window.mask_toolbar.opacity
     window.layer_combo, window.mode_combo = window.mask_toolbar.layer, window.mask_toolbar.mode
     run = QToolBar("Run")
@@ -175,7 +180,7 @@ def about(window) -> None:
 
 def show_shortcuts(window) -> None:
     QMessageBox.information(window, "Keyboard shortcuts", (
-        "B brush · E eraser · F fill · R rectangle · P pan\n"
+        "B brush · E eraser · F fill · W magic wand · R rectangle · P pan\n"
         "[ / ] brush size · Space + drag pan · wheel zoom · Ctrl+0 fit\n"
         "Ctrl+Z undo · Ctrl+Shift+Z redo · I invert\n"
         "Ctrl+R run · Ctrl+P pause/resume · Esc cancel · Ctrl+Shift+R run on selected images\n"
