@@ -208,6 +208,6 @@ def screen_defence_lines(summary: dict) -> list[str]:
     lines.append(f"defence  {defence['label']}: {measure} [95 % CI], naive vs {defence['adaptive']}")
     for row in defence["per_eps"]:
         lines.append(f"{row['eps_label']:>10}  naive {share(row['naive'])}   {defence['adaptive']} "
-                     f"{share(row['adaptive'])}" + ("   ← the defence only hid the gradient"
+                     f"{share(row['adaptive'])}" + ("   ← a hidden gradient: the naive number overstates the defence"
                                                     if row["gradient_hidden"] else ""))
     return lines

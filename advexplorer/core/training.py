@@ -413,3 +413,82 @@ def trainable(classifier: Classifier) -> Classifier:
     twin = copy.deepcopy(classifier)
     _set_trainable(twin.model, True)
     return twin
+
+
+# --------------------------------------------------------------------------------------
+# Robustness curves: held-out accuracy against ε, for every model the user compares
+
+
+@dataclass(frozen=True)
+class RobustnessCurve:
+    """Held-out accuracy of one model at each budget ε (ε = 0 is the clean accuracy).
+
+    ``kind`` is ``"model"`` for a bare model, or the attack's gradients for a defended
+    variant: ``"naive"`` (through the defence as implemented), ``"bpda"`` or ``"eot"``."""
+
+    name: str
+    eps: tuple[float, ...]
+    accuracy: tuple[Accuracy, ...]
+    kind: str = "model"
+    defence: str | None = None
+
+    def at(self, eps: float) -> Accuracy:
+        """The accuracy at the budget nearest ``eps``."""
+        index = min(range(len(self.eps)), key=lambda j: abs(self.eps[j] - eps))
+        return self.accuracy[index]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "defence": self.defence,
+                "eps": [float(e) for e in self.eps], "accuracy": [a.to_json() for a in self.accuracy]}
+
+
+@dataclass(frozen=True)
+class CurveProgress:
+    """One point of a robustness curve measured (``done`` of ``total`` points)."""
+
+    name: str
+    eps: float
+    accuracy: Accuracy
+    done: int
+    total: int
+
+
+def curve_budgets(eps: float) -> tuple[float, ...]:
+    """The budgets of a curve around the training ε: 0, ε/4, ε/2, ε and 2ε (at most 1)."""
+    return tuple(sorted({0.0, eps / 4, eps / 2, float(eps), min(2 * float(eps), 1.0)}))
+
+
+def robustness_curves(models, data: LabelledImages, eps_list, steps: int = 10,
+                      stop: threading.Event | None = None
+                      ) -> Generator[CurveProgress, None, list[RobustnessCurve]]:
+    """Measure each model's curve on ``data``; yields after every (model, ε) point.
+
+    ``models`` is a sequence of ``(name, kind, classifier)`` or ``(name, kind, classifier,
+    defence)``. At ε > 0 the attack is the held-out evaluation's: L∞ PGD-``steps`` from the
+    clean image, step 2.5·ε/steps, early stop (an image counts as broken at its first wrong
+    iterate, so robust accuracy is never above clean accuracy). Each model is attacked
+    through itself, so a defended variant's curve is the one its attack mode earns.
+    ``stop`` ends the measurement between points; the curves measured so far are returned.
+    """
+    eps_list = tuple(sorted({float(e) for e in eps_list}))
+    total = len(models) * len(eps_list)
+    curves: list[RobustnessCurve] = []
+    done = 0
+    for entry in models:
+        name, kind, classifier = entry[:3]
+        defence = entry[3] if len(entry) > 3 else None
+        points: list[Accuracy] = []
+        for eps in eps_list:
+            if stop is not None and stop.is_set():
+                return curves
+            if eps == 0:
+                accuracy = clean_accuracy(classifier, data)
+            else:
+                attack = AttackConfig(method="pgd", norm="linf", eps=eps, steps=int(steps),
+                                      early_stop=True, seed=0)
+                accuracy = robust_accuracy(classifier, data, attack)
+            points.append(accuracy)
+            done += 1
+            yield CurveProgress(name, eps, accuracy, done, total)
+        curves.append(RobustnessCurve(name, eps_list, tuple(points), kind, defence))
+    return curves

@@ -9,10 +9,12 @@ A dockable ``QWidget`` with a small public API (for the main window):
 * signal ``model_trained(Path, dict)`` — the twin's weights path and card: open it beside
   the original to compare.
 
-Three plots, redrawn per batch at most ~10 times a second: the training loss (per batch,
+Three tabs, redrawn per batch at most ~10 times a second: the training loss (per batch,
 smoothed, and the epoch means), held-out clean and robust accuracy per epoch with 95 %
-Wilson intervals, and the trade-off — clean against robust accuracy, with both intervals,
-for the original and every twin trained in this session.
+Wilson intervals, and the trade-off (:class:`~advexplorer.gui.tradeoff_view.TradeoffView`) —
+clean against robust accuracy, with both intervals, beside the robustness curves (accuracy
+against ε) of the original, every twin trained in this session and every defended variant
+compared there (naive and adaptive attack side by side).
 
 The job is :func:`advexplorer.session.training_job.training_job`, the generator the CLI
 runs, driven by the app's :class:`~advexplorer.gui.worker.TaskRunner`: Pause holds it
@@ -33,6 +35,7 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout,
 
 from advexplorer.config import over_255, parse_number
 from advexplorer.errors import UserError
+from advexplorer.gui.tradeoff_view import TradeoffView
 from advexplorer.gui.worker import JobFailed, TaskRunner
 
 #: Training methods (= advexplorer.core.training.TRAINING_METHODS, kept torch-free here).
@@ -40,7 +43,6 @@ METHOD_LABELS = {"clean": "Clean (standard)", "pgd": "PGD-AT (Madry et al. 2018)
                  "trades": "TRADES (Zhang et al. 2019)", "fast": "Fast FGSM-AT (Wong et al. 2020)"}
 LOSS_COLOUR, SMOOTH_COLOUR = "#7f7f7f", "#f28e2b"
 CLEAN_COLOUR, ROBUST_COLOUR = "#59a14f", "#4e79a7"
-ORIGINAL_COLOUR, TWIN_COLOUR = "#e15759", "#76b7b2"
 REDRAW_S = 0.1
 ACCURACY_OFFSET = 0.04
 
@@ -66,7 +68,9 @@ class TrainPanel(QWidget):
         self.runner.stopped.connect(self._on_stopped)
         self.runner.paused_changed.connect(self._on_paused)
         self._reset_series()
-        self.points: list[dict] = []   # trade-off points: name, clean, robust, intervals
+        self.compared: list[tuple[str, object]] = []   # (name, Classifier): original and twins
+        self.held_out = None           # the held-out split of the last training (LabelledImages)
+        self.curve_eps: tuple[float, ...] | None = None
         self._last_draw = 0.0
         self._build()
         self._update_enabled()
@@ -126,16 +130,13 @@ class TrainPanel(QWidget):
         self.robust_curve = self.accuracy_plot.plot([], [], pen=pg.mkPen(ROBUST_COLOUR, width=2), symbol="s",
                                                     symbolBrush=ROBUST_COLOUR, name="robust (PGD at ε)")
         self.accuracy_bars: list[pg.ErrorBarItem] = []
-        self.tradeoff_plot = pg.PlotWidget(background="#1e1f22", title="trade-off: clean vs robust accuracy")
-        self.tradeoff_plot.setLabel("bottom", "clean accuracy")
-        self.tradeoff_plot.setLabel("left", "robust accuracy")
-        self.tradeoff_plot.setXRange(0, 1)
-        self.tradeoff_plot.setYRange(0, 1)
-        self.tradeoff_items: list = []
+        self.tradeoff = TradeoffView()
+        self.tradeoff_plot = self.tradeoff.scatter_plot
+        self.tradeoff.compare_requested.connect(self.compare_defence)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.loss_plot, "Loss")
         self.tabs.addTab(self.accuracy_plot, "Accuracy")
-        self.tabs.addTab(self.tradeoff_plot, "Trade-off")
+        self.tabs.addTab(self.tradeoff, "Trade-off")
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -148,6 +149,11 @@ class TrainPanel(QWidget):
     @property
     def running(self) -> bool:
         return self.runner.running
+
+    @property
+    def points(self) -> list[dict]:
+        """The trade-off points: name, clean, robust, their intervals, kind."""
+        return self.tradeoff.points
 
     def set_model(self, loaded_model) -> None:
         # The trade-off points stay: a twin opened after training joins its original there.
@@ -208,8 +214,40 @@ class TrainPanel(QWidget):
                              lr=parse_number(self.lr_edit.text(), "learning rate"),
                              batch_size=self.batch_spin.value()).validate()
         save_format(self.model)
+        from advexplorer.core.training import curve_budgets
+
         return TrainJob(model=self.model, images=Path(images), recipe=recipe, out_dir=check_output_dir(out),
-                        held_out=parse_number(self.held_out_edit.text(), "held-out fraction"))
+                        held_out=parse_number(self.held_out_edit.text(), "held-out fraction"),
+                        curve_eps=curve_budgets(recipe.eps))
+
+    def compare_defence(self, defence: str) -> None:
+        """Measure every compared model behind ``defence`` (e.g. ``"jpeg:75"``) on the held-out
+        images, naive and adaptive; the curves and points join the trade-off view."""
+        if self.running or self.model is None:
+            return
+        from advexplorer.core.training import curve_budgets
+        from advexplorer.session.training_job import DefenceJob, defence_job
+
+        try:
+            eps = self.tradeoff.eps if self.tradeoff.eps is not None else parse_number(self.eps_edit.text(), "ε")
+            images = self.images_edit.text().strip()
+            if self.held_out is None and not images:
+                raise UserError("Choose the images to measure the defence on: a folder with one subfolder "
+                                "per class, or a CSV manifest (its held-out split is used).")
+            job = DefenceJob(models=self.compared or [("original", self.model.classifier)], defence=defence,
+                             eps_list=self.curve_eps or curve_budgets(eps), steps=self.steps_spin.value(),
+                             data=self.held_out, images=Path(images) if images else None, card=self.model.card,
+                             held_out=parse_number(self.held_out_edit.text(), "held-out fraction"),
+                             device=self.model.device, bare=not self.compared)
+        except UserError as error:
+            self._set_status(str(error), error=True)
+            return
+        self.tradeoff.eps = eps
+        self.progress.setRange(0, len(job.models) * len(job.eps_list) * (3 if job.bare else 2))
+        self.progress.setValue(0)
+        self._set_status(f"Measuring {defence} naively and adaptively on the held-out images …")
+        self.runner.start(defence_job, job)
+        self._update_enabled()
 
     def _browse_images(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Training images (one subfolder per class)")
@@ -223,8 +261,15 @@ class TrainPanel(QWidget):
         self.clean_intervals, self.robust_intervals = [], []
 
     def _on_step(self, item) -> None:
-        from advexplorer.core.training import BatchProgress, EpochProgress
+        from advexplorer.core.training import BatchProgress, CurveProgress, EpochProgress
 
+        if isinstance(item, CurveProgress):
+            if self.progress.maximum() != item.total:
+                self.progress.setRange(0, item.total)
+            self.progress.setValue(item.done)
+            self.status.setText(f"robustness curve of {item.name}: ε = {over_255(item.eps)}, accuracy "
+                                f"{item.accuracy.value:.1%} ({item.done}/{item.total})")
+            return
         if isinstance(item, BatchProgress):
             self.batch_x.append(item.epoch - 1 + item.batch / item.batches)
             self.batch_loss.append(item.loss)
@@ -273,41 +318,47 @@ class TrainPanel(QWidget):
 
     def add_tradeoff_point(self, name: str, clean, robust, original: bool = False) -> None:
         """Put a model on the trade-off plot (``clean``/``robust``: core.training.Accuracy)."""
-        self.points.append({"name": name, "clean": clean.value, "robust": robust.value,
-                            "clean_interval": clean.interval, "robust_interval": robust.interval,
-                            "original": original})
-        self._draw_tradeoff()
-
-    def _draw_tradeoff(self) -> None:
-        for item in self.tradeoff_items:
-            self.tradeoff_plot.removeItem(item)
-        self.tradeoff_items = []
-        for point in self.points:
-            colour = ORIGINAL_COLOUR if point["original"] else TWIN_COLOUR
-            x, y = point["clean"], point["robust"]
-            (xl, xh), (yl, yh) = point["clean_interval"], point["robust_interval"]
-            bars = pg.ErrorBarItem(x=np.array([x]), y=np.array([y]), left=np.array([x - xl]),
-                                   right=np.array([xh - x]), bottom=np.array([y - yl]), top=np.array([yh - y]),
-                                   beam=0.01, pen=pg.mkPen(colour))
-            dot = pg.ScatterPlotItem([x], [y], size=10, brush=pg.mkBrush(colour), pen=None)
-            # Labels of points near the right edge go to their left, so they stay visible.
-            label = pg.TextItem(point["name"], color=colour, anchor=(1.05, 1) if x > 0.6 else (-0.05, 1))
-            label.setPos(x, y)
-            for item in (bars, dot, label):
-                self.tradeoff_plot.addItem(item)
-                self.tradeoff_items.append(item)
+        self.tradeoff.add_point(name, clean, robust, original=original)
 
     def _on_finished(self, outcome) -> None:
+        if isinstance(outcome, list):  # a defence comparison: robustness curves
+            self._defence_measured(outcome)
+            return
         result = outcome.result
-        eps = over_255(result.config.eps)
+        self.tradeoff.eps = result.config.eps
+        self.curve_eps = tuple(outcome.curves[0].eps) if outcome.curves else self.curve_eps
+        if outcome.held_out is not None:
+            self.held_out = outcome.held_out
+        twin_name = f"{result.config.method} twin"
         if not any(p["original"] for p in self.points):
-            self.add_tradeoff_point(f"original (ε={eps})", result.original_clean, result.original_robust, original=True)
-        self.add_tradeoff_point(f"{result.config.method} twin", result.clean, result.robust)
+            self.add_tradeoff_point("original", result.original_clean, result.original_robust, original=True)
+            self.compared = [("original", self.model.classifier)] if self.model is not None else []
+        names = {name for name, _ in self.compared}
+        while twin_name in names:  # a second twin of the same method gets its own name
+            twin_name += "′"
+        self.add_tradeoff_point(twin_name, result.clean, result.robust)
+        if outcome.twin is not None:
+            self.compared.append((twin_name, outcome.twin))
+        curves = [replace_name(c, twin_name) if c.name != "original" else c for c in outcome.curves]
+        if any(c.name == "original" for c in self.tradeoff.curves):
+            curves = [c for c in curves if c.name != "original"]
+        self.tradeoff.add_curves(curves, result.config.eps)
         self._redraw()
         self._set_status(outcome.card["compared_with_original"]["statement"]
                          + f" Wrote {outcome.weights_path.name}"
                          + (" (cancelled: best weights so far)." if result.stopped == "cancelled" else "."))
         self.model_trained.emit(outcome.weights_path, outcome.card)
+
+    def _defence_measured(self, curves) -> None:
+        eps = self.tradeoff.eps
+        for curve in curves:
+            if curve.kind == "model" and not any(p["name"] == curve.name for p in self.points):
+                self.add_tradeoff_point(curve.name, curve.at(0), curve.at(eps), original=curve.name == "original")
+                if not self.compared:
+                    self.compared = [(curve.name, self.model.classifier)]
+        self.tradeoff.add_curves(curves, eps)
+        self.progress.setValue(self.progress.maximum())
+        self._set_status(self.tradeoff.verdict.text().split("\n")[0] if curves else "Stopped.")
 
     def _on_failed(self, failure: JobFailed) -> None:
         self._set_status(failure.message, error=True)
@@ -326,10 +377,18 @@ class TrainPanel(QWidget):
         self.start_button.setEnabled(self.model is not None and not running)
         self.pause_button.setEnabled(running)
         self.cancel_button.setEnabled(running)
+        self.tradeoff.set_busy(running or self.model is None)
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
         self.status.setStyleSheet("color: #e15759;" if error else "")
+
+
+def replace_name(curve, name: str):
+    """The same curve under another name (a twin named after its place in this session)."""
+    from dataclasses import replace
+
+    return replace(curve, name=name)
 
 
 def _spin(low: int, high: int, value: int) -> QSpinBox:

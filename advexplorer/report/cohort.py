@@ -215,9 +215,10 @@ def defence_meaning(defence: dict) -> str:
     measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
     if hidden:
         row = max(hidden, key=lambda r: r["naive"]["value"] - r["adaptive"]["value"])
-        return (f"The defence only hides the gradient: at ε = {row['eps_label']} the naive attack leaves "
-                f"{measure} at {_share(row['naive'])}, the {adaptive.upper()} attack brings it down to "
-                f"{_share(row['adaptive'])} (95 % intervals apart). Judge the defence by the adaptive number.")
+        return (f"The naive attack overstates the defence, which hides the gradient: at ε = {row['eps_label']} "
+                f"the naive attack leaves {measure} at {_share(row['naive'])}, the {adaptive.upper()} attack "
+                f"brings it down to {_share(row['adaptive'])} (95 % intervals apart). Judge the defence by the "
+                "adaptive number, and against the undefended model's screen.")
     return (f"The {adaptive.upper()} attack does no better than the naive one at any budget (the 95 % "
             "intervals overlap): no sign here that the defence's robustness comes from a hidden gradient, "
             "for these budgets and this attack.")

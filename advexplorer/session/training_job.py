@@ -7,7 +7,12 @@ write atomic, so a failing disk leaves the previous good checkpoint), and finall
 the twin: ``OUT/<model>_<method>.pt`` and its card ``.json`` (weights first, card last,
 each atomic), with clean and robust accuracy, their Wilson intervals, the original's
 numbers and the recipe. Cancel (``stop``) ends training at the next batch and still
-writes the twin from the best weights.
+writes the twin from the best weights. With ``curve_eps`` the original's and the twin's
+robustness curves (held-out accuracy against ε) are measured too and go into the card.
+
+:func:`defence_job` measures the curves of models behind a preprocessing defence, attacked
+naively and adaptively (BPDA, or EOT for a random defence): the Train panel's defence
+comparison.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import json
 import os
 import threading
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from advexplorer import config
-from advexplorer.core.training import EpochProgress, TrainConfig, TrainResult, train_steps, trainable
+from advexplorer.core.training import (CurveProgress, EpochProgress, LabelledImages, RobustnessCurve,
+                                       TrainConfig, TrainResult, robustness_curves, train_steps, trainable)
 from advexplorer.errors import UserError
 from advexplorer.io import atomic
 from advexplorer.io.models import LoadedModel
@@ -44,6 +50,7 @@ class TrainJob:
     allowed_mask: torch.Tensor | None = None   # H×W at the model's size, 1 = may change
     mask_mode: str = "none"
     command_line: str | None = None
+    curve_eps: tuple[float, ...] | None = None   # measure robustness curves at these budgets
 
 
 @dataclass
@@ -52,6 +59,9 @@ class TrainOutcome:
     weights_path: Path
     card_path: Path
     card: dict
+    twin: object = None                          # the trained Classifier, for further comparison
+    held_out: LabelledImages | None = None       # the held-out split it was measured on
+    curves: list[RobustnessCurve] = field(default_factory=list)   # original's and twin's
 
 
 def save_format(loaded: LoadedModel) -> str:
@@ -163,11 +173,75 @@ def training_job(job: TrainJob, stop: threading.Event | None = None
 
     result = yield from train_steps(twin, data.train, data.held_out, job.recipe, stop=stop,
                                     on_checkpoint=save_checkpoint)
+    curves: list[RobustnessCurve] = []
+    if job.curve_eps and result.stopped != "cancelled":
+        models = [("original", "model", job.model.classifier), (f"{job.recipe.method} twin", "model", twin)]
+        curves = yield from robustness_curves(models, data.held_out, job.curve_eps, job.recipe.eval_steps, stop)
     stem = f"{job.model.path.stem}_{job.recipe.method}"
     weights_path, card_path = job.out_dir / f"{stem}.pt", job.out_dir / f"{stem}.json"
     card = build_card(job, data, result)
+    if curves:
+        card["robustness_curves"] = {
+            "attack": f"L∞ PGD-{job.recipe.eval_steps} from the clean image, step 2.5·ε/steps, early stop",
+            "held_out_images": len(data.held_out), "interval": "Wilson 95 %",
+            "curves": [curve.to_json() for curve in curves]}
     write_safely(weights_path, weights_bytes(twin.model, fmt), "weights", checkpoint)
     write_safely(card_path, (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), "card",
                  checkpoint)
     checkpoint.unlink(missing_ok=True)  # the twin now holds the best weights
-    return TrainOutcome(result, weights_path, card_path, card)
+    return TrainOutcome(result, weights_path, card_path, card, twin, data.held_out, curves)
+
+
+@dataclass
+class DefenceJob:
+    """Models to put behind one preprocessing defence and measure on held-out images.
+
+    ``data`` is a held-out split already in memory (after training); without it the
+    held-out split of ``images`` is read for ``card`` (the same split training uses)."""
+
+    models: list[tuple[str, object]]             # (name, Classifier)
+    defence: str                                 # e.g. "jpeg:75"
+    eps_list: tuple[float, ...]
+    steps: int = 10
+    data: LabelledImages | None = None
+    images: Path | None = None
+    card: object = None
+    held_out: float = 0.2
+    seed: int = 0
+    device: object = None
+    bare: bool = False                           # also measure each model without the defence
+
+
+def defence_variants(models, spec) -> list[tuple]:
+    """For each model, the defended model attacked naively and adaptively (EOT for a random
+    defence, BPDA otherwise): the ``robustness_curves`` entries of a defence comparison."""
+    from advexplorer.core.defences import DefendedClassifier
+
+    adaptive = "eot" if spec.info.random else "bpda"
+    variants = []
+    for name, classifier in models:
+        for mode in ("none", adaptive):
+            label = "naive" if mode == "none" else mode.upper()
+            variants.append((f"{name} + {spec.text()} ({label})", "naive" if mode == "none" else mode,
+                             DefendedClassifier(classifier, spec, mode), spec.text()))
+    return variants
+
+
+def defence_job(job: DefenceJob, stop: threading.Event | None = None
+                ) -> Generator[CurveProgress, None, list[RobustnessCurve]]:
+    """The defended models' curves, naive and adaptive side by side (see :class:`DefenceJob`)."""
+    from advexplorer.defence_options import parse_defence
+
+    spec = parse_defence(job.defence)
+    data = job.data
+    if data is None:
+        if job.images is None:
+            raise UserError("Choose the images to measure the defence on (a labelled folder or manifest).")
+        data = load_training_data(job.images, job.card, held_out=job.held_out, seed=job.seed).held_out
+        if len(data) == 0:
+            raise UserError("The held-out split has 0 images; raise the held-out fraction or add images.")
+        if job.device is not None:
+            data = LabelledImages(data.images.to(job.device), data.labels.to(job.device))
+    variants = [(name, "model", classifier) for name, classifier in job.models] if job.bare else []
+    variants += defence_variants(job.models, spec)
+    return (yield from robustness_curves(variants, data, job.eps_list, job.steps, stop))

@@ -69,7 +69,7 @@ def test_a_bit_depth_defence_screens_robust_naively_and_falls_to_bpda(setup, tmp
     assert screen(setup, out, "--defense", "bits:3", "--adaptive", "bpda") == 0
     text = capsys.readouterr().out
     assert "defence  bit-depth reduction (bits 3): robust accuracy [95 % CI], naive vs bpda" in text
-    assert "the defence only hid the gradient" in text
+    assert "← a hidden gradient: the naive number overstates the defence" in text
     summary = json.loads((out / "summary.json").read_text())
     defence = summary["defence"]
     assert defence["defence"] == "bits:3" and defence["adaptive"] == "bpda"
@@ -87,7 +87,7 @@ def test_a_bit_depth_defence_screens_robust_naively_and_falls_to_bpda(setup, tmp
     settings = json.loads((out / "screen_settings.json").read_text())
     assert (settings["defence"], settings["adaptive"], settings["precision"]) == ("bits:3", "bpda", "float32")
     html = (out / "report.html").read_text()
-    assert "Defence: naive vs adaptive attack" in html and "The defence only hides the gradient" in html
+    assert "Defence: naive vs adaptive attack" in html and "The naive attack overstates the defence, which hides the gradient" in html
 
 
 def test_resume_refuses_another_defence(setup, tmp_path, capsys):

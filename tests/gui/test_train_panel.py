@@ -55,6 +55,12 @@ def test_training_draws_curves_writes_the_twin_and_plots_the_trade_off(panel, qt
     assert [p["original"] for p in panel.points] == [True, False]
     assert len(panel.accuracy_bars) == 2
     assert "Robust accuracy at ε = 8/255" in panel.status.text()
+    # The original's and the twin's robustness curves, on the held-out split, into the card too.
+    curves = {c.name: c for c in panel.tradeoff.curves}
+    assert set(curves) == {"original", "pgd twin"}
+    assert [round(e * 255, 3) for e in curves["pgd twin"].eps] == [0, 2, 4, 8, 16]
+    assert curves["pgd twin"].at(0).value == panel.points[1]["clean"]
+    assert len(card["robustness_curves"]["curves"]) == 2
     if os.environ.get("ADVEXPLORER_SCREENSHOT"):
         panel.tabs.setCurrentIndex(int(os.environ.get("ADVEXPLORER_SCREENSHOT_TAB", "1")))
         panel.grab().save(os.environ["ADVEXPLORER_SCREENSHOT"])
@@ -83,3 +89,28 @@ def test_a_bad_form_is_one_message_and_nothing_starts(panel, tmp_path):
     panel.eps_edit.setText("2")
     panel.start()
     assert not panel.running and "out of range" in panel.status.text()
+
+
+def test_comparing_a_defence_adds_naive_and_adaptive_curves_and_points(panel, qtbot, tmp_path):
+    panel.set_images(write_folder(tmp_path / "images", per_class=6))
+    panel.eps_edit.setText("8/255")
+    panel.steps_spin.setValue(3)
+    panel.held_out_edit.setText("0.5")
+    panel.tradeoff.defence_combo.setCurrentIndex(panel.tradeoff.defence_combo.findData("bits"))
+    assert panel.tradeoff.value_edit.text() == "3"
+    with qtbot.waitSignal(panel.runner.stopped, timeout=120_000):
+        panel.tradeoff.compare_button.click()    # no twin yet: the loaded model, bare and defended
+        assert panel.running and not panel.tradeoff.compare_button.isEnabled()
+    kinds = {c.name: c.kind for c in panel.tradeoff.curves}
+    assert kinds == {"original": "model", "original + bits:3 (naive)": "naive",
+                     "original + bits:3 (BPDA)": "bpda"}
+    assert [p["kind"] for p in panel.points] == ["model", "naive", "bpda"]
+    verdict = panel.tradeoff.verdict.text()
+    assert verdict.startswith("original + bits:3 at ε = 8/255: naive") and "BPDA" in verdict
+    assert panel.tradeoff.compare_button.isEnabled()
+
+
+def test_a_bad_defence_value_is_one_message(panel):
+    panel.tradeoff.value_edit.setText("0")   # JPEG quality 0
+    panel.tradeoff.compare_button.click()
+    assert not panel.running and "from 1 to 100" in panel.tradeoff.verdict.text()
