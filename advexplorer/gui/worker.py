@@ -81,6 +81,9 @@ class RunJob:
     #: worker loads on the target's device (the CLI's --surrogate); None attacks ``model``.
     surrogate: Any = None
     trust_pickle: bool = False
+    #: A tile cut in the slide view: its slide region (io.slides.tile_region), so the run's
+    #: record names the slide and the region, as the CLI's --image SLIDE --region does.
+    region: dict | None = None
 
 
 @dataclass
@@ -147,7 +150,12 @@ def build_request(job: RunJob):
     from advexplorer.session.runs import RunRequest
 
     card = job.model.card
-    image = load_image(job.image_path, card)
+    if job.region is not None:
+        from advexplorer.io.slides import load_tile
+
+        image = load_tile(job.image_path, job.region, card)
+    else:
+        image = load_image(job.image_path, card)
     width, height = image.file_size
     allowed = diagnostic = None
     for name, array in (("mask", job.allowed_at_file_size), ("diagnostic region", job.diagnostic_at_file_size)):

@@ -347,3 +347,55 @@ def save_region_png(region: Region, pixels: np.ndarray, folder: str | Path) -> P
         Image.fromarray(np.ascontiguousarray(shown)).save(temporary, format="PNG")
     atomic_write_text(folder / f"{stem}.region.json", json.dumps(region.to_json(), indent=1), overwrite=True)
     return path
+
+
+def region_file(tile_path: str | Path) -> Path:
+    """Where :func:`save_region_png` put a tile's provenance: ``NAME.region.json`` beside ``NAME.png``."""
+    tile_path = Path(tile_path)
+    return tile_path.with_name(f"{tile_path.stem}.region.json")
+
+
+def tile_region(tile_path: str | Path) -> dict | None:
+    """The region JSON saved beside a tile cut in the slide view, or None (an ordinary image,
+    or a file that is not a region description)."""
+    import json
+
+    path = region_file(tile_path)
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        Region.from_json(entry)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(entry, dict) or not entry.get("slide") or not entry.get("pixels_sha256"):
+        return None
+    return entry
+
+
+def load_tile(tile_path: str | Path, region_entry: dict, card):
+    """A tile PNG cut from a slide, loaded for ``card`` *as its slide region*.
+
+    When the PNG's pixels still hash as the region recorded beside it, the image is the region:
+    ``path`` and ``sha256`` are the slide's and ``provenance["region"]`` is the region, exactly
+    as ``--image SLIDE --region X,Y,W,H --level L`` gives — so the run's record names the slide
+    and ``advexplorer reproduce`` re-reads it (the slide need not be present to run). A PNG
+    edited since it was cut is loaded as the plain file it now is, with a note saying so.
+    """
+    from dataclasses import replace
+
+    from advexplorer.io.images import load_image
+    from advexplorer.io.rasters import read_raw
+
+    tile_path = Path(tile_path)
+    image = load_image(tile_path, card)
+    region = Region.from_json(region_entry)
+    raw, _ = read_raw(tile_path)
+    if pixels_sha256(raw) != region.pixels_sha256:
+        return replace(image, notes=[*image.notes, f"{tile_path.name} no longer holds the pixels of "
+                                     f"{region_file(tile_path).name} (edited since it was cut?): "
+                                     "recorded as the PNG, not as the slide region"])
+    notes = [f"region {region.text()} of {Path(region.slide).name}", f"cut in the slide view as {tile_path.name}",
+             *image.notes]
+    return replace(image, path=Path(region.slide), sha256=region.slide_sha256, notes=notes,
+                   provenance={**(image.provenance or {}), "region": region.to_json()})

@@ -24,6 +24,7 @@ from advexplorer.gui.controllers.transfer import SurrogateController
 from advexplorer.gui.panels import BatchPanel, ResultsPanel
 from advexplorer.gui.views import LiveViews, summary_lines
 from advexplorer.gui.worker import JobFailed, Phase, RunJob, StepUpdate, TaskRunner, batch_job, run_job
+from advexplorer.io.slides import tile_region
 from advexplorer.session.state import ImageEntry, RunSummary, Session
 
 REDRAW_MS = 40  # 25 Hz: smooth to the eye; every frame's painting holds the GIL the attack needs
@@ -149,7 +150,7 @@ class RunController(QObject):
             diagnostic_at_file_size=None if masks is None else masks.diagnostic_at_file_size(),
             label=label, saliency=self.form.saliency_method, number=self.session.next_run_number(),
             command_line=["advexplorer", "gui"], surrogate=self.surrogates.for_run(),
-            trust_pickle=bool(self.models.trust_pickle))
+            trust_pickle=bool(self.models.trust_pickle), region=tile_region(entry.path))
 
     def start_run(self, entry: ImageEntry) -> bool:
         """Attack ``entry`` with the form's settings; False (with a dialog) if it cannot start."""
