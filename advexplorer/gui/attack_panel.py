@@ -112,6 +112,9 @@ class AttackPanel(QWidget):
         self.diversity.setDecimals(2)
         self.diversity.setSpecialValueText("off")
         self.surrogate = QComboBox()
+        # Model names are long: the list shows them whole, the closed box must not widen the form.
+        self.surrogate.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.surrogate.setMinimumContentsLength(14)
         self.surrogate.addItem(self.NO_SURROGATE, None)
         self.surrogate.addItem(self.OPEN_SURROGATE, self.OPEN_SURROGATE)
         self._surrogate_index = 0

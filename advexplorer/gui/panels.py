@@ -143,7 +143,7 @@ class TransferTable(QWidget):
     """A transfer run's two models side by side: the surrogate the attack was crafted on and
     the target that judges it, each class's confidence before and after (or now, live)."""
 
-    COLUMNS = ["Class", "Surrogate before", "Surrogate after", "Target before", "Target after"]
+    COLUMNS = ["Class", "Surrogate\nbefore", "Surrogate\nafter", "Target\nbefore", "Target\nafter"]
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -164,8 +164,9 @@ class TransferTable(QWidget):
     def show_models(self, surrogate: str, target: str, live: bool) -> None:
         """Name the two models; ``live``: the last columns are the current step, not the result."""
         after = "now" if live else "after"
-        self.table.setHorizontalHeaderLabels(["Class", "Surrogate before", f"Surrogate {after}",
-                                              "Target before", f"Target {after}"])
+        # Two-line headers keep the four number columns narrow enough to leave the class names room.
+        self.table.setHorizontalHeaderLabels(["Class", "Surrogate\nbefore", f"Surrogate\n{after}",
+                                              "Target\nbefore", f"Target\n{after}"])
         self.caption.setText(f"Transfer: crafted on <b>{surrogate}</b> (surrogate), judged on "
                              f"<b>{target}</b> (target). The curves above are the surrogate's.")
 

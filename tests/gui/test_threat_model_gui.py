@@ -18,7 +18,8 @@ def test_square_run_counts_queries_and_shows_the_records_flags(qtbot, window):
     assert window.step_label.text().endswith("/20")
     summary = window.runs.shown_run
     assert summary.record["attack"]["queries"] == 20
-    expected = "\n".join(f"⚠ {flag['title']} — {flag['suggestion']}" for flag in summary.record["flags"])
+    expected = "\n".join(f"⚠ {flag['title']} ({flag['detail']}). {flag['suggestion']}"
+                         for flag in summary.record["flags"])
     assert window.runs.results.flags.text() == expected
     assert window.runs.results.flags.isVisible() == bool(expected)
 
@@ -39,3 +40,33 @@ def test_ensemble_status_names_the_running_stage():
     assert step_text(update(40, 100, "square"), "ensemble") == "Square · query 40/100"
     assert step_text(update(40, 100, None), "square") == "query 40/100"
     assert step_text(update(3, 10, None), "pgd") == "step 3/10"
+
+
+def test_a_flag_that_fires_is_shown_with_what_was_measured_and_what_to_do(qtbot, window, tiny_model):
+    """A rounding input layer (8-bit levels) has zero input gradients: PGD cannot move, and
+    the Results panel says so in orange rather than reporting a robust model."""
+    from dataclasses import replace
+
+    import torch
+
+    class RoundedInput(torch.nn.Module):
+        def __init__(self, classifier):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, x):
+            return self.classifier(torch.round(x * 255) / 255)
+
+    window.set_model(replace(tiny_model, classifier=RoundedInput(tiny_model.classifier)))
+    window.attack_panel.set_values(method="pgd", eps="8/255", steps=5, seed=0)
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: not window.controller.running, timeout=60000)
+
+    shown = window.runs.results.flags
+    assert shown.isVisible()
+    lines = shown.text().split("\n")
+    assert lines[0] == ("⚠ Input gradients are zero or not finite (its input gradients are exactly zero). "
+                        "White-box attacks cannot work here (gradient masking): rely on the Square attack "
+                        "or the ensemble, which runs it.")
+    assert len(lines) == len(window.runs.shown_run.record["flags"])
+    assert shown.styleSheet() == "color: #e0a040"  # orange, apart from the summary

@@ -65,7 +65,8 @@ def test_a_transfer_run_shows_surrogate_and_target_side_by_side(qtbot, window, t
     assert table.isVisible()
     assert "twin.pt" in table.caption.text() and "tiny.pt" in table.caption.text()
     headers = [table.table.horizontalHeaderItem(c).text() for c in range(5)]
-    assert headers == ["Class", "Surrogate before", "Surrogate after", "Target before", "Target after"]
+    assert [h.replace("\n", " ") for h in headers] == ["Class", "Surrogate before", "Surrogate after",
+                                                       "Target before", "Target after"]
     # The numbers are the record's: the surrogate's from 'transfer', the target's the run's own.
     classes = list(summary.classes)
     for row in range(table.table.rowCount()):

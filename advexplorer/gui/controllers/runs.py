@@ -66,6 +66,12 @@ def progress_total(config: dict, num_classes: int) -> int:
     return per_restart * restarts
 
 
+def flag_line(flag: dict) -> str:
+    """'⚠ Title (what was measured). What to do.' — one recorded flag as the Results panel shows it."""
+    detail = f" ({flag['detail']})" if flag.get("detail") else ""
+    return f"⚠ {flag['title']}{detail}. {flag['suggestion']}"
+
+
 @dataclass
 class StatusWidgets:
     """The status bar: pixel readout, run progress, step, steps/s, engine/device."""
@@ -261,7 +267,8 @@ class RunController(QObject):
             self._latest_images = update
         if update.original is not None:
             self.live.strip.set_rgb("original", update.original)
-            first = update.probabilities[0]
+            # Captions are the attacked model's verdict: the target's in a transfer run.
+            first = update.probabilities[0] if update.target_before is None else update.target_before
             top = int(np.argmax(first))
             self.live.strip.set_caption("original", f"{self.models.model.card.classes[top]} ({first[top]:.2f})")
         self.redraw()
@@ -295,7 +302,8 @@ class RunController(QObject):
         if images is not None:
             caption = ""
             if text_due:
-                latest = images.probabilities[-1]
+                latest = images.probabilities[-1] if images.target_probabilities is None \
+                    else images.target_probabilities
                 top = int(np.argmax(latest))
                 caption = f"{self.models.model.card.classes[top]} ({latest[top]:.2f})"
             self.live.show_step(images.adversarial, images.perturbation, caption=caption)
@@ -409,8 +417,7 @@ class RunController(QObject):
             f"<b>Run #{summary.number}</b> — {verdict}: {lines['Before']} → {lines['After']}<br>"
             f"‖δ‖∞ {lines['‖δ‖∞']} · ‖δ‖₂ {lines['‖δ‖₂']} · {lines['Pixels changed']} px changed · "
             f"{lines['Mask']} mask · {lines['Wall time']}{exported}")
-        flags = [f"⚠ {flag['title']} — {flag['suggestion']}"
-                 for flag in summary.record.get("flags") or ()]
+        flags = [flag_line(flag) for flag in summary.record.get("flags") or ()]
         self.results.flags.setText("\n".join(flags))
         self.results.flags.setVisible(bool(flags))
         self._show_transfer(summary)
