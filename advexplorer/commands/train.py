@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--batch-size", type=int, default=64)
     recipe.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off weight β (default 6)")
     recipe.add_argument("--seed", type=int, default=0)
+    recipe.add_argument("--curves", action="store_true",
+                        help="also measure the original's and the twin's held-out accuracy at ε = 0, ε/4, "
+                             "ε/2, ε and 2ε (robustness curves, into the card) and print them")
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the trained twin")
     output.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -88,7 +91,7 @@ def run(args) -> int:
 
     from advexplorer import paths
     from advexplorer.core.attacks import drive
-    from advexplorer.core.training import EpochProgress
+    from advexplorer.core.training import EpochProgress, curve_budgets
     from advexplorer.io.models import load_model
     from advexplorer.session.runs import check_output_dir
     from advexplorer.session.training_job import TrainJob, interval_text, save_format, training_job
@@ -102,7 +105,8 @@ def run(args) -> int:
     command = args.command_line if isinstance(getattr(args, "command_line", None), str) else \
         " ".join(["advexplorer", *sys.argv[1:]])
     job = TrainJob(model=loaded, images=Path(args.images), recipe=recipe, out_dir=out_dir,
-                   held_out=args.held_out, allowed_mask=allowed, mask_mode=mask_mode, command_line=command)
+                   held_out=args.held_out, allowed_mask=allowed, mask_mode=mask_mode, command_line=command,
+                   curve_eps=curve_budgets(recipe.eps) if getattr(args, "curves", False) else None)
     say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
     say(f"training {loaded.card.name} with {args.method} at ε={config.over_255(recipe.eps)} "
         f"from {Path(args.images).name}")
@@ -127,8 +131,24 @@ def run(args) -> int:
         f"robust {result.robust.value:.1%} {interval_text(result.robust)}  (best epoch {result.best_epoch}"
         f"{', cancelled' if result.stopped == 'cancelled' else ''})")
     say(outcome.card["compared_with_original"]["statement"])
+    for line in _curve_lines(outcome.curves):
+        say(line)
     say(f"wrote    {outcome.weights_path} and {outcome.card_path.name}")
     return 0
+
+
+def _curve_lines(curves) -> list[str]:
+    """The robustness curves as a table: one row per ε, one column per model."""
+    if not curves:
+        return []
+    from advexplorer.session.training_job import interval_text
+
+    lines = ["robustness curves (held-out accuracy, 95 % Wilson interval)",
+             f"{'ε':>9}  " + "  ".join(f"{curve.name:<22}" for curve in curves)]
+    for j, eps in enumerate(curves[0].eps):
+        cells = [f"{curve.accuracy[j].value:6.1%} {interval_text(curve.accuracy[j]):<15}" for curve in curves]
+        lines.append(f"{'0 clean' if eps == 0 else config.over_255(eps):>9}  " + "  ".join(cells))
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,3 +112,22 @@ def test_a_full_disk_keeps_the_last_good_checkpoint(model, tmp_path, monkeypatch
     assert [p.name for p in out.iterdir()] == ["checkpoint.pt"]
     restored = torch.jit.load(str(out / "checkpoint.pt"))
     assert isinstance(restored(torch.rand(1, 1, 8, 8)), torch.Tensor)
+
+
+def test_curves_are_printed_and_recorded_in_the_card(model, tmp_path, capsys):
+    images = write_folder(tmp_path / "images", 80)
+    out = tmp_path / "out"
+    code = main(["train", "--model", str(model), "--images", str(images), "--method", "fast",
+                 "--eps", "8/255", "--epochs", "1", "--out", str(out), "--held-out", "0.25", "--curves"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "robustness curves (held-out accuracy, 95 % Wilson interval)" in text
+    rows = text.split("robustness curves")[1].splitlines()
+    assert "original" in rows[1] and "fast twin" in rows[1]
+    assert [row.split()[0] for row in rows[2:7]] == ["0", "2/255", "4/255", "8/255", "16/255"]
+    curves = json.loads((out / "tiny_fast.json").read_text())["robustness_curves"]
+    assert [c["name"] for c in curves["curves"]] == ["original", "fast twin"]
+    twin = curves["curves"][1]
+    card = json.loads((out / "tiny_fast.json").read_text())
+    assert twin["accuracy"][0]["value"] == card["clean_accuracy"]            # ε = 0 is clean accuracy
+    assert twin["accuracy"][3]["correct"] == card["robust_accuracy"]["correct"]  # ε is the card's number
