@@ -1,7 +1,7 @@
 """The torch-free vocabulary of defences, adaptive attacks and numeric precisions.
 
 ``--defense blur:SIGMA | jpeg:QUALITY | bits:DEPTH | median:SIZE | noise:SIGMA``,
-``--adaptive none|bpda|eot`` and ``--precision float32|float16|bfloat16|int8`` are parsed
+``--adaptive none|bpda|eot`` and ``--precision float32|float16|bfloat16|int8|int8-static`` are parsed
 here once, for the CLI and the GUI alike, before torch is imported (this module imports
 neither torch nor Qt). The models themselves are in :mod:`advexplorer.core.defences` and
 :mod:`advexplorer.core.quantisation`.
@@ -51,7 +51,7 @@ ADAPTIVE_LABELS = {
     "bpda": "BPDA: identity on the backward pass (Athalye et al. 2018)",
     "eot": "EOT over the defence's randomness, with BPDA (Athalye et al. 2018)",
 }
-PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+PRECISIONS = ("float32", "float16", "bfloat16", "int8", "int8-static")
 
 
 @dataclass(frozen=True)

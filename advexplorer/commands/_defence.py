@@ -26,12 +26,29 @@ def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
                             "With bpda/eot the naive attack is run too and both are recorded")
     group.add_argument("--precision", default="float32", choices=defence_options.PRECISIONS,
                        help="attack the model at this precision (int8: dynamic quantisation of "
-                            "Linear layers, attacked with BPDA through the quantiser)")
+                            "Linear layers; int8-static: static quantisation of convolutions and "
+                            "Linear layers in torch.fx graph mode, calibrated on the screened images "
+                            "or the card's samples; both attacked with BPDA through the quantiser)")
 
 
-def wrap_model(loaded, args):
+def card_sample_images(loaded):
+    """The card's sample images at the model's size (calibration for ``int8-static``)."""
+    import torch
+
+    from advexplorer.errors import UserError
+    from advexplorer.io.images import load_image
+
+    samples = [s.image for s in loaded.card.samples if s.image is not None and s.image.is_file()]
+    if not samples:
+        raise UserError("int8-static calibrates on images, and this model's card lists no samples; "
+                        "use it with advexplorer screen (calibrated on the cohort) or use --precision int8.")
+    return torch.stack([load_image(path, loaded.card).tensor for path in samples])
+
+
+def wrap_model(loaded, args, calibration=None):
     """The LoadedModel the attack runs against (defended and/or at lower precision), and the
-    record entries that say so. Unchanged when no option is given."""
+    record entries that say so. Unchanged when no option is given. ``calibration`` (a
+    function returning N×C×H×W images) feeds ``int8-static``; without it the card's samples do."""
     spec_text = getattr(args, "defense", None)
     precision = defence_options.parse_precision(getattr(args, "precision", None) or "float32")
     spec = defence_options.parse_defence(spec_text) if spec_text else None
@@ -44,7 +61,10 @@ def wrap_model(loaded, args):
     if precision != "float32":
         from advexplorer.core.quantisation import QuantisedClassifier
 
-        classifier = QuantisedClassifier(classifier, precision)
+        images = None
+        if precision == "int8-static":
+            images = calibration() if calibration is not None else card_sample_images(loaded)
+        classifier = QuantisedClassifier(classifier, precision, images)
         info["precision"] = {"precision": precision, "how": classifier.describe()}
         notes.append(f"attacked at {precision}: {classifier.describe()}")
     if spec is not None:
@@ -127,6 +147,23 @@ def screen_settings(args) -> dict:
 
 #: What a settings file written before these keys existed meant by them.
 SETTINGS_DEFAULTS = {"defence": None, "adaptive": "none", "precision": "float32"}
+
+
+#: Images of a cohort that calibrate ``int8-static`` (the first ones, in cohort order).
+CALIBRATION_IMAGES = 64
+
+
+def cohort_calibration(cohort):
+    """The first :data:`CALIBRATION_IMAGES` images of a cohort, for ``int8-static``."""
+    import torch
+
+    batches, count = [], 0
+    for batch in cohort.loader(min(CALIBRATION_IMAGES, max(1, len(cohort))), num_workers=0):
+        batches.append(batch.images)
+        count += len(batch.images)
+        if count >= CALIBRATION_IMAGES:
+            break
+    return torch.cat(batches)[:CALIBRATION_IMAGES] if batches else None
 
 
 def naive_classifier(info: dict):

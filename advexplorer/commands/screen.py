@@ -31,7 +31,7 @@ from pathlib import Path
 from advexplorer import config
 from advexplorer.commands._args import add_model_arguments, number_list, positive_number
 from advexplorer.commands._defence import (NAIVE_CSV, SETTINGS_DEFAULTS, add_defence_arguments,
-                                           naive_classifier, screen_defence_lines,
+                                           cohort_calibration, naive_classifier, screen_defence_lines,
                                            screen_defence_summary, screen_settings, wrap_model)
 from advexplorer.commands._sources import add_source_arguments
 
@@ -287,8 +287,11 @@ def _run(args, ranks) -> int:
         raise UserError(f"--precision {defence_settings['precision']} and --mixed-precision "
                         f"{args.mixed_precision} both set the model's precision; give one of them.")
     loaded = load_model(model_path, card=args.card, device=device, trust_pickle=args.trust_pickle)
-    loaded, defence_info = wrap_model(loaded, args)  # the defended / lower-precision model
     card = loaded.card
+    cohort = open_cohort(args.images, card, masks_dir=args.masks, protect_dir=args.protect_dir,
+                         mask=args.mask, protect=args.protect)
+    # The defended / lower-precision model (int8-static is calibrated on the cohort's first images).
+    loaded, defence_info = wrap_model(loaded, args, calibration=lambda: cohort_calibration(cohort))
     classifier = loaded.classifier
     naive = naive_classifier(defence_info)
     if args.mixed_precision != "off":
@@ -298,8 +301,6 @@ def _run(args, ranks) -> int:
     passes = [("seed", seed, classifier, seed_csv_name(k, seed)) for k, seed in enumerate(seeds)]
     if naive is not None:
         passes.append(("naive", seeds[0], naive, NAIVE_CSV))
-    cohort = open_cohort(args.images, card, masks_dir=args.masks, protect_dir=args.protect_dir,
-                         mask=args.mask, protect=args.protect)
     fingerprint = cohort.fingerprint()
     settings = _settings(loaded, cohort, fingerprint, eps, config, args)
     settings.update({"seeds": seeds, "mixed_precision": args.mixed_precision, **defence_settings,

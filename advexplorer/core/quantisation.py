@@ -11,6 +11,14 @@
   its classifier head goes to int8; :attr:`QuantisedClassifier.quantised_layers` says
   which layers were converted. TorchScript and torch.export models cannot be converted and
   are refused with a message.
+* ``int8-static`` — PyTorch *static* quantisation in FX graph mode
+  (``torch.ao.quantization.quantize_fx``: ``prepare_fx`` → calibration → ``convert_fx``,
+  the default qconfig of the active quantised engine, e.g. x86/fbgemm): convolutions *and*
+  linear layers become int8, with activation ranges observed on calibration images. It
+  needs a network ``torch.fx`` can trace symbolically (plain torchvision CNNs such as the
+  bundled histology MobileNetV3 can; networks with data-dependent Python control flow, and
+  TorchScript, cannot) and calibration images; a network that cannot be traced is refused
+  with the tracer's reason and the advice to use dynamic ``int8``.
 
 Quantised int8 kernels have no autograd, so the int8 model is attacked with BPDA through
 the quantiser (Athalye et al. 2018, https://arxiv.org/abs/1802.00420): the forward pass is
@@ -34,6 +42,44 @@ from advexplorer.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DYNAMIC_LAYERS = (nn.Linear, nn.LSTM, nn.GRU)
+#: Calibration images per forward pass of static quantisation.
+CALIBRATION_BATCH = 32
+
+
+def _normalised(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """What the network itself sees: the classifier's normalisation applied to pixels."""
+    return images if classifier._identity else (images - classifier.mean) * classifier.inv_std
+
+
+def static_int8(network: nn.Module, classifier: Classifier, calibration: torch.Tensor
+                ) -> tuple[nn.Module, list[str], str]:
+    """Static int8 quantisation of ``network`` in FX graph mode, calibrated on ``calibration``
+    (N×C×H×W pixels in [0,1]); returns the converted network, the names of its quantised
+    layers and the engine used."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    engine = torch.backends.quantized.engine
+    if engine == "none":  # pragma: no cover - a build without quantised kernels
+        raise UserError("This PyTorch build has no quantised kernels; int8-static cannot run here.")
+    inputs = _normalised(classifier, calibration.to(classifier.mean.device)).cpu()
+    try:
+        prepared = prepare_fx(network, get_default_qconfig_mapping(engine), example_inputs=(inputs[:1],))
+    except Exception as error:  # torch.fx's TraceError and friends: the network is not traceable
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"int8-static needs a network torch.fx can trace, and this one cannot be traced "
+                        f"({reason[:160]}); use --precision int8 (dynamic quantisation of its Linear "
+                        "layers) instead.") from None
+    with torch.no_grad():
+        for start in range(0, len(inputs), CALIBRATION_BATCH):
+            prepared(inputs[start:start + CALIBRATION_BATCH])
+    converted = convert_fx(prepared)
+    layers = [name for name, module in converted.named_modules()
+              if name and ".quantized" in type(module).__module__   # fused conv+ReLU are intrinsic ones
+              and hasattr(module, "weight")]
+    if not layers:
+        raise UserError("int8-static found no convolution or linear layer to quantise in this network.")
+    return converted, layers, engine
 
 
 def _plain_module(network: nn.Module, precision: str) -> None:
@@ -44,20 +90,33 @@ def _plain_module(network: nn.Module, precision: str) -> None:
 
 
 class QuantisedClassifier(nn.Module):
-    """``classifier`` at ``precision``; int8 is attacked with BPDA through the quantiser."""
+    """``classifier`` at ``precision``; int8 is attacked with BPDA through the quantiser.
 
-    def __init__(self, classifier: Classifier, precision: str):
+    ``calibration`` (N×C×H×W pixels) is needed by ``int8-static`` only: the images whose
+    activations set the quantisation ranges."""
+
+    def __init__(self, classifier: Classifier, precision: str, calibration: torch.Tensor | None = None):
         super().__init__()
         self.precision = parse_precision(precision)
         self.reference = classifier
         self.classes = getattr(classifier, "classes", None)
         self.quantised_layers: list[str] = []
+        self.calibration_images = 0
+        self.engine = None
         if self.precision == "float32":
             self.low = classifier
             return
         _plain_module(classifier.model, self.precision)
         network = copy.deepcopy(classifier.model).eval()
-        if self.precision == "int8":
+        if self.precision == "int8-static":
+            if classifier.device.type != "cpu":
+                raise UserError("int8 static quantisation runs on the CPU only; use --device cpu.")
+            if calibration is None or len(calibration) == 0:
+                raise UserError("int8-static needs calibration images (a screen uses its cohort, an attack "
+                                "the card's samples and the image); none were given.")
+            network, self.quantised_layers, self.engine = static_int8(network, classifier, calibration)
+            self.calibration_images = int(len(calibration))
+        elif self.precision == "int8":
             if classifier.device.type != "cpu":
                 raise UserError("int8 dynamic quantisation runs on the CPU only; use --device cpu.")
             self.quantised_layers = [name for name, module in network.named_modules()
@@ -80,7 +139,7 @@ class QuantisedClassifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.precision == "float32":
             return self.low(images)
-        if self.precision == "int8":
+        if self.precision in ("int8", "int8-static"):
             with torch.no_grad():
                 quantised = self.low(images.detach()).float()
             if not images.requires_grad:
@@ -97,6 +156,10 @@ class QuantisedClassifier(nn.Module):
         return logits
 
     def describe(self) -> str:
+        if self.precision == "int8-static":
+            return (f"int8 static quantisation (torch.ao FX graph mode, {self.engine} engine, calibrated on "
+                    f"{self.calibration_images} image(s)) of {len(self.quantised_layers)} layer(s), convolutions "
+                    "and linear layers; attacked with BPDA through the quantiser")
         if self.precision == "int8":
             return (f"int8 dynamic quantisation of {len(self.quantised_layers)} layer(s) "
                     f"({', '.join(self.quantised_layers[:4])}{'…' if len(self.quantised_layers) > 4 else ''}); "
@@ -130,11 +193,13 @@ def transfer(classifier: Classifier, quantised: nn.Module, images: torch.Tensor,
 
 def compare_precisions(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor,
                        config: AttackConfig, precisions=("float32", "float16", "bfloat16", "int8"),
-                       allowed_mask: torch.Tensor | None = None) -> list[PrecisionReport]:
-    """Clean accuracy, direct robust accuracy and transfer robust accuracy per precision."""
+                       allowed_mask: torch.Tensor | None = None,
+                       calibration: torch.Tensor | None = None) -> list[PrecisionReport]:
+    """Clean accuracy, direct robust accuracy and transfer robust accuracy per precision
+    (``int8-static`` is calibrated on ``calibration``, by default on ``images``)."""
     reports = []
     for precision in precisions:
-        model = QuantisedClassifier(classifier, precision)
+        model = QuantisedClassifier(classifier, precision, images if calibration is None else calibration)
         with torch.no_grad():
             clean = HeldCount(int((model(images).argmax(1) == labels).sum()), len(labels))
         reports.append(PrecisionReport(

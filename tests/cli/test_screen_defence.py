@@ -123,3 +123,13 @@ def test_bad_combinations_are_one_line(setup, tmp_path, capsys):
         assert screen(setup, tmp_path / "never", *extra) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_static_int8_screen_is_calibrated_on_the_cohort(setup, tmp_path, capsys):
+    out = tmp_path / "int8_static"
+    assert screen(setup, out, "--precision", "int8-static", model="mobile.pt") == 0
+    said = capsys.readouterr().out
+    assert "int8 static quantisation (torch.ao FX graph mode" in said and "calibrated on 8 image(s)" in said
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["precision"]["precision"] == "int8-static"
+    assert "convolutions and linear layers" in summary["precision"]["how"]

@@ -79,3 +79,41 @@ def test_models_that_cannot_be_quantised_are_refused_with_a_reason(model_and_dat
     scripted = Classifier(torch.jit.script(classifier.model), [0, 0, 0], [1, 1, 1])
     with pytest.raises(UserError, match="TorchScript"):
         QuantisedClassifier(scripted, "float16")
+
+
+class DataDependent(nn.Module):
+    """Python control flow on a tensor's value: torch.fx cannot trace it symbolically."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = self.conv(x).mean(dim=(2, 3))
+        if x.sum() > 0:
+            x = x * 2
+        return self.head(x)
+
+
+def test_static_int8_quantises_convolutions_too_and_is_attacked_with_bpda(model_and_data):
+    classifier, images, labels = model_and_data
+    low = QuantisedClassifier(classifier, "int8-static", calibration=images)
+    assert low.quantised_layers[0].startswith("0") and len(low.quantised_layers) == 3   # conv + 2 linear
+    assert "static quantisation" in low.describe() and "calibrated on 24 image(s)" in low.describe()
+    with torch.no_grad():
+        agreement = (low(images).argmax(1) == labels).float().mean()
+    assert agreement >= 0.75                      # int8 with calibrated ranges keeps most answers
+    x = images[:4].clone().requires_grad_(True)
+    assert torch.autograd.grad(low(x)[:, 0].sum(), x)[0].abs().sum() > 0   # BPDA: float32's gradient
+    config = AttackConfig(method="pgd", eps=0.2, steps=10, seed=0)
+    assert bool(run_attack(low, images, None, labels, config).success.all())
+
+
+def test_static_int8_refuses_an_untraceable_network_and_missing_calibration(model_and_data):
+    classifier, images, _ = model_and_data
+    with pytest.raises(UserError, match="needs calibration images"):
+        QuantisedClassifier(classifier, "int8-static")
+    untraceable = Classifier(DataDependent(), [0, 0, 0], [1, 1, 1])
+    with pytest.raises(UserError, match="torch.fx can trace.*use --precision int8"):
+        QuantisedClassifier(untraceable, "int8-static", calibration=images)
