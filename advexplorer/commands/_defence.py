@@ -1,6 +1,6 @@
 """``--defense``, ``--adaptive`` and ``--precision`` for commands that attack a model.
 
-The options are parsed by :mod:`advexplorer.defence_options` (torch-free, shared with the
+The options are parsed by :mod:`advexplorer.config` (torch-free, shared with the
 GUI). The attacked model becomes the defended (or lower-precision) one; with an adaptive
 attack the same attack is also run naively, so the record shows both numbers: what the
 defence appears to buy, and what is left of it.
@@ -11,20 +11,20 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from advexplorer import defence_options
+from advexplorer import config
 
 
 def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("defence and precision")
     kinds = " | ".join(f"{k}:{v.parameter.split(' ')[0].upper()}"
-                       for k, v in defence_options.DEFENCE_KINDS.items())
+                       for k, v in config.DEFENCE_KINDS.items())
     group.add_argument("--defense", "--defence", dest="defense", metavar="KIND:VALUE",
                        help=f"preprocessing defence in front of the model: {kinds} (e.g. jpeg:75)")
-    group.add_argument("--adaptive", default="none", choices=defence_options.ADAPTIVE_MODES,
+    group.add_argument("--adaptive", default="none", choices=config.ADAPTIVE_MODES,
                        help="none: naive gradients through the defence; bpda: identity on the "
                             "backward pass; eot: average over a random defence's draws (with BPDA). "
                             "With bpda/eot the naive attack is run too and both are recorded")
-    group.add_argument("--precision", default="float32", choices=defence_options.PRECISIONS,
+    group.add_argument("--precision", default="float32", choices=config.PRECISIONS,
                        help="attack the model at this precision (int8: dynamic quantisation of "
                             "Linear layers; int8-static: static quantisation of convolutions and "
                             "Linear layers in torch.fx graph mode, calibrated on the screened images "
@@ -50,9 +50,9 @@ def wrap_model(loaded, args, calibration=None):
     record entries that say so. Unchanged when no option is given. ``calibration`` (a
     function returning N×C×H×W images) feeds ``int8-static``; without it the card's samples do."""
     spec_text = getattr(args, "defense", None)
-    precision = defence_options.parse_precision(getattr(args, "precision", None) or "float32")
-    spec = defence_options.parse_defence(spec_text) if spec_text else None
-    adaptive = defence_options.parse_adaptive(getattr(args, "adaptive", None) or "none", spec)
+    precision = config.parse_precision(getattr(args, "precision", None) or "float32")
+    spec = config.parse_defence(spec_text) if spec_text else None
+    adaptive = config.parse_adaptive(getattr(args, "adaptive", None) or "none", spec)
     if spec is None and precision == "float32":
         return loaded, {}
     classifier = loaded.classifier
@@ -73,7 +73,7 @@ def wrap_model(loaded, args, calibration=None):
         base = classifier
         classifier = DefendedClassifier(base, spec, adaptive)
         info["defence"] = {"defence": spec.text(), "label": spec.describe(), "adaptive": adaptive,
-                           "adaptive_label": defence_options.ADAPTIVE_LABELS[adaptive],
+                           "adaptive_label": config.ADAPTIVE_LABELS[adaptive],
                            "_base": base, "_spec": spec}
         notes.append(f"defended by {spec.describe()}; attack gradients: {adaptive}")
     return replace(loaded, classifier=classifier, notes=notes), info
@@ -139,10 +139,10 @@ NAIVE_CSV = "per_image_naive.csv"
 def screen_settings(args) -> dict:
     """What ``--resume`` must find unchanged: the defence, the adaptive mode, the precision."""
     spec_text = getattr(args, "defense", None)
-    spec = defence_options.parse_defence(spec_text) if spec_text else None
+    spec = config.parse_defence(spec_text) if spec_text else None
     return {"defence": spec.text() if spec else None,
-            "adaptive": defence_options.parse_adaptive(getattr(args, "adaptive", None) or "none", spec),
-            "precision": defence_options.parse_precision(getattr(args, "precision", None) or "float32")}
+            "adaptive": config.parse_adaptive(getattr(args, "adaptive", None) or "none", spec),
+            "precision": config.parse_precision(getattr(args, "precision", None) or "float32")}
 
 
 #: What a settings file written before these keys existed meant by them.

@@ -37,7 +37,7 @@ from torch import nn
 
 from advexplorer.core.attacks import AttackConfig, run_attack
 from advexplorer.core.screening import wilson_interval
-from advexplorer.defence_options import ADAPTIVE_MODES, DefenceSpec, parse_defence
+from advexplorer.config import ADAPTIVE_MODES, DefenceSpec, parse_defence
 from advexplorer.errors import UserError
 
 #: Draws per forward pass for EOT (Athalye et al. use tens to hundreds; 8 keeps a step cheap).

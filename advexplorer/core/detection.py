@@ -30,7 +30,7 @@ from torch import nn
 
 from advexplorer.core.attacks import AttackConfig, run_attack
 from advexplorer.core.defences import Defence
-from advexplorer.defence_options import parse_defence
+from advexplorer.config import parse_defence
 
 #: Xu et al.'s squeezers for colour images: 5-bit depth and a 2×2 median filter.
 DEFAULT_SQUEEZERS = ("bits:5", "median:2")

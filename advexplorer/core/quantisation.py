@@ -37,7 +37,7 @@ from torch import nn
 from advexplorer.core.attacks import AttackConfig, run_attack
 from advexplorer.core.defences import HeldCount, robust_count
 from advexplorer.core.model import Classifier, check_finite_logits, extract_logits
-from advexplorer.defence_options import parse_precision
+from advexplorer.config import parse_precision
 from advexplorer.errors import UserError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

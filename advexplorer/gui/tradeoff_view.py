@@ -23,8 +23,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSplitter,
                                QVBoxLayout, QWidget)
 
-from advexplorer.config import over_255
-from advexplorer.defence_options import DEFENCE_KINDS, parse_defence
+from advexplorer.config import DEFENCE_KINDS, over_255, parse_defence
 from advexplorer.errors import UserError
 
 #: Model colours in the order models appear (the original first, then the twins).

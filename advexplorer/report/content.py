@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from advexplorer.config import (NORM_LABELS, eps_argument, format_budget, method_label,
+from advexplorer.config import (DEFENCE_KINDS, NORM_LABELS, eps_argument, format_budget, method_label,
                                 norm_label, over_255)
 from advexplorer.report import figures
 from advexplorer.report.run import RunView, finite
@@ -525,8 +525,6 @@ def _defence_section(record: dict) -> Section | None:
     rows: Rows = []
     verdict, good, note = None, None, None
     if isinstance(defence, dict):
-        from advexplorer.defence_options import DEFENCE_KINDS
-
         kind = DEFENCE_KINDS.get(str(defence.get("defence", "")).split(":")[0])
         rows += [("Defence", f"{defence.get('label', '—')} ({defence.get('defence', '—')})"),
                  ("Attack gradients", str(defence.get("adaptive_label") or defence.get("adaptive", "none"))),

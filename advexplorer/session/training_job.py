@@ -230,9 +230,7 @@ def defence_variants(models, spec) -> list[tuple]:
 def defence_job(job: DefenceJob, stop: threading.Event | None = None
                 ) -> Generator[CurveProgress, None, list[RobustnessCurve]]:
     """The defended models' curves, naive and adaptive side by side (see :class:`DefenceJob`)."""
-    from advexplorer.defence_options import parse_defence
-
-    spec = parse_defence(job.defence)
+    spec = config.parse_defence(job.defence)
     data = job.data
     if data is None:
         if job.images is None:

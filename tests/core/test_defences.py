@@ -10,7 +10,7 @@ from advexplorer.core.attacks import AttackConfig
 from advexplorer.core.defences import (
     DefendedClassifier, Defence, compare_defence, gaussian_blur, jpeg, median_filter, reduce_bits)
 from advexplorer.core.model import Classifier
-from advexplorer.defence_options import parse_adaptive, parse_defence, parse_precision
+from advexplorer.config import parse_adaptive, parse_defence, parse_precision
 from advexplorer.errors import UserError
 
 
