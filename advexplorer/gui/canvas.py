@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QObject, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
 
@@ -381,3 +381,84 @@ class MaskCanvas(pg.GraphicsView):
     def leaveEvent(self, event):  # noqa: N802
         self.cursor_item.setVisible(False)
         super().leaveEvent(event)
+
+
+class ModelFrame(QObject):
+    """The part of the image the model sees, drawn as a dashed frame over the canvas.
+
+    Read-only it shows the model card's rule (the whole image stretched, or its centre crop).
+    Made *movable* (:meth:`set_movable`) it is the crop the user chooses: drag inside it to move
+    it, drag its corner handle to resize it (the model's aspect ratio is kept). Coordinates are
+    image pixels; ``changed((x, y, w, h))`` after each move or resize.
+    """
+
+    changed = Signal(tuple)
+
+    def __init__(self, canvas: MaskCanvas):
+        super().__init__(canvas)
+        self.canvas = canvas
+        pen = pg.mkPen((255, 255, 255), width=2, style=Qt.PenStyle.DashLine, cosmetic=True)
+        self.roi = pg.ROI([0, 0], [1, 1], pen=pen, hoverPen=pg.mkPen((255, 230, 0), width=2, cosmetic=True),
+                          movable=False, rotatable=False, resizable=False, removable=False,
+                          aspectLocked=True, snapSize=1.0, translateSnap=True, scaleSnap=True)
+        self.roi.setZValue(12)
+        self.handle = self.roi.addScaleHandle([1, 1], [0, 0], lockAspect=True)
+        # Inside the frame's top-left corner: above it, the caption of a frame at the image's
+        # top edge would be cut off.
+        self.label = pg.TextItem("", color=(255, 255, 255), fill=pg.mkBrush(0, 0, 0, 150), anchor=(0, 0))
+        self.label.setZValue(12)
+        for item in (self.roi, self.label):
+            item.setVisible(False)
+            canvas.view.addItem(item, ignoreBounds=True)
+        self.roi.sigRegionChangeFinished.connect(self._finished)
+        self.roi.sigRegionChanged.connect(self._place_label)
+        self.set_movable(False)
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the frame in image pixels."""
+        x, y = self.roi.pos()
+        w, h = self.roi.size()
+        return int(round(x)), int(round(y)), int(round(w)), int(round(h))
+
+    @property
+    def movable(self) -> bool:
+        return bool(self.roi.translatable)
+
+    def show_box(self, box: tuple[int, int, int, int], text: str) -> None:
+        """Draw the frame at ``box`` (x, y, w, h) with a caption above it."""
+        image = self.canvas.image
+        if image is not None:
+            height, width = image.shape[:2]
+            self.roi.maxBounds = QRectF(0, 0, width, height)  # the frame never leaves the image
+        x, y, w, h = box
+        self.roi.setPos((x, y), update=False, finish=False)
+        self.roi.setSize((w, h), update=True, finish=False)
+        self.label.setText(text)
+        self._place_label()
+        self.roi.setVisible(True)
+        self.label.setVisible(True)
+
+    def hide(self) -> None:
+        self.roi.setVisible(False)
+        self.label.setVisible(False)
+
+    def is_visible(self) -> bool:
+        return self.roi.isVisible()
+
+    def set_movable(self, movable: bool) -> None:
+        """Movable: drags inside the frame move it (instead of painting) and the corner resizes it."""
+        self.roi.translatable = bool(movable)
+        self.roi.resizable = bool(movable)
+        self.handle.setVisible(bool(movable))
+
+    def set_caption(self, text: str) -> None:
+        self.label.setText(text)
+
+    def _place_label(self, *_args) -> None:
+        x, y = self.roi.pos()
+        self.label.setPos(x, y)
+
+    def _finished(self, *_args) -> None:
+        if self.roi.isVisible():
+            self.changed.emit(self.box)

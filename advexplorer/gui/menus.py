@@ -131,6 +131,10 @@ def build_menus_and_toolbars(window) -> None:
 
     window.overlay_layers = OverlayController(window)
     window.overlay_layers.add_to_menu(window.view_menu)
+    from advexplorer.gui.controllers.images import ModelFrameController  # the model's crop (issue 12)
+
+    window.model_frame = ModelFrameController(window)
+    window.model_frame.add_to_menu(window.view_menu)
     menu("&Help", window.shortcuts_action, window.about_action)
     bar = QToolBar("File")
     bar.setObjectName("file_toolbar")

@@ -229,13 +229,19 @@ def model_box(summary) -> tuple[int, int, int, int] | None:
     request = getattr(summary, "request", None)
     if request is None:
         return None
-    crop = (getattr(request.image, "provenance", None) or {}).get("crop")
-    if crop:  # the user's frame (a crop of a large image): the model saw exactly that
-        return int(crop["y"]), int(crop["x"]), int(crop["h"]), int(crop["w"])
+    from pathlib import Path
+
     from advexplorer.io.images import crop_box  # the engine is loaded: a run finished
 
+    # A crop of the shown file (the model frame the user moved): the maps lie over that crop.
+    # A tile cut from a slide is the shown PNG itself, so it needs no offset.
+    region = (getattr(request.image, "provenance", None) or {}).get("region") or {}
+    top = left = 0
+    if region and Path(region["slide"]).resolve() == Path(summary.image_path).resolve():
+        top, left = int(region["y"]), int(region["x"])
     width, height = request.image.file_size
-    return crop_box(int(height), int(width), request.model.card)
+    crop_top, crop_left, h, w = crop_box(int(height), int(width), request.model.card)
+    return top + crop_top, left + crop_left, h, w
 
 
 class OverlayController(QObject):

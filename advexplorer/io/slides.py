@@ -16,6 +16,10 @@ A region is reproducible from ``(slide path, level, x, y, w, h)`` plus the slide
 (the file did not change) and the SHA-256 of the region's pixels (the reader still decodes
 them the same way); both go into ``record.json`` and ``advexplorer reproduce`` checks them.
 
+Plain images (PNG, JPEG, …) open as one-level slides (decoded whole), so a region of a large
+image — the frame the user moves on the canvas, or ``--image BIG.png --region …`` — is cut,
+recorded and reproduced the same way.
+
 Torch-free: the GUI's slide view uses this module before the engine is loaded.
 """
 
@@ -112,6 +116,10 @@ class Slide:
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise UserError(f"No slide file at {path}. Check the path.")
+        self._flat: np.ndarray | None = None
+        if self.path.suffix.lower() not in SLIDE_SUFFIXES + TIFF_SUFFIXES:
+            self._open_flat()
+            return
         try:
             import tiffslide
         except ImportError:
@@ -132,6 +140,21 @@ class Slide:
         self.mpp_y = _positive(properties.get("tiffslide.mpp-y"))
         self.vendor = properties.get("tiffslide.vendor")
 
+    def _open_flat(self) -> None:
+        """A plain image (PNG, JPEG, …) as a one-level slide, so a region of a large image is cut,
+        recorded and re-read (``reproduce``) exactly like a slide's. Such files cannot be read in
+        parts: the whole image is decoded (within the app's pixel limit)."""
+        from advexplorer.io.rasters import read_raw
+
+        raw, _ = read_raw(self.path)
+        if raw.shape[2] in (2, 4):  # grey + alpha, RGBA: alpha is not part of the image
+            raw = raw[:, :, :-1]
+        self._flat = raw
+        height, width = raw.shape[:2]
+        self.level_dimensions = ((int(width), int(height)),)
+        self.level_downsamples = (1.0,)
+        self.mpp_x = self.mpp_y = self.vendor = None
+
     # -- context manager ------------------------------------------------------------
     def __enter__(self) -> "Slide":
         return self
@@ -142,7 +165,8 @@ class Slide:
     def close(self) -> None:
         """Release the file."""
         try:
-            self._slide.close()
+            if self._flat is None:
+                self._slide.close()
         except Exception:  # closing twice, or a half-opened slide: nothing left to release
             pass
 
@@ -224,6 +248,8 @@ class Slide:
         return np.ascontiguousarray(pixels)
 
     def _level_array(self, level: int):
+        if self._flat is not None:
+            return self._flat
         group = self._levels
         try:
             return group[str(level)]
@@ -374,7 +400,8 @@ def tile_region(tile_path: str | Path) -> dict | None:
 
 
 def load_tile(tile_path: str | Path, region_entry: dict, card):
-    """A tile PNG cut from a slide, loaded for ``card`` *as its slide region*.
+    """A tile PNG cut from a slide, loaded for ``card`` *as its slide region* (or a crop of
+    an image file, ``region_entry["slide"]`` being that file: the crop is cut from it).
 
     When the PNG's pixels still hash as the region recorded beside it, the image is the region:
     ``path`` and ``sha256`` are the slide's and ``provenance["region"]`` is the region, exactly
@@ -388,8 +415,13 @@ def load_tile(tile_path: str | Path, region_entry: dict, card):
     from advexplorer.io.rasters import read_raw
 
     tile_path = Path(tile_path)
-    image = load_image(tile_path, card)
     region = Region.from_json(region_entry)
+    if not region.pixels_sha256 and Path(region.slide).resolve() == tile_path.resolve():
+        # A crop of this very file (the model frame the user moved on the canvas): cut it now.
+        image = load_slide_region(tile_path, (region.x, region.y, region.w, region.h), card, level=region.level)
+        image.notes.append(f"the model's crop {region.w}×{region.h} at {region.x},{region.y}, chosen on the canvas")
+        return image
+    image = load_image(tile_path, card)
     raw, _ = read_raw(tile_path)
     if pixels_sha256(raw) != region.pixels_sha256:
         return replace(image, notes=[*image.notes, f"{tile_path.name} no longer holds the pixels of "

@@ -273,3 +273,170 @@ class ImageController(QObject):
             return None
         self.message.emit(f"Saved {written}", 5000)
         return written
+
+
+class ModelFrameController(QObject):
+    """The frame on the canvas that shows what the model sees, and the crop a user chooses.
+
+    View → *Model input frame* shows, over an image whose size is not the model's input, the
+    part the model card's rule keeps (the whole image stretched, or its centre crop). View →
+    *Choose the model's crop* makes the frame movable: a model-sized crop at full resolution
+    (or the largest one the image holds), moved by dragging inside it and resized by its
+    corner. Each image keeps its own crop; a run then attacks that crop, recorded in
+    ``record.json`` as a region of the image file (``image.region``: level 0, x, y, w, h and
+    both SHA-256s), which ``advexplorer reproduce`` cuts again (``--image F --region …``).
+    """
+
+    def __init__(self, window):
+        from PySide6.QtGui import QAction
+
+        from advexplorer.gui.canvas import ModelFrame
+
+        super().__init__(window)
+        self.window = window
+        self.frame = ModelFrame(window.canvas)
+        self.frame.changed.connect(self._frame_moved)
+        self.crops: dict[Path, tuple[int, int, int, int]] = {}  # image path → (x, y, w, h)
+        self.show_action = QAction("Model input frame", window)
+        self.show_action.setCheckable(True)
+        self.show_action.setChecked(True)
+        self.show_action.setStatusTip("Outline the part of the image the model sees when the image is "
+                                      "not the model's input size.")
+        self.show_action.toggled.connect(lambda _on: self.refresh())
+        self.crop_action = QAction("Choose the model's crop", window)
+        self.crop_action.setCheckable(True)
+        self.crop_action.setStatusTip("Attack a crop of this image that you move on the canvas, instead "
+                                      "of the whole image resized to the model's input.")
+        self.crop_action.triggered.connect(self.set_crop_mode)
+        self.crop_action.setEnabled(False)
+        window.session.current_changed.connect(self._current_changed)
+        window.models.loaded.connect(lambda _model: self.refresh())
+        previous = window.runs.adjust_job
+        window.runs.adjust_job = lambda entry, job: self.adjust_job(entry, previous(entry, job))
+
+    def add_to_menu(self, view_menu) -> None:
+        view_menu.addSeparator()
+        view_menu.addAction(self.show_action)
+        view_menu.addAction(self.crop_action)
+
+    # -- geometry ----------------------------------------------------------------------
+    def _card(self):
+        model = self.window.models.model
+        return None if model is None else model.card
+
+    def _image_size(self) -> tuple[int, int] | None:
+        image = self.window.canvas.image
+        return None if image is None else (int(image.shape[0]), int(image.shape[1]))
+
+    def default_crop(self) -> tuple[int, int, int, int]:
+        """A model-sized crop at full resolution in the image's centre, or — for an image
+        smaller than the input — the largest crop with the model's aspect ratio."""
+        height, width = self._image_size()
+        input_h, input_w = self._card().input_size
+        scale = min(1.0, height / input_h, width / input_w)
+        h, w = max(1, int(input_h * scale)), max(1, int(input_w * scale))
+        return (width - w) // 2, (height - h) // 2, w, h
+
+    def fit_to_model(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """``box`` with the model's aspect ratio (height follows width) and inside the image."""
+        height, width = self._image_size()
+        input_h, input_w = self._card().input_size
+        x, y, w, _ = box
+        w = max(1, min(w, width, int(height * input_w / input_h)))
+        h = max(1, min(height, int(round(w * input_h / input_w))))
+        x, y = min(max(0, x), width - w), min(max(0, y), height - h)
+        return x, y, w, h
+
+    def crop_of(self, entry) -> tuple[int, int, int, int] | None:
+        """The crop chosen for ``entry`` (x, y, w, h), or None (the card's rule applies)."""
+        return None if entry is None else self.crops.get(Path(entry.path))
+
+    # -- showing -----------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Draw the frame for the shown image: its chosen crop, else the card's rule."""
+        entry, card, size = self.window.session.current, self._card(), self._image_size()
+        self.crop_action.setEnabled(card is not None and size is not None)
+        crop = self.crop_of(entry)
+        self.crop_action.setChecked(crop is not None)
+        self.frame.set_movable(crop is not None)
+        if card is None or size is None:
+            self.frame.hide()
+            return
+        input_h, input_w = card.input_size
+        height, width = size
+        self._update_note(entry, card, crop)
+        if crop is not None:
+            x, y, w, h = crop
+            self.frame.show_box(crop, f"model's crop {w}×{h} at {x},{y}")
+            return
+        if not self.show_action.isChecked() or (height, width) == (input_h, input_w):
+            self.frame.hide()
+            return
+        from advexplorer.io.images import crop_box  # the engine is loaded: a model is
+
+        top, left, h, w = crop_box(height, width, card)
+        how = "stretched" if card.resize != "center-crop" else "centre crop"
+        self.frame.show_box((left, top, w, h), f"model input: {how} {w}×{h} → {input_w}×{input_h}")
+
+    def _update_note(self, entry, card, crop) -> None:
+        """The Attack panel's line on how the image meets the model, saying when a crop is attacked."""
+        label = getattr(getattr(self.window, "attack_dock_widget", None), "input_note", None)
+        if label is None or entry is None:
+            return
+        if crop is None:
+            note = input_note(entry.path, card)
+        else:
+            x, y, w, h = crop
+            input_h, input_w = card.input_size
+            size = "" if (w, h) == (input_w, input_h) else f", resized to {input_w}×{input_h}"
+            note = (f"The attack uses the {w}×{h} crop at {x},{y} of {entry.path.name} (the frame on "
+                    f"the canvas: drag it to move it, its corner to resize it){size}.")
+        label.set_full_text(note)
+        label.setVisible(bool(note))
+
+    def set_crop_mode(self, on: bool) -> None:
+        """View → Choose the model's crop: start from a model-sized crop, or go back to the rule."""
+        entry = self.window.session.current
+        if entry is None or self._card() is None or self._image_size() is None:
+            return
+        path = Path(entry.path)
+        if on:
+            self.crops[path] = self.fit_to_model(self.default_crop())
+            x, y, w, h = self.crops[path]
+            self.window.statusBar().showMessage(
+                f"Runs on {entry.name} attack the {w}×{h} crop at {x},{y}; drag the frame to move it.", 8000)
+        else:
+            self.crops.pop(path, None)
+        self.refresh()
+
+    def _frame_moved(self, box) -> None:
+        entry = self.window.session.current
+        if entry is None or not self.frame.movable:
+            return
+        fitted = self.fit_to_model(box)
+        self.crops[Path(entry.path)] = fitted
+        if fitted != tuple(box):
+            self.frame.show_box(fitted, "")
+        self.refresh()
+
+    def _current_changed(self, _entry) -> None:
+        from PySide6.QtCore import QTimer
+
+        QTimer.singleShot(0, self.refresh)  # after the canvas shows the new image
+
+    # -- the run -----------------------------------------------------------------------
+    def adjust_job(self, entry, job):
+        """A run of ``entry`` with a chosen crop: the crop as a region of the file, masks cut to it."""
+        from dataclasses import replace
+
+        crop = self.crop_of(entry)
+        if crop is None or job.region is not None:
+            return job
+        x, y, w, h = crop
+
+        def cut(mask):
+            return None if mask is None else np.ascontiguousarray(mask[y:y + h, x:x + w])
+
+        region = {"slide": str(Path(entry.path).resolve()), "level": 0, "x": x, "y": y, "w": w, "h": h}
+        return replace(job, region=region, allowed_at_file_size=cut(job.allowed_at_file_size),
+                       diagnostic_at_file_size=cut(job.diagnostic_at_file_size))

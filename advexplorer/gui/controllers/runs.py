@@ -115,6 +115,8 @@ class RunController(QObject):
         self.live, self.results, self.status = live, results, status
         self.batch, self.batch_dock = batch, batch_dock
         self.tasks = TaskRunner(self)
+        # (entry, job) → job: the canvas's model frame puts a chosen crop in (controllers.images).
+        self.adjust_job = lambda entry, job: job
         self.mode = "idle"                     # idle | run | batch
         self.entry: ImageEntry | None = None   # the image being attacked
         self.batch_entries: list[ImageEntry] = []
@@ -149,14 +151,14 @@ class RunController(QObject):
         masks = entry.masks
         # The form shows the current image's true class; other images keep their own.
         label = self.form.true_label if entry is self.session.current else entry.label
-        return RunJob(
+        return self.adjust_job(entry, RunJob(
             model=self.models.model, image_path=entry.path, config_kwargs=self.form.config_kwargs(),
             allowed_at_file_size=None if masks is None else masks.allowed_at_file_size(),
             mask_mode="none" if masks is None else masks.mask_mode,
             diagnostic_at_file_size=None if masks is None else masks.diagnostic_at_file_size(),
             label=label, saliency=self.form.saliency_method, number=self.session.next_run_number(),
             command_line=["advexplorer", "gui"], surrogate=self.surrogates.for_run(),
-            trust_pickle=bool(self.models.trust_pickle), region=tile_region(entry.path))
+            trust_pickle=bool(self.models.trust_pickle), region=tile_region(entry.path)))
 
     def start_run(self, entry: ImageEntry) -> bool:
         """Attack ``entry`` with the form's settings; False (with a dialog) if it cannot start."""
