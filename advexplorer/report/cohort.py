@@ -28,8 +28,9 @@ from advexplorer.report.content import percent
 from advexplorer.report.html import CSP, esc
 from advexplorer.report.pdf import header_lines  # Qt itself is imported only to write a PDF
 
-#: Series colours: attack (red), robust accuracy (blue), noise baseline (grey).
-FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR = "#e15759", "#4e79a7", "#8c8c8c"
+#: Series colours: attack (red), robust accuracy (blue), noise baseline (grey); a defence's
+#: robust accuracy under the naive attack (orange) beside the adaptive one (blue).
+FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR, NAIVE_COLOUR = "#e15759", "#4e79a7", "#8c8c8c", "#f28e2b"
 #: Per-image rows listed in the HTML; the CSV has all of them.
 MAX_TABLE_ROWS = 300
 
@@ -39,11 +40,12 @@ def _stylesheet() -> str:
 
 
 def curves_svg(per_eps: Sequence[dict], *, width: int = 640, height: int = 300,
-               title: str | None = None) -> str:
+               title: str | None = None, series: list[tuple[str, str, str, str, str]] | None = None) -> str:
     """Flip rate (and robust accuracy, noise flip rate when present) vs ε with 95 % bands.
 
     ``per_eps`` is the ``summary.json`` list. ε is on a linear axis labelled with the grid
     values; each series is a line with dots, and its Wilson interval a shaded band.
+    ``series`` draws other curves instead: (legend, value key, interval key, colour, dash).
     """
     left, right, top, bottom = 56, 16, 28 if title else 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -57,12 +59,13 @@ def curves_svg(per_eps: Sequence[dict], *, width: int = 640, height: int = 300,
     def y_of(value: float) -> float:
         return top + plot_h * (1.0 - min(max(value, 0.0), 1.0))
 
-    series = [("flip rate (attack)", "flip_rate", "flip_rate_ci95", FLIP_COLOUR, "")]
-    if per_eps and "robust_accuracy" in per_eps[0]:
-        series.append(("robust accuracy", "robust_accuracy", "robust_accuracy_ci95", ROBUST_COLOUR, ""))
-    if per_eps and "noise_flip_rate" in per_eps[0]:
-        series.append(("flip rate (random noise)", "noise_flip_rate", "noise_flip_rate_ci95",
-                       NOISE_COLOUR, ' stroke-dasharray="5 4"'))
+    if series is None:
+        series = [("flip rate (attack)", "flip_rate", "flip_rate_ci95", FLIP_COLOUR, "")]
+        if per_eps and "robust_accuracy" in per_eps[0]:
+            series.append(("robust accuracy", "robust_accuracy", "robust_accuracy_ci95", ROBUST_COLOUR, ""))
+        if per_eps and "noise_flip_rate" in per_eps[0]:
+            series.append(("flip rate (random noise)", "noise_flip_rate", "noise_flip_rate_ci95",
+                           NOISE_COLOUR, ' stroke-dasharray="5 4"'))
     total_h = height + 22
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" '
            f'viewBox="0 0 {width} {total_h}" font-family="Helvetica, Arial, sans-serif" '
@@ -246,6 +249,23 @@ def _defence_table(defence: dict) -> str:
             + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
 
 
+def defence_svg(defence: dict) -> str:
+    """The naive and the adaptive attack's robust accuracy (or share not flipped) vs ε, with
+    their 95 % bands, on one chart."""
+    points = []
+    for row in defence.get("per_eps") or []:
+        point = {"eps": row["eps"], "naive": row["naive"]["value"], "naive_ci95": row["naive"]["ci95"]}
+        if "adaptive" in row:
+            point.update({"adaptive": row["adaptive"]["value"], "adaptive_ci95": row["adaptive"]["ci95"]})
+        points.append(point)
+    series = [("naive attack", "naive", "naive_ci95", NAIVE_COLOUR, ' stroke-dasharray="5 4"')]
+    if defence.get("adaptive", "none") != "none":
+        series.append((f"{defence['adaptive'].upper()} attack", "adaptive", "adaptive_ci95", ROBUST_COLOUR, ""))
+    return curves_svg(points, series=series, height=240,
+                      title=f"{(defence.get('per_eps') or [{}])[0].get('naive', {}).get('measure', 'robust accuracy')}"
+                            " vs ε, naive and adaptive attack")
+
+
 def defence_section(summary: dict) -> str:
     """The defence (naive vs adaptive robust accuracy per ε) and precision of a screen, or ''."""
     defence, precision = summary.get("defence"), summary.get("precision")
@@ -269,7 +289,8 @@ def defence_section(summary: dict) -> str:
             + "Intervals are Wilson 95 %. Per-image results: "
             + ", ".join(f"{k} {v}" for k, v in files.items()) + ".")
     return (f'<section class="block card"><h2>Defence: naive vs adaptive attack</h2>'
-            f'<p class="headline {tone}">{esc(defence_meaning(defence))}</p>{_defence_table(defence)}'
+            f'<p class="headline {tone}">{esc(defence_meaning(defence))}</p>'
+            f'<figure class="plot">{defence_svg(defence)}</figure>{_defence_table(defence)}'
             f'<p class="note">{esc(note)}</p>{_kv(rows)}</section>')
 
 
