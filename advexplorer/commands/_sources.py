@@ -22,7 +22,8 @@ def add_source_arguments(parser: argparse.ArgumentParser, *, annotations: bool =
                        help="DICOM display window centre,width (default: the file's, else its range)")
     if annotations:
         group.add_argument("--annotations", metavar="F.geojson",
-                           help="QuPath GeoJSON annotations (level-0 pixels) to use as masks")
+                           help="QuPath GeoJSON, or ImageJ .roi / ROI Manager .zip, annotations "
+                                "(level-0 pixels) to use as masks")
         group.add_argument("--protect-classes", metavar="A,B",
                            help="annotation classes the attack must not change (the protect mask)")
         group.add_argument("--diagnostic-classes", metavar="C",

@@ -21,6 +21,17 @@ Exporting
 pixels' own squares (so rasterising the export gives back exactly the mask), in level-0
 coordinates, as QuPath annotations of a chosen class.
 
+ImageJ / Fiji ROIs
+------------------
+A ``.roi`` file or a ROI Manager ``.zip`` (read with Christoph Gohlke's ``roifile``) gives the
+same annotations: polygon, freehand, traced and rectangle ROIs as their outlines, ovals as
+their ellipse (a polygon of 720 vertices, so the pixel-centre rule decides as for the exact
+ellipse), composite ROIs as all their rings (holes by the even-odd rule); lines and points
+are skipped. The class of a ROI is its name ("Tumor"; "Tumor-1", "Tumor-2" — the ROI
+Manager's names for repeats — are Tumors too when the set has a "Tumor"); an unnamed ROI, or
+one with ImageJ's automatic position name ("0012-0034"), is in the class of its group
+("group 2") when it has one, else "Unclassified". Coordinates are the image's pixels, as QuPath's level-0 ones.
+
 Torch-free; shapely (the ``slides`` extra) reads and validates the geometry.
 """
 
@@ -60,7 +71,8 @@ def parse_classes(text: str | None) -> list[str]:
 
 
 def read_annotations(path: str | Path) -> list[Annotation]:
-    """Read a QuPath GeoJSON file's polygon annotations (points and lines are skipped).
+    """Read a QuPath GeoJSON file's polygon annotations (points and lines are skipped), or
+    an ImageJ ``.roi`` / ROI Manager ``.zip`` (see :func:`read_imagej_rois`).
 
     Raises UserError (one line naming the file) for a file that is not GeoJSON or holds no
     polygon.
@@ -68,6 +80,8 @@ def read_annotations(path: str | Path) -> list[Annotation]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"No annotation file at {path}. Check the path.")
+    if path.suffix.lower() in IMAGEJ_SUFFIXES:
+        return read_imagej_rois(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -87,6 +101,89 @@ def read_annotations(path: str | Path) -> list[Annotation]:
         raise UserError(f"{path.name} holds no Polygon or MultiPolygon annotation; draw areas (not points "
                         "or lines) in QuPath and export them as GeoJSON.")
     return annotations
+
+
+#: ImageJ ROI files: one ROI, or a ROI Manager set.
+IMAGEJ_SUFFIXES = (".roi", ".zip")
+#: Vertices of the polygon an oval ROI becomes (the chord's gap to the ellipse stays below
+#: 10⁻⁵ of its radius, so pixel centres fall on the same side as for the true ellipse).
+OVAL_VERTICES = 720
+
+
+def read_imagej_rois(path: str | Path) -> list[Annotation]:
+    """The area ROIs of an ImageJ ``.roi`` file or ROI Manager ``.zip`` as annotations.
+
+    Raises UserError (one line naming the file) for a file roifile cannot read or one that
+    holds no area (only lines or points).
+    """
+    path = Path(path)
+    try:
+        import roifile
+    except ImportError:
+        raise UserError("Reading ImageJ ROIs needs the 'slides' extra: pip install 'advexplorer[slides]'.") from None
+    try:
+        rois = roifile.roiread(str(path))
+    except Exception as error:
+        raise UserError(f"{path.name} is not an ImageJ ROI file or ROI Manager zip ({_reason(error)}); save "
+                        "the ROIs in Fiji with ROI Manager → More → Save….") from None
+    rois = rois if isinstance(rois, list) else [rois]
+    names = {(roi.name or "").strip() for roi in rois}
+    annotations = []
+    for roi in rois:
+        rings = _roi_rings(roi)
+        if rings:
+            name = _roi_class(roi, names)
+            annotations.append(Annotation(name, [rings], {"name": roi.name or "", "roi_type": int(roi.roitype),
+                                                          "group": int(roi.group or 0)}))
+    if not annotations:
+        raise UserError(f"{path.name} holds no area ROI (rectangle, oval, polygon, freehand or composite); lines "
+                        "and points cannot become masks.")
+    return annotations
+
+
+def _roi_rings(roi) -> list[np.ndarray]:
+    """A ROI's rings as N×2 float (x, y) arrays in image pixels; [] for lines and points."""
+    from roifile import ROI_TYPE
+
+    kind = roi.roitype
+    if roi.multi_coordinates is not None and len(roi.multi_coordinates):  # composite (shape) ROI
+        return [np.asarray(ring, dtype=np.float64)[:, :2] for ring in roi.path2coords(roi.multi_coordinates)
+                if len(ring) >= 3]
+    if kind == ROI_TYPE.OVAL:
+        if roi.subpixelrect and roi.widthd:
+            left, top, width, height = float(roi.xd), float(roi.yd), float(roi.widthd), float(roi.heightd)
+        else:
+            left, top = float(roi.left), float(roi.top)
+            width, height = float(roi.right - roi.left), float(roi.bottom - roi.top)
+        angle = np.linspace(0.0, 2 * np.pi, OVAL_VERTICES, endpoint=False)
+        return [np.column_stack((left + width / 2 * (1 + np.cos(angle)), top + height / 2 * (1 + np.sin(angle))))]
+    if kind == ROI_TYPE.RECT:
+        if roi.subpixelrect and roi.widthd:
+            left, top, right, bottom = roi.xd, roi.yd, roi.xd + roi.widthd, roi.yd + roi.heightd
+        else:
+            left, top, right, bottom = roi.left, roi.top, roi.right, roi.bottom
+        return [np.array([[left, top], [right, top], [right, bottom], [left, bottom]], dtype=np.float64)]
+    if kind in (ROI_TYPE.POLYGON, ROI_TYPE.FREEHAND, ROI_TYPE.TRACED):
+        ring = np.asarray(roi.coordinates(), dtype=np.float64)
+        return [ring[:, :2]] if len(ring) >= 3 else []
+    return []
+
+
+def _roi_class(roi, names: set[str]) -> str:
+    """The class of a ROI: its name without the ``-1``, ``-2`` … ImageJ's ROI Manager appends to
+    repeated names ("Tumor-2" is a Tumor when the set also has a "Tumor"), else its group."""
+    import re
+
+    name = (roi.name or "").strip()
+    if not name or re.fullmatch(r"\d+(-\d+)+", name):  # unnamed, or ImageJ's automatic position name
+        return f"group {roi.group}" if roi.group else UNCLASSIFIED
+    repeated = re.fullmatch(r"(.+)-\d+", name)
+    return repeated.group(1) if repeated and repeated.group(1) in names else name
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:160] + "…" if len(text) > 160 else text
 
 
 def _features(document, path: Path) -> list:

@@ -122,3 +122,119 @@ def test_select_by_stain_agrees_with_scikit_image_and_finds_nuclei():
     # The magic wand takes the clicked nucleus, not the other one.
     wand = magic_wand(field, (8, 8), tolerance=0.05)
     assert wand[8, 8] and not wand[22, 24] and np.array_equal(wand, nuclei & (xx < 16))
+
+
+# --------------------------------------------------------------------------------------
+# ImageJ / Fiji ROIs (made here with roifile)
+
+
+def _ellipse(left, top, width, height, shape):
+    """Pixel centres inside the ellipse inscribed in a rectangle (the exact oval)."""
+    rows, columns = np.mgrid[0:shape[0], 0:shape[1]]
+    cx, cy, rx, ry = left + width / 2, top + height / 2, width / 2, height / 2
+    return ((columns + 0.5 - cx) / rx) ** 2 + ((rows + 0.5 - cy) / ry) ** 2 < 1
+
+
+@pytest.fixture
+def roi_zip(tmp_path):
+    roifile = pytest.importorskip("roifile")
+    from roifile import ROI_TYPE, ImagejRoi
+
+    polygon = ImagejRoi.frompoints(np.array(OUTER[:-1]), name="Tumor")  # sub-pixel vertices
+    polygon.roitype = ROI_TYPE.POLYGON
+    rectangle = ImagejRoi(roitype=ROI_TYPE.RECT, left=62, top=40, right=80, bottom=52, name="Tumor-1", version=228)
+    oval = ImagejRoi(roitype=ROI_TYPE.OVAL, left=66, top=6, right=94, bottom=26, name="Stroma", version=228)
+    freehand = ImagejRoi.frompoints(np.array([[8, 50], [30, 47], [26, 62], [6, 61]]), name="0012-0034")
+    line = ImagejRoi(roitype=ROI_TYPE.LINE, x1=1, y1=1, x2=30, y2=30, name="Tumor-2", version=228)
+    path = tmp_path / "RoiSet.zip"
+    roifile.roiwrite(path, [polygon, rectangle, oval, freehand, line], mode="w")
+    return path  # (ROI Manager names repeats "Tumor-1", "Tumor-2": they are Tumors too)
+
+
+def test_imagej_rois_rasterise_like_their_shapes(roi_zip):
+    shape = (64, 100)
+    annotations = read_annotations(roi_zip)
+    assert class_names(annotations) == ["Tumor", "Stroma", "Unclassified"]  # the line is skipped
+    tumour = rasterise(select(annotations, ["Tumor"], roi_zip), shape)
+    rectangle = np.zeros(shape, bool)
+    rectangle[40:52, 62:80] = True  # ImageJ's rectangle covers columns left…right−1
+    polygon = independent_fill([np.array(OUTER)], shape)
+    assert np.array_equal(tumour, polygon | rectangle)
+    stroma = rasterise(select(annotations, ["Stroma"], roi_zip), shape)
+    assert np.array_equal(stroma, _ellipse(66, 6, 28, 20, shape))
+    freehand = rasterise(select(annotations, ["Unclassified"], roi_zip), shape)
+    assert np.array_equal(freehand, independent_fill([np.array([[8, 50], [30, 47], [26, 62], [6, 61]])], shape))
+
+
+def test_a_single_roi_file_and_a_tile_offset(tmp_path):
+    pytest.importorskip("roifile")
+    from roifile import ROI_TYPE, ImagejRoi
+
+    path = tmp_path / "nucleus.roi"
+    ImagejRoi(roitype=ROI_TYPE.OVAL, left=40, top=20, right=60, bottom=36, name="Nucleus", version=228).tofile(path)
+    protect, diagnostic, notes = masks_from_annotations(path, (16, 32), protect_classes=["Nucleus"],
+                                                        diagnostic_classes=[], offset=(32, 16))
+    assert diagnostic is None and "Nucleus" in notes[0]
+    # The level-0 oval, seen from a tile whose corner is at (32, 16).
+    assert np.array_equal(protect, _ellipse(40, 20, 20, 16, (32, 64))[16:32, 32:64])
+
+
+def test_a_composite_roi_keeps_its_hole(tmp_path):
+    pytest.importorskip("roifile")
+    from roifile import ROI_TYPE, ImagejRoi
+
+    outer = np.array([[4, 4], [40, 4], [40, 30], [4, 30]], float)
+    hole = np.array([[14, 10], [28, 10], [28, 22], [14, 22]], float)
+    # A shape ROI's path: MOVETO x y, LINETO x y …, CLOSE, one sub-path per ring (ImageJ's ShapeRoi).
+    segments = []
+    for ring in (outer, hole):
+        segments += [0, *ring[0]]
+        for x, y in ring[1:]:
+            segments += [1, x, y]
+        segments += [4]
+    roi = ImagejRoi(roitype=ROI_TYPE.RECT, left=4, top=4, right=40, bottom=30, name="Gland", version=228,
+                    multi_coordinates=np.array(segments, np.float32), shape_roi_size=len(segments))
+    path = tmp_path / "gland.roi"
+    roi.tofile(path)
+    mask = rasterise(read_annotations(path), (36, 48))
+    assert np.array_equal(mask, independent_fill([outer, hole], (36, 48)))
+    assert mask[6, 6] and not mask[15, 20]
+
+
+def test_files_that_are_not_imagej_rois_are_one_line(tmp_path):
+    pytest.importorskip("roifile")
+    from roifile import ROI_TYPE, ImagejRoi
+
+    junk = tmp_path / "notes.roi"
+    junk.write_bytes(b"not a roi at all")
+    with pytest.raises(UserError, match="notes.roi is not an ImageJ ROI file") as error:
+        read_annotations(junk)
+    assert "\n" not in str(error.value)
+    lines = tmp_path / "lines.roi"
+    ImagejRoi(roitype=ROI_TYPE.LINE, x1=1, y1=1, x2=9, y2=9, version=228).tofile(lines)
+    with pytest.raises(UserError, match="holds no area ROI"):
+        read_annotations(lines)
+
+
+def test_the_cli_takes_a_roi_zip_as_annotations(roi_zip, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+    from make_run import make_inputs
+
+    from advexplorer.cli import main
+
+    inputs = make_inputs(tmp_path / "inputs")
+    image = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 100, 3), dtype=np.uint8)).save(image)
+    run = tmp_path / "run"
+    code = main(["attack", "--model", str(inputs["model"]), "--device", "cpu", "--image", str(image),
+                 "--annotations", str(roi_zip), "--protect-classes", "Tumor", "--diagnostic-classes", "Stroma",
+                 "--steps", "1", "--quiet", "--out", str(run)])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((run / "record.json").read_text())
+    assert record["annotations"]["path"].endswith("RoiSet.zip") and record["annotations"]["protect_classes"] == ["Tumor"]
+    assert main(["reproduce", str(run)]) == 0
