@@ -164,6 +164,10 @@ def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> ar
         saliency=saliency.get("method") if isinstance(saliency, dict) else None,
         saliency_class=record.get("saliency_class") or "clean",
         robustness="robustness" in record,
+        # The model as attacked: behind its defence, at its precision (commands/_defence.py).
+        defense=(record.get("defence") or {}).get("defence"),
+        adaptive=(record.get("defence") or {}).get("adaptive", "none"),
+        precision=(record.get("precision") or {}).get("precision", "float32"),
         command_line=None,
         **_source_options(record),
     )

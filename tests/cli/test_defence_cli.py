@@ -26,3 +26,12 @@ def test_defence_options_are_refused_in_one_line(tmp_path, capsys):
         code = main(["attack", *extra, "--out", str(tmp_path / "never"), "--device", "cpu"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_defended_run_reproduces_behind_the_same_defence(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["attack", "--defense", "jpeg:75", "--adaptive", "bpda", "--eps", "8/255", "--steps", "5",
+                 "--seed", "0", "--quiet", "--out", str(out), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["reproduce", str(out)]) == 0   # without the defence the attack would succeed now
+    assert "MISMATCH" not in capsys.readouterr().out
