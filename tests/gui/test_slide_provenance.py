@@ -50,6 +50,8 @@ def test_a_gui_run_on_a_cut_tile_records_the_slide_and_reproduces(qtbot, window,
 
     slide_path, levels = slide
     entry, region = _cut_tile(window, slide_path, tmp_path / "tiles")
+    qtbot.waitUntil(lambda: window.model_frame.frame.box == (0, 0, 32, 32))  # 32×32 tile, 16×16 model
+    assert not window.model_frame.crop_action.isEnabled()  # another region is cut in the slide view
     masks = entry.masks
     masks.attack.fill_rectangle(0, 0, 15, 31)  # protect the tile's left half
     summary = _run(qtbot, window)

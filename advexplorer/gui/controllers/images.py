@@ -13,6 +13,7 @@ from advexplorer.errors import UserError
 from advexplorer.gui.controllers.settings import Preferences, user_folder
 from advexplorer.gui.imageio import image_size, thumbnail
 from advexplorer.gui.panels import ImagesPanel
+from advexplorer.io.slides import tile_region
 from advexplorer.session.masks import read_mask_png, write_mask_png
 from advexplorer.session.state import ImageEntry, Session
 
@@ -355,7 +356,11 @@ class ModelFrameController(QObject):
     def refresh(self) -> None:
         """Draw the frame for the shown image: its chosen crop, else the card's rule."""
         entry, card, size = self.window.session.current, self._card(), self._image_size()
-        self.crop_action.setEnabled(card is not None and size is not None)
+        # A tile cut from a slide is already the user's region: another one is cut in the slide view.
+        from_slide = entry is not None and tile_region(entry.path) is not None
+        self.crop_action.setEnabled(card is not None and size is not None and not from_slide)
+        self.crop_action.setToolTip("This tile was cut from a slide: cut the region you want in the slide "
+                                    "view (Tools → Open slide…)." if from_slide else self.crop_action.statusTip())
         crop = self.crop_of(entry)
         self.crop_action.setChecked(crop is not None)
         self.frame.set_movable(crop is not None)
@@ -397,7 +402,7 @@ class ModelFrameController(QObject):
     def set_crop_mode(self, on: bool) -> None:
         """View → Choose the model's crop: start from a model-sized crop, or go back to the rule."""
         entry = self.window.session.current
-        if entry is None or self._card() is None or self._image_size() is None:
+        if entry is None or self._card() is None or self._image_size() is None or tile_region(entry.path):
             return
         path = Path(entry.path)
         if on:
