@@ -26,6 +26,14 @@ processes on a shared machine do not land in one column more than another; run w
 
 Targets (issue 2): engine/bare ≤ 1.05 and engine/torchattacks ≤ 1.00 on every row.
 
+``--threat-models`` adds APGD-CE (per step) and Square (per query batch). A query of the
+small CNN at batch 32 costs ~60 ms of forward pass and ~1–2 ms of the attack's own work, so
+that row's ratio is the model's cost measured twice: on a loaded machine it moves by ±30 %
+between runs (0.94 and 1.35 were both seen). The ``pool-linear`` model (average pooling and
+a linear head, almost free) makes the attack's own per-query work the whole cost::
+
+    python benchmarks/attack_overhead.py --only-threat-models --rows pool-linear:32 --threads 1
+
 Usage::
 
     python benchmarks/attack_overhead.py            # default: a few minutes on 2 CPU cores
@@ -73,6 +81,9 @@ def build(name: str, device: torch.device) -> tuple[Classifier, int]:
     torch.manual_seed(0)
     if name == "small-cnn":
         return Classifier(SmallCNN(), IMAGENET_MEAN, IMAGENET_STD).to(device), 64
+    if name == "pool-linear":  # almost free: the attack's own work per step or query is the cost
+        network = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(48, 10))
+        return Classifier(network, IMAGENET_MEAN, IMAGENET_STD).to(device), 64
     import torchvision
     network = torchvision.models.resnet18(weights=None)  # random init: no download
     return Classifier(network, IMAGENET_MEAN, IMAGENET_STD).to(device), 224
