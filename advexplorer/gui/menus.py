@@ -150,6 +150,10 @@ def build_menus_and_toolbars(window) -> None:
 
     window.stain_tools = StainToolsController(window)
     window.stain_tools.install(window.mask_menu, window.mask_toolbar)
+    from advexplorer.gui.controllers.masks import AnnotationsController  # GeoJSON / ImageJ ROIs (issue 12)
+
+    window.annotations = AnnotationsController(window)
+    window.annotations.install(window.mask_menu)
     window.brush_size, window.opacity = window.mask_toolbar.brush_size, window.mask_toolbar.opacity
     window.layer_combo, window.mode_combo = window.mask_toolbar.layer, window.mask_toolbar.mode
     run = QToolBar("Run")
