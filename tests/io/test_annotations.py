@@ -236,5 +236,6 @@ def test_the_cli_takes_a_roi_zip_as_annotations(roi_zip, tmp_path, capsys):
                  "--steps", "1", "--quiet", "--out", str(run)])
     assert code == 0, capsys.readouterr().err
     record = json.loads((run / "record.json").read_text())
-    assert record["annotations"]["path"].endswith("RoiSet.zip") and record["annotations"]["protect_classes"] == ["Tumor"]
+    annotations = record["annotations"]
+    assert annotations["path"].endswith("RoiSet.zip") and annotations["protect_classes"] == ["Tumor"]
     assert main(["reproduce", str(run)]) == 0
