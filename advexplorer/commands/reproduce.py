@@ -161,6 +161,7 @@ def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> ar
         random_start=bool(attack.get("random_start")), seed=attack.get("seed"),
         restarts=int(attack.get("restarts") or 1), early_stop=bool(attack.get("early_stop")),
         queries=_queries(attack),
+        surrogate=((record.get("transfer") or {}).get("surrogate") or {}).get("path"),  # transfer runs
         saliency=saliency.get("method") if isinstance(saliency, dict) else None,
         saliency_class=record.get("saliency_class") or "clean",
         robustness="robustness" in record,

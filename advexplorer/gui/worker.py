@@ -320,7 +320,11 @@ def batch_job(jobs: list[RunJob], *, stop: threading.Event | None = None) -> Gen
     goes on with the next image.
     """
     summaries = []
+    surrogate = None  # a transfer batch loads its surrogate once, with the first image
     for position, job in enumerate(jobs):
+        if surrogate is not None and isinstance(job.surrogate, Path) and \
+                Path(job.surrogate).resolve() == Path(surrogate.path).resolve():
+            job = replace(job, surrogate=surrogate)
         steps = run_job(job, update_interval_s=0.25, with_images=False, stop=stop)
         while True:
             try:
@@ -329,6 +333,7 @@ def batch_job(jobs: list[RunJob], *, stop: threading.Event | None = None) -> Gen
                 if finished.value is None:  # stopped
                     return summaries
                 summaries.append(finished.value)
+                surrogate = getattr(finished.value.request, "surrogate", None) or surrogate
                 yield ("done", position, finished.value)
                 break
             except JobFailed as failure:

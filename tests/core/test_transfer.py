@@ -96,6 +96,21 @@ def test_attack_with_a_surrogate_records_both_views(setup, tmp_path, capsys):
     assert "transfer crafted on surrogate.pt" in capsys.readouterr().out
 
 
+def test_a_transfer_run_with_input_diversity_reproduces_on_the_surrogate(setup, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert attack(setup, run, "--surrogate", str(setup / "surrogate.pt"), "--attack", "mifgsm",
+                  "--eps", "16/255", "--diversity", "0.5", "--seed", "3") == 0
+    record = json.loads((run / "record.json").read_text())
+    assert record["attack"]["diversity"] == 0.5
+    # Both models' probabilities before and after (the GUI shows them side by side).
+    transfer = record["transfer"]
+    assert len(transfer["surrogate_probabilities_before"][0]) == len(CLASSES)
+    assert abs(sum(transfer["surrogate_probabilities_after"][0]) - 1) < 1e-4
+    capsys.readouterr()
+    assert main(["reproduce", str(run)]) == 0  # crafted on the surrogate again, with the same draws
+    assert "MATCH" in capsys.readouterr().out
+
+
 def test_a_surrogate_for_another_task_is_one_line(setup, tmp_path, capsys):
     assert attack(setup, tmp_path / "run", "--surrogate", str(setup / "other.pt")) == 2
     err = capsys.readouterr().err.strip()

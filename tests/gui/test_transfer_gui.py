@@ -6,6 +6,7 @@ counts Square's queries and the ensemble's stages."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,29 @@ def test_square_progress_bar_runs_to_its_query_budget(qtbot, window):
     qtbot.waitUntil(lambda: not window.controller.running, timeout=60000)
     assert maxima == [31]
     assert max(values) > 10  # it counted queries (not 10 steps and then stuck at the end)
+
+
+def test_a_transfer_batch_loads_its_surrogate_once(qtbot, window, tmp_path, monkeypatch):
+    import advexplorer.io.models as models
+
+    surrogate = _save_twin(tmp_path, "twin", seed=5)
+    loads = []
+    real = models.load_model
+
+    def counting(path, *args, **kwargs):
+        loads.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "load_model", counting)
+    assert window.runs.surrogates.use(surrogate)
+    window.attack_panel.set_values(method="fgsm", eps="8/255")
+    window.image_list.selectAll()
+    with qtbot.waitSignal(window.controller.stopped, timeout=60000):
+        window.start_batch()
+    assert [window.batch_table.item(r, 6).text() for r in range(2)] == ["done", "done"]
+    assert loads == ["twin.pt"]
+    assert all(entry.runs[-1].record["transfer"]["surrogate"]["path"] == str(surrogate)
+               for entry in window.session.images)
+    # ... and a later single run reuses it too.
+    _run(qtbot, window)
+    assert loads == ["twin.pt"]

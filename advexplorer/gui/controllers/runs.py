@@ -356,6 +356,8 @@ class RunController(QObject):
     def _on_finished(self, result) -> None:
         if self.mode == "batch":
             done = [s for s in result if isinstance(s, RunSummary)]
+            for summary in done[:1]:
+                self.surrogates.keep(getattr(summary.request, "surrogate", None))
             flipped = sum(1 for s in done if s.flipped)
             self.message.emit(f"Batch finished: {len(done)} images attacked, {flipped} flipped.", 8000)
             current = self.session.current
