@@ -51,13 +51,39 @@ def stain_density(image: np.ndarray) -> np.ndarray:
     return np.maximum(optical_density @ HED_FROM_RGB, 0.0)
 
 
+#: Rows deconvolved at a time by :func:`stain_channel`: a large image never needs its H×W×3
+#: float64 optical densities at once (1.2 GB for 50 Mpx), only a band's.
+BAND_ROWS = 256
+
+
+def stain_channel(image: np.ndarray, stain: str = "hematoxylin") -> np.ndarray:
+    """H×W float32 optical density of one stain, computed band by band (memory of one band).
+
+    ``image`` is RGB in [0, 1] (float) or uint8 (divided by 255). The values are
+    :func:`stain_density`'s for that stain, rounded to float32.
+    """
+    if stain not in STAINS:
+        raise UserError(f"Unknown stain {stain!r}; choose one of {', '.join(STAINS)}.")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        _rgb(image)  # raises the one-line message
+    column = STAINS.index(stain)
+    density = np.empty(image.shape[:2], np.float32)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        band = image[top:top + BAND_ROWS]
+        if band.dtype == np.uint8:  # the same values as the float32 image the display reader gives
+            band = band.astype(np.float32) / np.float32(255)
+        density[top:top + BAND_ROWS] = stain_density(band)[:, :, column]
+    return density
+
+
 def select_by_stain(image: np.ndarray, stain: str = "hematoxylin", threshold: float = 0.1) -> np.ndarray:
     """H×W bool: pixels whose optical density of ``stain`` is above ``threshold``."""
     if stain not in STAINS:
         raise UserError(f"Unknown stain {stain!r}; choose one of {', '.join(STAINS)}.")
     if not np.isfinite(threshold) or threshold < 0:
         raise UserError(f"The optical-density threshold {threshold} must be a number ≥ 0 (e.g. 0.1).")
-    return stain_density(image)[:, :, STAINS.index(stain)] > threshold
+    return stain_channel(image, stain) > np.float32(threshold)
 
 
 def magic_wand(image: np.ndarray, seed: tuple[int, int], tolerance: float = 0.1) -> np.ndarray:

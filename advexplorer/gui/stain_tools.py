@@ -5,8 +5,9 @@ optical-density threshold; the pixels above it are previewed live over the canva
 while the slider moves, with the share of the image they cover. Apply puts them into the
 protect mask, the allowed mask or the diagnostic region — replacing it or added to it — as
 one undo step, like a brush stroke. The colour deconvolution is :mod:`advexplorer.core.stain`
-(Ruifrok & Johnston 2001); its densities are computed once per image, so moving the slider
-only compares numbers.
+(Ruifrok & Johnston 2001); a stain's densities are computed once per image (band by band,
+so a large image never holds all three stains as float64), and moving the slider only
+compares numbers.
 
 *Magic wand* (W), a tool beside the brush: a click adds the connected pixels whose colour is
 within the toolbar's tolerance of the clicked pixel to the active layer, one undo step.
@@ -23,7 +24,7 @@ from PySide6.QtWidgets import (
     QSlider, QVBoxLayout, QWidget,
 )
 
-from advexplorer.core.stain import STAIN_LABELS, STAINS, stain_density
+from advexplorer.core.stain import STAIN_LABELS, STAINS, stain_channel
 from advexplorer.errors import UserError
 from advexplorer.gui import icons
 
@@ -58,7 +59,7 @@ class StainSelectDialog(QDialog):
         self.setWindowTitle("Select by stain")
         self.setModal(False)
         self.canvas = canvas
-        self._density: np.ndarray | None = None
+        self._density: dict[str, np.ndarray] = {}     # stain → H×W density of the shown image
         self._density_of: np.ndarray | None = None  # the image the densities were computed for
         self.preview = pg.ImageItem(axisOrder="row-major")
         self.preview.setZValue(3.8)  # over the masks and overlays: this is what Apply will paint
@@ -130,27 +131,31 @@ class StainSelectDialog(QDialog):
             self._preview_timer.start()
 
     # -- the selection -----------------------------------------------------------------
-    def densities(self) -> np.ndarray | None:
-        """H×W×3 optical densities of the shown image (cached per image); None without one."""
+    def density(self) -> np.ndarray | None:
+        """H×W optical density of the chosen stain in the shown image (cached per image and
+        stain, computed band by band); None without an image."""
         image = self.canvas.image
         if image is None:
             return None
         if self._density_of is not image:
-            self._density = stain_density(self.canvas.unit_image())
-            self._density_of = image
-        return self._density
+            self._density, self._density_of = {}, image
+        stain = self.stain.currentData()
+        if stain not in self._density:
+            self._density[stain] = stain_channel(image, stain)
+        return self._density[stain]
 
     def selection(self) -> np.ndarray | None:
-        """H×W bool: the pixels the current stain and threshold select (None: nothing to select)."""
+        """H×W bool: the pixels the current stain and threshold select (None: nothing to select).
+        The same comparison as :func:`advexplorer.core.stain.select_by_stain`."""
         try:
-            density = self.densities()
+            density = self.density()
         except UserError as error:  # a grey image has no colours to deconvolve
             self.coverage.setText(str(error))
             return None
         if density is None:
             self.coverage.setText("Open an image first.")
             return None
-        return density[:, :, STAINS.index(self.stain.currentData())] > self.threshold_value
+        return density > np.float32(self.threshold_value)
 
     def update_preview(self) -> None:
         """Redraw the yellow preview and the coverage line for the current settings."""

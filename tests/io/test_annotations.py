@@ -239,3 +239,17 @@ def test_the_cli_takes_a_roi_zip_as_annotations(roi_zip, tmp_path, capsys):
     annotations = record["annotations"]
     assert annotations["path"].endswith("RoiSet.zip") and annotations["protect_classes"] == ["Tumor"]
     assert main(["reproduce", str(run)]) == 0
+
+
+def test_stain_channel_band_by_band_equals_the_whole_deconvolution(monkeypatch):
+    from advexplorer.core import stain
+
+    monkeypatch.setattr(stain, "BAND_ROWS", 7)  # several bands, the last one short
+    rgb = np.random.default_rng(1).integers(1, 256, (30, 20, 3), dtype=np.uint8)
+    unit = rgb.astype(np.float32) / 255
+    for name in stain.STAINS:
+        whole = stain.stain_density(unit)[:, :, stain.STAINS.index(name)].astype(np.float32)
+        assert np.array_equal(stain.stain_channel(rgb, name), whole)  # uint8 as its float32 image
+        assert np.array_equal(stain.stain_channel(unit, name), whole)
+    with pytest.raises(UserError, match="colour \\(RGB\\) image"):
+        stain.stain_channel(rgb[:, :, :1], "dab")
