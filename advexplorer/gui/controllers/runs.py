@@ -130,7 +130,7 @@ class RunController(QObject):
         self._text_time = 0.0
         self._phase: Phase | None = None
         self._square_start = 0     # the ensemble: where its Square stage starts on the progress bar
-        self._transfer: dict | None = None  # a transfer run's live columns (see _show_transfer_live)
+        self._transfer: dict | None = None  # a transfer run's live columns (see _start_transfer)
         self.surrogates = SurrogateController(form, models, self)
         self.surrogates.error.connect(self.error)
         self.redraw = qthrottled(self.redraw_live, timeout=REDRAW_MS, leading=True)
