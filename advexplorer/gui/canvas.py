@@ -94,13 +94,15 @@ class MaskCanvas(pg.GraphicsView):
     """Shows an image with its mask overlays and lets the user paint them.
 
     Signals: ``tool_changed(str)``, ``brush_size_changed(int)``, ``mask_edited()`` (after
-    each finished edit), ``cursor_moved(str)`` (a status text: pixel position and value).
+    each finished edit), ``cursor_moved(str)`` (a status text: pixel position and value),
+    ``overlays_refreshed()`` (the mask layers were redrawn, e.g. after a mode change).
     """
 
     tool_changed = Signal(str)
     brush_size_changed = Signal(int)
     mask_edited = Signal()
     cursor_moved = Signal(str)
+    overlays_refreshed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent, background="#1e1f22")
@@ -183,6 +185,7 @@ class MaskCanvas(pg.GraphicsView):
         """Redraw both overlays now (after a mode or opacity change)."""
         self._dirty = {"attack", "diagnostic"}
         self._redraw_overlays()
+        self.overlays_refreshed.emit()
 
     def _redraw_overlays(self) -> None:
         masks = self.masks

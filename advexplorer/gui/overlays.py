@@ -167,6 +167,8 @@ class OverlayLegend(QWidget):
         super().__init__(parent)
         self.overlays = overlays
         self.checks: dict[str, QCheckBox] = {}
+        self.swatches: dict[str, QLabel] = {}
+        self._attack_mode = getattr(getattr(overlays.canvas, "masks", None), "mode", "protect")
         grid = QGridLayout(self)
         grid.setContentsMargins(4, 4, 4, 4)
         mode = getattr(getattr(overlays.canvas, "masks", None), "mode", "protect")
@@ -178,7 +180,9 @@ class OverlayLegend(QWidget):
             check = QCheckBox(label)
             check.setChecked(overlays.is_visible(name))
             check.toggled.connect(lambda on, name=name: self._toggle(name, on))
-            grid.addWidget(_swatch(colours[name]), row, 0)
+            swatch = _swatch(colours[name])
+            self.swatches[name] = swatch
+            grid.addWidget(swatch, row, 0)
             grid.addWidget(check, row, 1)
             self.checks[name] = check
         self.scale_label = QLabel("")
@@ -196,7 +200,12 @@ class OverlayLegend(QWidget):
         self.sync()
 
     def sync(self) -> None:
-        """Bring the boxes in line with what is shown (after new maps arrived)."""
+        """Bring the boxes in line with what is shown (after new maps arrived or the mask's mode
+        changed: the attack mask's swatch is cyan for protect, orange for allowed)."""
+        mode = getattr(getattr(self.overlays.canvas, "masks", None), "mode", self._attack_mode)
+        if mode != self._attack_mode and mode in LAYER_COLOURS:
+            self._attack_mode = mode
+            self.swatches["attack"].setPixmap(_swatch(LAYER_COLOURS[mode]).pixmap())
         for name, check in self.checks.items():
             check.blockSignals(True)
             check.setChecked(self.overlays.is_visible(name))
@@ -291,6 +300,7 @@ class OverlayController(QObject):
         window.session.runs_changed.connect(self._runs_changed)
         window.session.current_changed.connect(self._current_changed)
         window.runs_history.show_requested.connect(self.show_run)
+        window.canvas.overlays_refreshed.connect(self.legend.sync)  # e.g. the mask's mode changed
         self._sync_menu()
 
     def add_to_menu(self, view_menu: QMenu) -> None:

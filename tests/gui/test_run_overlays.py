@@ -98,3 +98,17 @@ def test_view_menu_toggles_the_layers_dock(qtbot, window):
     assert dock.isVisible() != before
     action.trigger()
     assert dock.isVisible() == before
+
+
+def test_the_legend_swatch_follows_the_mask_mode(qtbot, window):
+    from advexplorer.gui.canvas import LAYER_COLOURS
+
+    swatch = window.overlay_layers.legend.swatches["attack"]
+
+    def colour():
+        return swatch.pixmap().toImage().pixelColor(5, 5).getRgb()[:3]
+
+    window.mode_combo.setCurrentIndex(window.mode_combo.findData("allowed"))
+    assert colour() == LAYER_COLOURS["allowed"]
+    window.mode_combo.setCurrentIndex(window.mode_combo.findData("protect"))
+    assert colour() == LAYER_COLOURS["protect"]
