@@ -57,3 +57,37 @@ def test_pdf_report_has_the_defence_section(defended_run, tmp_path):
     text = squeeze(pdf_text(write_report(tmp_path / "report.pdf", [defended_run]))).lower()
     assert squeeze("Defence: naive vs adaptive attack").lower() in text   # headings are set in capitals
     assert squeeze("Adaptive attack (BPDA)").lower() in text
+
+
+def _screen_defence(adaptive: str, naive_values, adaptive_values=None) -> dict:
+    from advexplorer.core.screening import wilson_interval
+
+    def share(k):
+        return {"measure": "robust accuracy", "value": k / 40, "ci95": list(wilson_interval(k, 40)),
+                "count": k, "n": 40}
+
+    rows = []
+    for j, k in enumerate(naive_values):
+        row = {"eps": j / 255, "eps_label": f"{j}/255", "naive": share(k)}
+        if adaptive_values is not None:
+            row["adaptive"] = share(adaptive_values[j])
+            row["gradient_hidden"] = row["naive"]["ci95"][0] > row["adaptive"]["ci95"][1]
+        rows.append(row)
+    return {"defence": "jpeg:75", "label": "JPEG compression (quality 75)", "adaptive": adaptive,
+            "adaptive_label": adaptive, "per_eps": rows, "files": {"naive": "per_image.csv"}}
+
+
+def test_a_screen_sentence_for_each_case():
+    from advexplorer.report.cohort import defence_meaning, defence_section
+
+    hidden = _screen_defence("bpda", [38, 38, 38], [38, 20, 2])
+    assert defence_meaning(hidden).startswith("The naive attack overstates the defence")
+    assert "at ε = 2/255" in defence_meaning(hidden)                 # where the drop is largest
+    same = _screen_defence("bpda", [38, 30, 20], [38, 29, 18])
+    assert "does no better than the naive one" in defence_meaning(same)
+    naive_only = _screen_defence("none", [38, 38, 38])
+    assert "--adaptive bpda" in defence_meaning(naive_only)
+    html = defence_section({"defence": hidden})
+    assert html.count("gradient hidden") == 2 and "BPDA attack" in html
+    assert defence_section({}) == ""
+    assert "Model precision" in defence_section({"precision": {"precision": "int8", "how": "int8 dynamic"}})
