@@ -365,9 +365,18 @@ class DefenceSpec:
         return f"{self.info.label} ({self.info.parameter.split(' ')[0]} {self.text().split(':')[1]})"
 
 
+#: What the number after the colon is called in usage lines (``blur:SIGMA``).
+DEFENCE_METAVARS = {"blur": "SIGMA", "jpeg": "QUALITY", "bits": "DEPTH", "median": "SIZE", "noise": "SIGMA"}
+
+
+def defence_usage() -> str:
+    """'blur:SIGMA | jpeg:QUALITY | bits:DEPTH | median:SIZE | noise:SIGMA'."""
+    return " | ".join(f"{kind}:{DEFENCE_METAVARS.get(kind, 'VALUE')}" for kind in DEFENCE_KINDS)
+
+
 def parse_defence(text: str) -> DefenceSpec:
     """``'jpeg:75'`` → DefenceSpec; one clear message for anything else."""
-    kinds = " | ".join(f"{k}:{v.parameter.split(' ')[0].upper()}" for k, v in DEFENCE_KINDS.items())
+    kinds = defence_usage()
     kind, colon, value_text = str(text).strip().partition(":")
     kind = kind.lower()
     if kind not in DEFENCE_KINDS or not colon:

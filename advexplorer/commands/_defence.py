@@ -16,8 +16,7 @@ from advexplorer import config
 
 def add_defence_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("defence and precision")
-    kinds = " | ".join(f"{k}:{v.parameter.split(' ')[0].upper()}"
-                       for k, v in config.DEFENCE_KINDS.items())
+    kinds = config.defence_usage()
     group.add_argument("--defense", "--defence", dest="defense", metavar="KIND:VALUE",
                        help=f"preprocessing defence in front of the model: {kinds} (e.g. jpeg:75)")
     group.add_argument("--adaptive", default="none", choices=config.ADAPTIVE_MODES,
