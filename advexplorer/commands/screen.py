@@ -13,7 +13,8 @@ Writes into ``--out``:
 With ``--defense`` the screened model is the defended one; with ``--adaptive bpda|eot`` the
 same screen is also run with the naive attack (``per_image_naive.csv``) and ``summary.json``'s
 ``defence`` entry holds both robust accuracies per ε side by side. ``--precision`` screens the
-model at float16, bfloat16 or int8 (recorded as ``precision``).
+model at float16, bfloat16, int8 (dynamic) or int8-static (calibrated on the cohort's first 64
+images), recorded as ``precision``.
 """
 
 from __future__ import annotations
