@@ -30,6 +30,7 @@ Conventions (what a user sees in the app and in ``saliency_*.npy``):
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +86,9 @@ def _family_layer(network: nn.Module) -> tuple[str, str] | None:
     (their final 1×1 conv block). The family is looked up anywhere inside the model, so a
     wrapper such as ``nn.Sequential(normalise, resnet)`` still works.
     """
-    from torchvision import models as tv
-
+    tv = sys.modules.get("torchvision.models")
+    if tv is None:  # torchvision never imported: no module here can be one of its classes
+        return None
     families = (
         (tv.ResNet, "ResNet", lambda m: "layer4"),
         (tv.DenseNet, "DenseNet", lambda m: "features"),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QTimer
+from PySide6.QtCore import QEvent, QThreadPool, QTimer
 from PySide6.QtWidgets import QApplication
 
 from advexplorer.errors import UserError
@@ -41,6 +41,11 @@ def application() -> QApplication:
     app.setApplicationName("AdvExplorer")
     app.setOrganizationName("AdvExplorer")
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
+    if not getattr(app, "_advexplorer_waits", False):
+        # Background imports and loads cannot be interrupted: let them end before Python
+        # tears the window's objects down, instead of emitting into deleted ones.
+        app.aboutToQuit.connect(lambda: QThreadPool.globalInstance().waitForDone(15000))
+        app._advexplorer_waits = True
     style = Path(__file__).with_name("style.qss")
     if style.is_file():
         from advexplorer.gui.icons import ICONS_DIR

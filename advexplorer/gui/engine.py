@@ -24,8 +24,9 @@ ENGINE_MODULES = (
     "advexplorer.io.images",
     "advexplorer.session.runs",
 )
-#: Imported too when present (saliency pulls in captum and scipy): a first run with
-#: saliency then does not import them in the worker thread while the GUI is drawing.
+#: Imported after Run is enabled (saliency pulls in scipy, ~1.5 s): a first run with saliency
+#: then rarely imports them in its worker thread while the GUI is drawing, and they do not
+#: delay the model load or Run (a run that needs them first waits on Python's import lock).
 OPTIONAL_MODULES = ("advexplorer.core.saliency", "advexplorer.core.robustness")
 
 
@@ -51,16 +52,22 @@ def engine_threads() -> int:
 
 
 def import_engine() -> float:
-    """Import :data:`ENGINE_MODULES` (and the optional ones); the seconds it took."""
+    """Import :data:`ENGINE_MODULES`; the seconds it took."""
     started = time.perf_counter()
     for name in ENGINE_MODULES:
         importlib.import_module(name)
-    for name in OPTIONAL_MODULES:
-        if module_exists(name):
-            importlib.import_module(name)
     import torch
 
     torch.set_num_threads(engine_threads())
+    return time.perf_counter() - started
+
+
+def import_optional() -> float:
+    """Import :data:`OPTIONAL_MODULES` that exist; the seconds it took."""
+    started = time.perf_counter()
+    for name in OPTIONAL_MODULES:
+        if module_exists(name):
+            importlib.import_module(name)
     return time.perf_counter() - started
 
 
@@ -85,6 +92,8 @@ class EngineLoader(QObject):
         self.tasks.finished_run.connect(self._mark_ready)
         self.tasks.failed.connect(self._failed)
         self.tasks.stopped.connect(self._done.set)
+        self.warm_tasks = TaskRunner(self)  # the optional modules, once Run is possible
+        self._warmed = False
 
     def _mark_ready(self, seconds: float) -> None:
         self.is_ready = True
@@ -102,6 +111,15 @@ class EngineLoader(QObject):
 
         self._started = True
         self.tasks.start(call_task, import_engine)
+
+    def warm_up(self) -> None:
+        """Import the optional modules in the background (once, after the engine)."""
+        if self._warmed or not self.is_ready:
+            return
+        from advexplorer.gui.worker import call_task
+
+        self._warmed = True
+        self.warm_tasks.start(call_task, import_optional)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the import has ended (tests, the demo); True if it ended.

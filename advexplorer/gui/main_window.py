@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget, QFileDialog, QMainWindow, QMessageBox, QScrollArea, QSplitter, QWidget,
 )
@@ -227,7 +227,7 @@ class MainWindow(QMainWindow):
         if model_path is not None:
             self.open_model(model_path, card=options.card, user_initiated=options.model is not None)
         self._recent_menus()
-        self.engine.start()
+        QTimer.singleShot(0, self.engine.start)  # after the first frame has painted
         self.workspace.start()  # offers to restore the work of a session that crashed
 
     def _engine_ready(self, seconds: float) -> None:
@@ -489,7 +489,7 @@ class MainWindow(QMainWindow):
         if not self.workspace.confirm_close():
             return event.ignore()
         self.runs.closing = True
-        for tasks in (self.controller, self.models.tasks):
+        for tasks in (self.controller, self.models.tasks, self.engine.warm_tasks):
             if tasks.running:
                 tasks.stop_and_wait(15000)
         if self.cohort_panel.running:

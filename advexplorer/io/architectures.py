@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from advexplorer.errors import UserError
+from advexplorer.io.torchvision_import import torchvision_models
 
 #: Key prefixes that wrappers add in front of the network's own names: DataParallel
 #: (``module.``), Lightning modules and EMA wrappers (``model.``), torch.compile (``_orig_mod.``).
@@ -62,8 +63,7 @@ def _timm():
 
 @functools.lru_cache(maxsize=1)
 def _torchvision_names() -> frozenset[str]:
-    import torchvision.models as tvm
-
+    tvm = torchvision_models()
     return frozenset(tvm.list_models(module=tvm))
 
 
@@ -116,9 +116,7 @@ def build_by_name(name: str, kwargs: dict[str, Any] | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if library == "torchvision":
-                import torchvision.models as tvm
-
-                return tvm.get_model(function, weights=None, **kwargs)
+                return torchvision_models().get_model(function, weights=None, **kwargs)
             return _timm().create_model(function, pretrained=False, **kwargs)
     except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
         raise UserError(f"Cannot build {library}.{function} with architecture_kwargs {kwargs}: "

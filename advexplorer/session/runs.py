@@ -195,11 +195,12 @@ def _prediction(probabilities: torch.Tensor, classes: tuple[str, ...], k: int = 
 
 
 def versions() -> dict[str, str]:
-    """Versions that decide whether a run can be reproduced bit for bit."""
-    import torchvision
+    """Versions that decide whether a run can be reproduced bit for bit (torchvision's read
+    without importing it, which costs seconds)."""
+    from advexplorer.io.torchvision_import import torchvision_version
 
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "torchvision": torchvision_version(), "numpy": np.__version__,
             "advexplorer": advexplorer.__version__}
 
 

@@ -146,6 +146,8 @@ class ModelController(QObject):
             path, card, user_initiated = self.pending
             self.pending = None
             self.open(path, card=card, user_initiated=user_initiated)
+        else:
+            self.engine.warm_up()  # no model to wait for
 
     def _device_changed(self, device: str) -> None:
         """Another device in the form: load the model again onto it."""
@@ -170,6 +172,7 @@ class ModelController(QObject):
             self.form.set_values(label=current.label)
         self.preferences.remember("recent_models", str(loaded.path))
         self.loaded.emit(loaded)
+        self.engine.warm_up()  # saliency's modules, now that Run is possible
 
     def _reset_true_classes(self, old: tuple, new: tuple) -> None:
         """True classes are indices into the old class list: they mean nothing for the new one."""

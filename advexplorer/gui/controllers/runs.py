@@ -321,7 +321,7 @@ class RunController(QObject):
                     self.models.model.card.classes,
                     [transfer["surrogate_before"], update.probabilities[-1], transfer["target_before"],
                      transfer["target_now"]])
-        if self._phase is None:
+        if self._phase is None and text_due:  # a styled progress bar repaints at ~3 ms a value
             done = self._steps_seen
             if update.stage == "square":  # the ensemble may skip stages: Square's part is its own
                 done = max(done, self._square_start + update.restart * (update.total_steps + 1) + update.index)
