@@ -351,6 +351,9 @@ def train_steps(classifier: Classifier, train: LabelledImages, held_out: Labelle
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0))))
     rng = np.random.default_rng(config.seed)
     shuffle = torch.Generator().manual_seed(int(config.seed))
+    # Dropout (and any other layer that draws in train mode) uses torch's global generator:
+    # seed it too, or two runs of the same recipe train different twins.
+    torch.manual_seed(int(config.seed))
     history: list[EpochProgress] = []
     smoothed = None
     stopped = "finished"

@@ -145,3 +145,20 @@ def test_bad_recipes_and_empty_held_out_are_one_clear_message(data):
         TrainConfig(eps=2.0).validate()
     with pytest.raises(UserError, match="Unknown training method"):
         TrainConfig(method="magic").validate()
+
+
+def test_the_same_recipe_trains_the_same_twin_even_with_dropout(data):
+    train, held = data[0].images[:96], data[1]
+    subset = LabelledImages(train, data[0].labels[:96])
+
+    def twin(global_seed: int):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5),
+                            nn.Linear(512, 2))
+        classifier = trainable(Classifier(net, [0.5], [0.25]))
+        torch.manual_seed(global_seed)   # whatever the app's global generator held before training
+        run(classifier, subset, held, TrainConfig(method="fast", eps=EPS, epochs=1, lr=1e-2, batch_size=32))
+        return classifier.model.state_dict()
+
+    first, second = twin(1), twin(2)
+    assert all(torch.equal(first[key], second[key]) for key in first)
