@@ -28,10 +28,10 @@ from advexplorer.io.slides import tile_region
 from advexplorer.session.state import ImageEntry, RunSummary, Session
 
 REDRAW_MS = 40  # 25 Hz: smooth to the eye; every frame's painting holds the GIL the attack needs
-#: Trajectory plots refresh at most 5 times a second: repainting the three plots costs ~7× a
-#: frame of the images (measured 17 ms vs 2.3 ms of GUI-thread CPU on a 2-core box), and a
-#: curve that grows 5 times a second still reads as live.
-PLOT_INTERVAL_S = 0.2
+#: Trajectory plots refresh at most 4 times a second: repainting the three plots costs ~3× a
+#: frame of the images (measured 7 ms vs 2.5 ms of GUI-thread CPU on a 2-core box), and Qt
+#: paints holding the GIL the attack needs; a curve that grows 4 times a second still reads as live.
+PLOT_INTERVAL_S = 0.25
 TEXT_EVERY_S = 0.25  # status texts change at 4 Hz: faster is unreadable and re-lays out panels
 
 
