@@ -252,6 +252,9 @@ class TradeoffView(QWidget):
                      if "naive" in pair and "adaptive" in pair and eps is not None]
         if sentences:
             self.verdict.setText("\n".join(sentences))
+        elif self.curves and not any(c.kind != "model" for c in self.curves):
+            self.verdict.setText(f"{len(self.curves)} model(s) measured. Compare a defence: each is put behind "
+                                 "it and measured with the naive and the adaptive attack.")
 
     def _compare(self) -> None:
         try:
