@@ -187,16 +187,17 @@ def main() -> int:
         ended = []
 
         def finished(_summary):
-            ended.append((time.perf_counter(), time.process_time()))
+            ended.append((time.perf_counter(), time.process_time(), time.thread_time()))
             loop.quit()
 
         window.run_finished.connect(finished)
         clock.start()
         timer.start()
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started, gui_started = time.perf_counter(), time.process_time(), time.thread_time()
         window.start_run()
         loop.exec()  # the real event loop, as in the app
         wall, cpu = ended[0][0] - started, ended[0][1] - cpu_started
+        gui_cpu.append(ended[0][2] - gui_started)
         timer.stop()
         window.run_finished.disconnect(finished)
         while window.controller.running:
@@ -211,8 +212,10 @@ def main() -> int:
         build_record(request, outcome)
         return time.perf_counter() - started, time.process_time() - cpu_started
 
+    gui_cpu: list[float] = []
     live_once()  # warm-up: first-call costs (allocations, lazy imports) out of the numbers
     headless_once()
+    gui_cpu.clear()
     ratios, all_lateness, fps_values, plot_rates, lives, headlesses = [], [], [], [], [], []
     cpu_ratios = []
     for _ in range(args.repeats):
@@ -244,6 +247,12 @@ def main() -> int:
     # adds in work, less sensitive than wall time to other programs sharing the cores.
     print(f"process CPU live/headless: {', '.join(f'{v:.3f}' for v in cpu_ratios)} "
           f"(median {statistics.median(cpu_ratios):.3f})")
+    # The GUI thread's own CPU seconds during a live run, over the headless run's wall time:
+    # Qt paints holding the GIL, so this is (roughly) what drawing adds to the attack's wall time
+    # on an otherwise idle machine. Thread CPU time barely depends on other programs' load.
+    gui_fraction = [g / h for g, h in zip(gui_cpu, headlesses)]
+    print(f"GUI-thread CPU per live run (s): {', '.join(f'{v:.3f}' for v in gui_cpu)} "
+          f"= {', '.join(f'{v:.1%}' for v in gui_fraction)} of the headless wall time")
     print(f"load average before/after: {load_before} / {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"p99_latency_ms={p99:.1f} fps={fps:.1f} live_over_headless={ratio:.3f} "
           f"first_window_s={first_window_s:.2f} ready_s={ready_s:.2f}")

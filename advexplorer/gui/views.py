@@ -25,6 +25,7 @@ PALETTE = ["#56B4E9", "#E69F00", "#009E73", "#F0E442", "#CC79A7", "#D55E00", "#0
 PLOT_BACKGROUND = "#1e1f22"
 DIVERGING = "CET-D1"   # blue – white – red: negative / zero / positive perturbation
 SEQUENTIAL = "inferno"
+AXIS_WIDTH = 46  # px for the y tick labels of the trajectory plots ("-0.25", "12.5")
 
 
 def display_image(image_hwc: np.ndarray) -> np.ndarray:
@@ -362,6 +363,9 @@ class TrajectoryPlots(QWidget):
         for plot in (self.confidence, self.loss, self.margin):
             plot.setMenuEnabled(False)
             plot.hideButtons()
+            # A fixed label column: tick labels that change width would re-lay out the plot
+            # (and re-generate its other axis) whenever the range changes.
+            plot.getAxis("left").setWidth(AXIS_WIDTH)
         self.graphics.setMinimumHeight(240)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -482,16 +486,21 @@ class TrajectoryPlots(QWidget):
             self._fit_y(self.margin, "margin", self.margins[:n])
 
     def _fit_y(self, plot, key: str, values: np.ndarray) -> None:
-        """Grow the y range with headroom only when the data leave it: re-ranging (and so
-        re-drawing the axis) on every frame would cost more than the curve itself."""
+        """Grow the y range only when the data leave it, and then by at least its own width:
+        every change re-generates the axis (and, as its labels change width, the plot's
+        layout), which costs more than the curve. Growing geometrically, a loss that climbs
+        steadily over a run changes the range a handful of times instead of at every frame."""
         low, high = float(values.min()), float(values.max())
         current = self._y_ranges.get(key)
         if current is not None and current[0] <= low and high <= current[1]:
             return
-        span = max(high - low, abs(high) * 0.05, 1e-3)
-        new = (low - 0.25 * span, high + 0.25 * span)
-        if current is not None:
-            new = (min(new[0], current[0]), max(new[1], current[1]))
+        if current is None:
+            span = max(high - low, abs(high) * 0.05, 1e-3)
+            new = (low - 0.25 * span, high + 0.25 * span)
+        else:
+            width = current[1] - current[0]
+            new = (min(current[0], low - width) if low < current[0] else current[0],
+                   max(current[1], high + width) if high > current[1] else current[1])
         self._y_ranges[key] = new
         plot.setYRange(*new, padding=0)
 
