@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from advexplorer import paths
 from advexplorer.config import SALIENCY_METHODS
 from advexplorer.errors import UserError
-from advexplorer.gui import icons
+from advexplorer.gui import icons, qtgraph  # noqa: F401  (qtgraph before canvas: no CUDA probe)
 from advexplorer.gui.canvas import MaskCanvas
 from advexplorer.gui.controllers.cohort import CohortDockController, form_values
 from advexplorer.gui.controllers.history import HistoryController
