@@ -141,3 +141,35 @@ def test_magic_wand_adds_the_clicked_region_with_the_toolbars_tolerance(qtbot, w
     np.testing.assert_array_equal(masks.attack.data != 0, nucleus)
     _action(_menu(window, "&Mask"), "Brush").trigger()
     assert not window.stain_tools.tolerance_action.isVisible()
+
+
+def test_a_large_images_densities_are_computed_off_the_gui_thread(qtbot, window, tissue_file, monkeypatch):
+    import threading
+
+    from advexplorer.core import stain as core_stain
+    from advexplorer.gui import stain_tools
+
+    monkeypatch.setattr(stain_tools, "BACKGROUND_PIXELS", 100)  # the 48×64 tissue counts as large
+    threads = []
+    real = core_stain.stain_channel
+
+    def recording(image, stain):
+        threads.append((image.shape[:2], threading.current_thread() is threading.main_thread()))
+        return real(image, stain)
+
+    monkeypatch.setattr(stain_tools, "stain_channel", recording)
+    image = _open(window, tissue_file)
+    _action(_menu(window, "&Mask"), "Select by stain…").trigger()
+    dialog = window.stain_tools.dialog
+    dialog.stain.setCurrentIndex(dialog.stain.findData("dab"))
+    dialog.stain.setCurrentIndex(dialog.stain.findData("hematoxylin"))  # changed while computing
+    dialog.set_threshold(0.2)
+    expected = select_by_stain(image, "hematoxylin", 0.2)
+    qtbot.waitUntil(lambda: dialog.preview.isVisible() and np.array_equal(dialog.preview.image != 0, expected),
+                    timeout=10000)
+    assert dialog.apply_button.isEnabled() and "pixels selected" in dialog.coverage.text()
+    # Only the 1×1 grey check runs on the GUI thread; the whole image is deconvolved off it.
+    whole = [on_main for shape, on_main in threads if shape == (48, 64)]
+    assert whole and not any(whole)
+    qtbot.waitUntil(lambda: not dialog.computing, timeout=10000)
+    dialog.close()
