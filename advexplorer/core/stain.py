@@ -88,16 +88,23 @@ def select_by_stain(image: np.ndarray, stain: str = "hematoxylin", threshold: fl
 
 def magic_wand(image: np.ndarray, seed: tuple[int, int], tolerance: float = 0.1) -> np.ndarray:
     """H×W bool: the 4-connected region around ``seed`` (row, column) of colours within
-    ``tolerance`` (every channel, [0, 1] units) of the seed pixel's colour."""
+    ``tolerance`` (every channel, [0, 1] units) of the seed pixel's colour. ``image`` is
+    float in [0, 1] or uint8 (0–255, compared as value/255)."""
     from scipy import ndimage
 
-    image = np.asarray(image, dtype=np.float32)
+    image = np.asarray(image)
+    # An 8-bit image is compared in its own integers (tolerance × 255): no float copy of a
+    # large image per click.
+    if image.dtype == np.uint8:
+        image, limit = image.astype(np.int16), (tolerance + 1e-7) * 255
+    else:
+        image, limit = np.asarray(image, dtype=np.float32), tolerance + 1e-7
     if image.ndim == 2:
         image = image[:, :, None]
     row, column = int(seed[0]), int(seed[1])
     height, width = image.shape[:2]
     if not (0 <= row < height and 0 <= column < width):
         raise UserError(f"The magic wand's point ({column}, {row}) is outside the {width}×{height} image.")
-    similar = (np.abs(image - image[row, column]) <= tolerance + 1e-7).all(axis=2)
+    similar = (np.abs(image - image[row, column]) <= limit).all(axis=2)
     labels, _ = ndimage.label(similar)  # 4-connectivity by default
     return labels == labels[row, column]

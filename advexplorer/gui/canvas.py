@@ -327,7 +327,7 @@ class MaskCanvas(pg.GraphicsView):
         (row, column) to the active layer, as one undo step. None when the point is outside."""
         from advexplorer.core.stain import magic_wand
 
-        layer, image = self.layer, self.unit_image()
+        layer, image = self.layer, self.image  # uint8 or [0, 1] float: the wand takes either
         if layer is None or image is None:
             return None
         height, width = image.shape[:2]

@@ -253,3 +253,13 @@ def test_stain_channel_band_by_band_equals_the_whole_deconvolution(monkeypatch):
         assert np.array_equal(stain.stain_channel(unit, name), whole)
     with pytest.raises(UserError, match="colour \\(RGB\\) image"):
         stain.stain_channel(rgb[:, :, :1], "dab")
+
+
+def test_the_magic_wand_reads_8_bit_images_as_their_unit_values():
+    from advexplorer.core.stain import magic_wand
+
+    rgb = np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8) // 32 * 32  # flat patches
+    unit = rgb.astype(np.float32) / 255
+    for tolerance in (0.0, 32 / 255, 0.2):
+        for seed in ((0, 0), (20, 25), (39, 49)):
+            assert np.array_equal(magic_wand(rgb, seed, tolerance), magic_wand(unit, seed, tolerance))
