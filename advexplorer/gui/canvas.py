@@ -314,14 +314,6 @@ class MaskCanvas(pg.GraphicsView):
             return
         self.mask_edited.emit()
 
-    def unit_image(self) -> np.ndarray | None:
-        """The shown image as float32 in [0, 1] (what the stain tools and the wand measure)."""
-        if self.image is None:
-            return None
-        if self.image.dtype == np.uint8:
-            return self.image.astype(np.float32) / 255.0
-        return np.asarray(self.image, dtype=np.float32)
-
     def select_similar(self, row: int, column: int):
         """Magic wand: add the connected pixels of colour within :attr:`wand_tolerance` of
         (row, column) to the active layer, as one undo step. None when the point is outside."""
