@@ -28,6 +28,15 @@ SEQUENTIAL = "inferno"
 AXIS_WIDTH = 46  # px for the y tick labels of the trajectory plots ("-0.25", "12.5")
 
 
+def paints_opaquely(view: pg.GraphicsView) -> None:
+    """Tell Qt that ``view`` paints every pixel of itself (its background is filled), so a
+    frame repaints only the view — not, beneath it, the splitter, the dock and the main window
+    with their style sheets, which doubled the GUI thread's work per live frame. Qt paints
+    holding the GIL the attack's thread needs."""
+    for widget in (view, view.viewport()):
+        widget.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
+
+
 def display_image(image_hwc: np.ndarray) -> np.ndarray:
     """H×W×C float [0,1] → what ImageItem shows (H×W for one channel), contiguous float32."""
     image = np.asarray(image_hwc, dtype=np.float32)
@@ -110,6 +119,25 @@ class FittedLabel(pg.LabelItem):
         option.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         self.item.document().setDefaultTextOption(option)
 
+    def setText(self, text, **options):  # noqa: N802 (pyqtgraph's name)
+        """New text; the strip is laid out again only if the caption's height changed.
+
+        pyqtgraph's LabelItem invalidates its layout on every text change, which re-lays out
+        and repaints the whole strip (every panel, every colour bar) — four times a second
+        during a run, for a caption such as "DAB-positive (0.97)" that keeps its height."""
+        height = self.itemRect().height()
+        self._same_size = True
+        try:
+            super().setText(text, **options)
+        finally:
+            self._same_size = False
+        if self.itemRect().height() != height:
+            self.updateGeometry()
+
+    def updateGeometry(self):  # noqa: N802 (Qt's name)
+        if not getattr(self, "_same_size", False):
+            super().updateGeometry()
+
     def updateMin(self):  # noqa: N802 (pyqtgraph's name)
         height = self.itemRect().height()
         self.setMinimumWidth(0)
@@ -131,6 +159,7 @@ class ImageStrip(pg.GraphicsLayoutWidget):
     def __init__(self, titles: list[tuple[str, str]], parent=None):
         super().__init__(parent)
         self.setBackground("#1e1f22")
+        paints_opaquely(self)
         self.ci.setContentsMargins(2, 2, 26, 2)  # room for the last colour bar's labels
         self.ci.layout.setHorizontalSpacing(4)
         self.items: dict[str, pg.ImageItem] = {}
@@ -338,6 +367,7 @@ class TrajectoryPlots(QWidget):
         # (measured ~25 % of a frame).
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setBackground("#1e1f22")
+        paints_opaquely(self.graphics)
         self.graphics.ci.setContentsMargins(0, 0, 0, 0)
         self.confidence = self.graphics.addPlot(row=0, col=0, colspan=2)
         self.loss = self.graphics.addPlot(row=1, col=0)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QDockWidget, QLabel, QProgressBar, QTableWidgetItem
 from superqt.utils import qthrottled
 
@@ -89,6 +89,14 @@ class StatusWidgets:
         widgets.progress.setFixedWidth(200)
         widgets.progress.setTextVisible(False)
         widgets.progress.setVisible(False)
+        # Fixed widths: a step counter that changes width 4 times a second would re-lay out
+        # (and repaint) the whole status bar and the window beneath it each time.
+        metrics = widgets.step.fontMetrics()
+        widgets.step.setFixedWidth(metrics.horizontalAdvance("APGD-T query 10000/10000, restart 10/10") + 8)
+        widgets.rate.setFixedWidth(metrics.horizontalAdvance("9999.9 steps/s") + 8)
+        for label in (widgets.step, widgets.rate):  # fixed in both directions: Qt then skips the relayout
+            label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            label.setFixedHeight(label.sizeHint().height())
         status_bar.addWidget(widgets.cursor, 1)
         for widget in (widgets.progress, widgets.step, widgets.rate, widgets.engine):
             status_bar.addPermanentWidget(widget)
