@@ -28,6 +28,18 @@ def breakable(text: str) -> str:
     return _BREAK_AFTER.sub("\\1\u200b", text)
 
 
+
+def read_only_table(columns: list[str]) -> QTableWidget:
+    """A table the user reads but does not edit: first column stretched, the others fitted."""
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(columns)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+    return table
+
 class WrappingLabel(QLabel):
     """A label that wraps (even inside long file names) instead of being cut off, and
     shows its whole text as a tooltip; it never asks its dock to grow wider."""
@@ -150,13 +162,7 @@ class TransferTable(QWidget):
         self.caption = QLabel()
         self.caption.setObjectName("hint")
         self.caption.setWordWrap(True)
-        self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(self.COLUMNS)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = read_only_table(self.COLUMNS)
         self.table.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
         self.table.setMinimumHeight(90)
         _column(self, self.caption, self.table, margins=(0, 0, 0, 0))
@@ -230,13 +236,7 @@ class BatchPanel(QWidget):
         super().__init__(parent)
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m images")
-        self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(self.COLUMNS)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table = read_only_table(self.COLUMNS)
         _column(self, self.progress, self.table)
 
 
