@@ -310,7 +310,7 @@ class MainWindow(QMainWindow):
         if entry is not None:
             self.images.select_row(self.session.index_of(entry))
             try:
-                image = read_display_image(entry.path)
+                image = read_display_image(entry.path, entry.dicom_window)
             except UserError as error:
                 self.show_error("Could not open the image", str(error))
         masks = None if image is None else entry.ensure_masks(image.shape[1], image.shape[0])

@@ -135,6 +135,10 @@ def build_menus_and_toolbars(window) -> None:
 
     window.model_frame = ModelFrameController(window)
     window.model_frame.add_to_menu(window.view_menu)
+    from advexplorer.gui.dicom_window import DicomWindowController  # a DICOM image's window (issue 12)
+
+    window.dicom_window = DicomWindowController(window)
+    window.dicom_window.add_to_menu(window.view_menu)
     menu("&Help", window.shortcuts_action, window.about_action)
     bar = QToolBar("File")
     bar.setObjectName("file_toolbar")

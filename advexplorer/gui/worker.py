@@ -87,6 +87,7 @@ class RunJob:
     #: A tile cut in the slide view: its slide region (io.slides.tile_region), so the run's
     #: record names the slide and the region, as the CLI's --image SLIDE --region does.
     region: dict | None = None
+    dicom_window: tuple[float, float] | None = None  # a DICOM file's window; None: the file's
 
 
 @dataclass
@@ -149,6 +150,7 @@ def _hwc(tensor) -> np.ndarray:
 def build_request(job: RunJob):
     """The :class:`RunRequest` the CLI would build for the same inputs (engine needed)."""
     from advexplorer.core.attacks import AttackConfig
+    from advexplorer.io.dicom import is_dicom_file, load_dicom_image
     from advexplorer.io.images import load_image, mask_to_model
     from advexplorer.session.runs import RunRequest
 
@@ -157,6 +159,8 @@ def build_request(job: RunJob):
         from advexplorer.io.slides import load_tile
 
         image = load_tile(job.image_path, job.region, card)
+    elif is_dicom_file(job.image_path):  # as --dicom-window does: the window is recorded
+        image = load_dicom_image(job.image_path, card, job.dicom_window)
     else:
         image = load_image(job.image_path, card)
     width, height = image.file_size

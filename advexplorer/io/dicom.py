@@ -159,6 +159,20 @@ def _first(value):
     return value[0] if len(value) else None
 
 
+def dicom_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the DICOM header, without decoding the pixels."""
+    path = Path(path)
+    pydicom = _pydicom()
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as error:
+        raise UserError(f"{path.name} is not a readable DICOM file ({_reason(error)}).") from None
+    rows, columns = int(getattr(dataset, "Rows", 0) or 0), int(getattr(dataset, "Columns", 0) or 0)
+    if rows <= 0 or columns <= 0:
+        raise UserError(f"{path.name} has no image size in its header (Rows/Columns); it holds no image.")
+    return columns, rows
+
+
 def check_pixel_count(path: Path, dataset) -> None:
     """Refuse a DICOM whose header promises more pixels than the image limit, before decoding."""
     from advexplorer.io.rasters import check_pixel_count as check

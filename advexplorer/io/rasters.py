@@ -106,10 +106,22 @@ def _tiff_shape(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def _is_dicom(path: Path) -> bool:
+    from advexplorer.io.dicom import is_dicom_file
+
+    return path.is_file() and is_dicom_file(path)
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the file header, checked against the pixel limit; nothing decoded."""
     path = Path(path)
     _missing(path)
+    if _is_dicom(path):
+        from advexplorer.io.dicom import dicom_size
+
+        width, height = dicom_size(path)
+        check_pixel_count(path.name, width, height)
+        return width, height
     Image = _pillow()
     try:
         with Image.open(path) as image:
@@ -272,12 +284,18 @@ def reduce_raw(raw: np.ndarray, factor: int) -> np.ndarray:
     return reduced.astype(raw.dtype, copy=False)
 
 
-def read_display_image(path: str | Path) -> np.ndarray:
+def read_display_image(path: str | Path, dicom_window: tuple[float, float] | None = None) -> np.ndarray:
     """The image for the canvas, H×W×C (C = 1 or 3): the engine's pixels, uint8 where exact.
 
     8-bit files stay uint8 (a quarter of the memory, and what pyqtgraph draws fastest);
-    everything else is the float32 [0, 1] array :func:`read_image_array` returns.
+    everything else is the float32 [0, 1] array :func:`read_image_array` returns. A DICOM
+    file is shown through ``dicom_window`` (centre, width), else its own window, exactly as
+    the engine reads it (:func:`advexplorer.io.dicom.read_dicom`).
     """
+    if _is_dicom(Path(path)):
+        from advexplorer.io.dicom import read_dicom
+
+        return read_dicom(path, dicom_window).pixels
     raw, notes = read_raw(path)
     if raw.dtype == np.uint8:
         return np.ascontiguousarray(raw[:, :, :-1] if _alpha(raw) else raw)
@@ -302,6 +320,11 @@ def thumbnail(path: str | Path, size: int = 64) -> np.ndarray | None:
         path = Path(path)
         image_size(path)  # header and pixel limit first
         Image = _pillow()
+        if _is_dicom(path):
+            shown = np.round(read_display_image(path) * 255).astype(np.uint8)
+            preview = Image.fromarray(np.repeat(shown, 3, axis=2) if shown.shape[2] == 1 else shown)
+            preview.thumbnail((size, size))
+            return np.asarray(preview)
         with Image.open(path) as image:
             image.draft("RGB", (size, size))
             if image.mode in ("RGB", "L", "RGBA", "P", "1", "LA"):

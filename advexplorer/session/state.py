@@ -100,6 +100,8 @@ class ImageEntry:
     runs: list[RunSummary] = field(default_factory=list)
     label: int | None = None
     file_size: tuple[int, int] | None = None  # (W, H)
+    #: A DICOM file's display and attack window (centre, width); None: the file's own.
+    dicom_window: tuple[float, float] | None = None
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from advexplorer.io.slides import tile_region
 from advexplorer.session.masks import read_mask_png, write_mask_png
 from advexplorer.session.state import ImageEntry, Session
 
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.webp);;All files (*)"
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.webp *.dcm *.dicom);;All files (*)"
 MASK_FILTER = "PNG (*.png);;All files (*)"
 
 

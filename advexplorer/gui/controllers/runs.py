@@ -166,7 +166,8 @@ class RunController(QObject):
             diagnostic_at_file_size=None if masks is None else masks.diagnostic_at_file_size(),
             label=label, saliency=self.form.saliency_method, number=self.session.next_run_number(),
             command_line=["advexplorer", "gui"], surrogate=self.surrogates.for_run(),
-            trust_pickle=bool(self.models.trust_pickle), region=tile_region(entry.path)))
+            trust_pickle=bool(self.models.trust_pickle), region=tile_region(entry.path),
+            dicom_window=entry.dicom_window))
 
     def start_run(self, entry: ImageEntry) -> bool:
         """Attack ``entry`` with the form's settings; False (with a dialog) if it cannot start."""
