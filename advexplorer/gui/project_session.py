@@ -13,7 +13,9 @@ window closes with unsaved work or a running attack. The window wires it with::
 
 It reaches the window only through what the window already offers to its controllers and
 tests: ``session``, ``attack_panel``, ``model``, ``open_model``, ``add_images``,
-``file_menu``, ``runs``/``controller``, ``statusBar()``, ``show_error``.
+``file_menu``, ``runs``/``controller``, ``statusBar()``, ``show_error``, and where the window
+has them ``models`` (the transfer surrogate is restored once the project's model is loaded,
+as it is checked against it), ``model_frame`` (each image's chosen crop) and ``dicom_window``.
 """
 
 from __future__ import annotations
@@ -23,22 +25,30 @@ from pathlib import Path
 from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction, QKeySequence
 
+from advexplorer.config import AttackConfig
 from advexplorer.errors import UserError
 from advexplorer.gui import projects
 from advexplorer.session.project import (ModelState, OpenedProject, apply_masks, open_project,
                                          run_source, run_summary_from_folder, save_project,
                                          snapshot_session)
 
-__all__ = ["ProjectSession", "form_values"]
+__all__ = ["ProjectSession", "form_values", "FORM_DEFAULTS"]
+
+#: What a project saved before these fields were kept (format 1) gets for them: the form's
+#: own defaults, and a white-box attack (not a surrogate left over from the window).
+FORM_DEFAULTS = {"queries": AttackConfig.queries, "diversity": AttackConfig.diversity, "surrogate": None}
 
 
 def form_values(panel) -> dict:
     """The attack form as plain values, in the keys ``AttackPanel.set_values`` accepts."""
+    surrogate = panel.surrogate_path
     return {"method": panel.method.currentData(), "norm": panel.norm.currentData(),
             "eps": panel.eps.text(), "step_size": panel.step_size.text() or None,
             "steps": panel.steps.value(), "restarts": panel.restarts.value(),
             "seed": panel.seed.value(), "random_start": panel.random_start.isChecked(),
             "early_stop": panel.early_stop.isChecked(), "decay": panel.decay.value(),
+            "queries": panel.queries.value(), "diversity": panel.diversity.value(),
+            "surrogate": None if surrogate is None else str(surrogate),
             "targeted": panel.target.currentData(), "label": panel.label.currentData(),
             "saliency": panel.saliency.currentData()}
 
@@ -59,6 +69,20 @@ class ProjectSession(QObject):
         session.runs_changed.connect(self.changed)
         if hasattr(window, "mask_tools"):
             window.mask_tools.edited.connect(self.changed)
+        # A chosen crop or DICOM window is work too (they change what a run attacks).
+        frame = getattr(window, "model_frame", None)
+        if frame is not None:
+            frame.frame.changed.connect(self.changed)
+            frame.crop_action.triggered.connect(self.changed)
+        dicom = getattr(window, "dicom_window", None)
+        if dicom is not None:
+            dicom.action.triggered.connect(self.changed)
+        # The project's surrogate waits for the project's model: it is checked against it.
+        self._pending_surrogate: Path | None = None
+        models = getattr(window, "models", None)
+        if models is not None:
+            models.loaded.connect(self._model_loaded)
+            models.failed.connect(self._model_failed)
         # The attack form travels with a saved project, but editing it is not work to lose:
         # it marks nothing unsaved (or a fresh window that only loaded a model would ask).
         self._restoring = False
@@ -107,8 +131,9 @@ class ProjectSession(QObject):
         if model is not None:
             model_state = ModelState(path=Path(model.path), card_path=Path(model.card_path) if model.card_path else None,
                                      card=model.card.to_json(), device=str(model.device))
+        frame = getattr(window, "model_frame", None)
         return snapshot_session(window.session, model=model_state, attack_form=form_values(window.attack_panel),
-                                run_source=run_source)
+                                run_source=run_source, crop_of=None if frame is None else frame.crop_of)
 
     @property
     def running(self) -> bool:
@@ -196,9 +221,13 @@ class ProjectSession(QObject):
         """Replace the window's images with the project's usable ones, with their masks,
         runs, the model and the attack form."""
         window, session = self.window, self.window.session
+        frame = getattr(window, "model_frame", None)
         self._restoring = True
+        notes: list[str] = []
         try:
             session.remove_images(list(session.images))
+            if frame is not None:
+                frame.crops.clear()  # the crops of the images just closed
             model = opened.state.model
             if model.path is not None and Path(model.path).is_file():
                 window.open_model(Path(model.path), card=model.card_path, user_initiated=False)
@@ -210,13 +239,21 @@ class ProjectSession(QObject):
                 if entry is None:  # unreadable now: add_images has said so
                     continue
                 apply_masks(entry, image)
+                entry.dicom_window = image.dicom_window
+                if frame is not None and image.crop is not None:
+                    frame.crops[Path(entry.path)] = tuple(image.crop)
                 for folder in image.runs:
                     session.add_run(entry, run_summary_from_folder(folder, session.next_run_number()))
-            form = {key: value for key, value in opened.state.attack_form.items() if value is not None}
+            saved_form = {**FORM_DEFAULTS, **opened.state.attack_form}
+            surrogate = saved_form.pop("surrogate", None)
+            form = {key: value for key, value in saved_form.items() if value is not None}
             try:
                 window.attack_panel.set_values(**form)
             except (KeyError, ValueError, TypeError):
                 pass  # a form from another version: the rest of the project still opens
+            note = self._restore_surrogate(surrogate)
+            if note:
+                notes.append(note)
             # Re-show the current image so the canvas draws the restored masks.
             index = opened.state.current_index
             current = usable.index(opened.state.images[index]) if index is not None and \
@@ -228,4 +265,40 @@ class ProjectSession(QObject):
         self.path, self.unsaved = project_path, project_path is None
         left_out = len(opened.state.images) - len(opened.usable_images)
         note = f" ({left_out} image(s) left out)" if left_out else ""
-        window.statusBar().showMessage(f"Opened {project_path or 'restored work'}{note}", 10000)
+        message = f"Opened {project_path or 'restored work'}{note}"
+        window.statusBar().showMessage(". ".join([message, *notes]), 15000 if notes else 10000)
+
+    # -- the transfer surrogate -------------------------------------------------------
+    def _restore_surrogate(self, saved) -> str | None:
+        """Pick the project's surrogate in the form (once the model it is checked against is
+        loaded). Returns a line for the status bar when it cannot be restored."""
+        panel = self.window.attack_panel
+        self._pending_surrogate = None
+        panel.pick_surrogate(None)
+        if not isinstance(saved, str) or not saved:
+            return None
+        path = Path(saved)
+        if not path.is_file():
+            return (f"The transfer surrogate {path.name} was not found at {path.parent}; "
+                    "the attack is set to white box (pick a surrogate in the form)")
+        models = getattr(self.window, "models", None)
+        if models is None:
+            panel.pick_surrogate(path)
+            return None
+        self._pending_surrogate = path
+        if models.model is not None and not models.loading:
+            self._model_loaded(models.model)
+        return None
+
+    def _model_loaded(self, _loaded=None) -> None:
+        path, self._pending_surrogate = self._pending_surrogate, None
+        surrogates = getattr(getattr(self.window, "runs", None), "surrogates", None)
+        if path is None or surrogates is None:
+            return
+        surrogates.use(path)  # says in a dialog why, if it does not fit the model
+
+    def _model_failed(self, *_args) -> None:
+        path, self._pending_surrogate = self._pending_surrogate, None
+        if path is not None:
+            self.window.statusBar().showMessage(
+                f"The transfer surrogate {path.name} was not restored: the project's model did not load.", 15000)

@@ -3,6 +3,9 @@
 Layouts (decided from what is on disk):
 
 * **folder** — image files directly in the folder (sub-folders are ignored); no labels.
+  DICOM files (``.dcm``, ``.dicom``) count as images: they are read through their own
+  window (:func:`advexplorer.io.dicom.load_dicom_image`), as ``advexplorer attack`` reads
+  one without ``--dicom-window``.
 * **ImageFolder** — no images at the top, images one level down in class folders
   (``DIR/tumour/a.png``): the folder name is the true label, matched to the card's classes
   case-insensitively (a folder named by a class index, ``DIR/1/``, works too).
@@ -44,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 from advexplorer.core.screening import CohortBatch, ImageRow, eps_label
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
+from advexplorer.io.dicom import is_dicom_file, load_dicom_image
 from advexplorer.io.hashing import sha256_file
 from advexplorer.io.filenames import IMAGE_SUFFIXES, is_companion_mask
 from advexplorer.io.rasters import check_pixel_count
@@ -369,7 +373,9 @@ class _CohortDataset(Dataset):
                 image = image_from_array(array, self.card, name=entry.id)
                 size_hw = array.shape[:2]
             else:
-                image = load_image(entry.path, self.card)
+                # A DICOM file through its own window (the one the file records, else its range).
+                image = (load_dicom_image(entry.path, self.card) if is_dicom_file(entry.path)
+                         else load_image(entry.path, self.card))
                 size_hw = (image.file_size[1], image.file_size[0])
             mask = self._mask(entry, size_hw)
         except (UserError, OSError, ValueError) as error:

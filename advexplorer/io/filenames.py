@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-#: File suffixes taken as images when a folder is opened.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm")
+#: DICOM files taken as images when a folder is opened (read by :mod:`advexplorer.io.dicom`,
+#: which also knows ``.dic``: left out here, it is as often a spell-checker's dictionary).
+#: DICOM files named without a suffix (a PACS export's ``IM000123``) are not listed: telling
+#: them apart means opening every such file of the folder.
+DICOM_FOLDER_SUFFIXES = (".dcm", ".dicom")
+#: File suffixes taken as images when a folder is opened. Every reader of a folder listed with
+#: these (the app's image list, ``advexplorer screen``'s cohorts) reads DICOM through
+#: :mod:`advexplorer.io.dicom`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".ppm", ".pgm",
+                  *DICOM_FOLDER_SUFFIXES)
 #: Companion mask files beside an image: ``scan.png`` → ``scan_protect.png`` etc.
 COMPANION_SUFFIXES = {"protect": "_protect", "allowed": "_allowed", "diagnostic": "_diagnostic"}
 

@@ -3,6 +3,7 @@
 A project is a zip file::
 
     project.json                 format version, model (path + card), attack form, image list
+                                 (each image: path, SHA-256, DICOM window, model crop)
     masks/<i>-attack.png         image i's attack layer as painted (255 = painted), current
     masks/<i>-diagnostic.png     state only: the undo history is not kept
     runs/<i>/run-<n>/...         image i's finished runs, as run folders (io/runfolder.py)
@@ -51,8 +52,10 @@ __all__ = ["PROJECT_SUFFIX", "FORMAT_VERSION", "ImageState", "ModelState", "Proj
            "snapshot_session", "apply_masks", "run_summary_from_folder", "run_source"]
 
 PROJECT_SUFFIX = ".advx"
-#: The project format this version writes and the newest it reads.
-FORMAT_VERSION = 1
+#: The project format this version writes and the newest it reads. Version 2 added each
+#: image's ``dicom_window`` and ``crop`` and the form's ``queries``, ``diversity`` and
+#: ``surrogate``; version 1 files still open (those keys take their defaults).
+FORMAT_VERSION = 2
 MANIFEST = "project.json"
 #: The key that marks project.json as ours (a zip with another project.json is not a project).
 MARKER = "advexplorer_project"
@@ -76,7 +79,9 @@ class ImageState:
     attack layer is read (``allowed`` or ``protect``). ``runs`` are run sources when saving
     and opened :class:`~advexplorer.io.runfolder.RunFolder` objects after opening.
     ``status`` is ``ok``, ``missing`` (no file at ``path``) or ``changed`` (the file's hash
-    differs from ``sha256``); only ``ok`` images should be loaded.
+    differs from ``sha256``); only ``ok`` images should be loaded. ``dicom_window`` is a
+    DICOM file's chosen window (centre, width), None for the file's own; ``crop`` the
+    model's crop chosen on the canvas (x, y, w, h at file resolution), None for the card's rule.
     """
 
     path: Path
@@ -88,6 +93,8 @@ class ImageState:
     label: int | None = None
     runs: list = field(default_factory=list)
     status: str = "ok"
+    dicom_window: tuple[float, float] | None = None
+    crop: tuple[int, int, int, int] | None = None
 
 
 @dataclass
@@ -222,6 +229,8 @@ def _write_archive(temporary: Path, state: ProjectState, scratch: Path,
                 "sha256": (_file_hash(image_path) if image.status == "ok" else None) or image.sha256,
                 "size": list(image.size) if image.size else None,
                 "mask_mode": image.mask_mode, "label": image.label,
+                "dicom_window": [float(v) for v in image.dicom_window] if image.dicom_window else None,
+                "crop": [int(v) for v in image.crop] if image.crop else None,
                 "attack_mask": None, "diagnostic_mask": None, "runs": []}
             for key, mask in (("attack_mask", image.attack_mask), ("diagnostic_mask", image.diagnostic_mask)):
                 if mask is None or not np.asarray(mask).any():
@@ -412,6 +421,7 @@ class OpenedProject:
             return
         if image.size and tuple(image.size) != tuple(size):
             image.attack_mask = image.diagnostic_mask = None
+            image.crop = None  # a crop of the old content's frame
         image.size = tuple(size)
 
     def problem_lines(self) -> list[str]:
@@ -429,6 +439,28 @@ def _image_status(path: Path, sha256: str | None) -> str:
 
 def _optional_path(value: Any) -> Path | None:
     return Path(value) if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _dicom_window(value: Any) -> tuple[float, float] | None:
+    """A saved ``[centre, width]`` (width > 0), or None (absent, or not a window)."""
+    if isinstance(value, list) and len(value) == 2 and all(_number(v) for v in value) and value[1] > 0:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _crop(value: Any, size: tuple[int, int] | None) -> tuple[int, int, int, int] | None:
+    """A saved ``[x, y, w, h]`` inside the image (when its size is known), or None."""
+    if not (isinstance(value, list) and len(value) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return None
+    x, y, w, h = value
+    if x < 0 or y < 0 or w < 1 or h < 1 or (size is not None and (x + w > size[0] or y + h > size[1])):
+        return None
+    return x, y, w, h
 
 
 def open_project(path: str | os.PathLike, *, runs_dir: str | os.PathLike | None = None) -> OpenedProject:
@@ -456,7 +488,9 @@ def open_project(path: str | os.PathLike, *, runs_dir: str | os.PathLike | None 
                 diagnostic_mask=_read_mask(path, archive, entry.get("diagnostic_mask"), size),
                 label=entry.get("label") if isinstance(entry.get("label"), int) else None,
                 runs=list(entry.get("runs") or []),
-                status=_image_status(image_path, entry.get("sha256"))))
+                status=_image_status(image_path, entry.get("sha256")),
+                dicom_window=_dicom_window(entry.get("dicom_window")),
+                crop=_crop(entry.get("crop"), size)))
         destination = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp(prefix="advexplorer-runs-"))
         destination.mkdir(parents=True, exist_ok=True)
         _extract_runs(path, archive, destination)
@@ -487,13 +521,16 @@ def open_project(path: str | os.PathLike, *, runs_dir: str | os.PathLike | None 
 
 
 def snapshot_session(session, *, model: ModelState | None = None, attack_form: Mapping | None = None,
-                     run_source: Callable[[Any], RunSource | None] | None = None) -> ProjectState:
+                     run_source: Callable[[Any], RunSource | None] | None = None,
+                     crop_of: Callable[[Any], tuple[int, int, int, int] | None] | None = None) -> ProjectState:
     """A :class:`ProjectState` from the app's :class:`~advexplorer.session.state.Session`.
 
     Masks are copied (the GUI thread keeps painting). ``run_source(run)`` turns one of an
     image's :class:`~advexplorer.session.state.RunSummary` into a run source (a folder, or a
     writer such as ``lambda folder: write_run_folder(folder, run.request, run.outcome,
     record=dict(run.record))``); None skips the run. Without it runs are not saved.
+    ``crop_of(entry)`` is the model's crop chosen for an image (the app keeps it on the
+    canvas's frame controller), or None.
     """
     images = []
     for entry in session.images:
@@ -506,7 +543,8 @@ def snapshot_session(session, *, model: ModelState | None = None, attack_form: M
             mask_mode=masks.mode if masks is not None else "protect",
             attack_mask=None if masks is None or masks.attack.is_empty else masks.attack.copy(),
             diagnostic_mask=None if masks is None or masks.diagnostic.is_empty else masks.diagnostic.copy(),
-            label=entry.label, runs=runs))
+            label=entry.label, runs=runs, dicom_window=getattr(entry, "dicom_window", None),
+            crop=None if crop_of is None else crop_of(entry)))
     return ProjectState(images=images, model=model or ModelState(), attack_form=dict(attack_form or {}),
                         current_index=session.current_index)
 

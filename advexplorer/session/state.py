@@ -116,7 +116,7 @@ class ImageEntry:
 
 
 def expand_image_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files (sorted) directly inside any folder given.
+    """Files as given, and the image files (sorted, DICOM too) directly inside any folder given.
 
     In a folder, companion masks (``scan_protect.png`` beside ``scan.png``) are not
     listed as images of their own.
