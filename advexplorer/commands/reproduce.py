@@ -1,11 +1,11 @@
 """``advexplorer reproduce RUN_DIR``: re-run a recorded attack and say whether it matches.
 
-The recorded inputs (model, card, image, masks) are first checked against their SHA-256 in
-``record.json``; if any file changed or is gone, nothing is run and the message names the
-file and both hashes. Then the attack is re-run through the same code path as
-``advexplorer attack`` (``session.runs``) with every recorded parameter and the recorded
-seed, and the new perturbation, 8-bit adversarial PNG, predictions and (if recorded)
-saliency maps are compared with the stored ones.
+The recorded inputs (model, card, image, masks, a transfer run's surrogate model and its
+card) are first checked against their SHA-256 in ``record.json``; if any file changed or is
+gone, nothing is run and the message names the file and both hashes. Then the attack is
+re-run through the same code path as ``advexplorer attack`` (``session.runs``) with every
+recorded parameter and the recorded seed, and the new perturbation, 8-bit adversarial PNG,
+predictions and (if recorded) saliency maps are compared with the stored ones.
 
 Bit-for-bit equality is required when the re-run is on a CPU like the original and
 Python, torch, torchvision, numpy and advexplorer have the recorded versions: the engine
@@ -99,6 +99,12 @@ def _input_files(record: dict, folder=None) -> list[tuple[str, str | None, str |
     annotations = record.get("annotations")
     if isinstance(annotations, dict) and annotations.get("path"):
         files.append(("annotations", annotations["path"], annotations.get("sha256")))
+    # A transfer run was crafted on the surrogate: it decides the result as much as the model.
+    surrogate = (record.get("transfer") or {}).get("surrogate")
+    if isinstance(surrogate, dict) and surrogate.get("path"):
+        files.append(("surrogate model", surrogate["path"], surrogate.get("sha256")))
+        # Records from before the surrogate's card was recorded have no card_path: not checked.
+        files.append(("surrogate card", surrogate.get("card_path"), surrogate.get("card_sha256")))
     return files
 
 
@@ -120,13 +126,15 @@ def check_inputs(record: dict, folder=None) -> list[str]:
                                 "so it cannot be re-run from the record.")
             continue
         file = Path(str(path))
-        if not file.is_file():
+        # A model may be a folder (Hugging Face save_pretrained), hashed as the loader hashes it.
+        folder_model = role in ("model", "surrogate model") and file.is_dir()
+        if not file.is_file() and not folder_model:
             problems.append(f"the {role} {file} no longer exists")
             continue
         if recorded is None:
             problems.append(f"the record has no SHA-256 for the {role} {file}")
             continue
-        actual = sha256_file(file)
+        actual = _folder_sha256(file) if folder_model else sha256_file(file)
         if actual != recorded:
             problems.append(f"the {role} {file} has changed: the record says SHA-256 {recorded}, "
                             f"the file now has {actual}")
@@ -136,6 +144,13 @@ def check_inputs(record: dict, folder=None) -> list[str]:
         raise UserError("Cannot reproduce: " + "; ".join(problems) + ". Restore the original "
                         "file(s) or re-run the attack on the new ones.")
     return verified
+
+
+def _folder_sha256(folder: Path) -> str:
+    """A model folder's SHA-256 as :func:`advexplorer.io.models.load_model` records it."""
+    from advexplorer.io.models import _model_sha256
+
+    return _model_sha256(folder)
 
 
 def _namespace(record: dict, device: str, trust_pickle: bool, folder=None) -> argparse.Namespace:

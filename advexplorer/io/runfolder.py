@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from advexplorer.config import eps_argument
+from advexplorer.config import DEFAULT_QUERIES, eps_argument
 from advexplorer.errors import UserError
 from advexplorer.io.atomic import atomic_directory
 from advexplorer.io.hashing import sha256_file
@@ -52,6 +52,8 @@ FILES = {"input": "input.npy", "perturbation": "perturbation.npy",
          "source_mask": "source_mask.png", "source_diagnostic": "source_diagnostic.png"}
 #: Subcommands whose command line re-creates a run folder (``advexplorer gui`` does not).
 RUN_COMMANDS = ("attack", "min-eps", "reproduce")
+#: Methods that spend ``--queries`` (Square, and the ensemble's Square stage).
+QUERY_METHODS = ("square", "ensemble")
 
 __all__ = ["RECORD_VERSION", "RECORD", "FILES", "RunArrays", "RunFolder", "write_run_folder",
            "jsonable", "record_text", "equivalent_command", "is_run_command", "leftover_partials"]
@@ -96,37 +98,89 @@ def equivalent_command(record: dict[str, Any], out: str | os.PathLike = "NEW_FOL
     """The ``advexplorer attack`` command line that repeats the recorded run into ``out``.
 
     Paths are the recorded absolute paths; ε and step sizes are written as ``8/255`` when
-    that is exactly the recorded value. None when no command line can repeat the run: the
-    image or a mask was not read from a file, or a setting has no command-line option
-    (a non-default momentum decay); ``advexplorer reproduce`` still repeats such a run.
+    that is exactly the recorded value. Every option of ``advexplorer attack`` that changes
+    the result and is stored in the record is written back: the attack and its budget,
+    Square's ``--queries``, ``--diversity``, the transfer ``--surrogate``, the label and
+    target, ``--defense``/``--adaptive``/``--precision``, a slide ``--region``/``--level``,
+    ``--dicom-window``, QuPath ``--annotations`` with their classes, saliency and robustness.
+    The options that cannot change the result are left out: ``--report``, ``--overwrite``
+    and ``--quiet`` (what is printed or written besides the run folder) and
+    ``--trust-pickle`` (a permission, which the reader must give knowingly, as
+    ``advexplorer reproduce`` also asks).
+
+    None when no command line can repeat the run: the image or a mask was not read from a
+    file, or a setting has no command-line option (MI-FGSM's momentum decay other than
+    1.0), or a recorded value cannot be written back as an option (a class name the option
+    would read as another class); ``advexplorer reproduce`` still repeats such a run.
     """
     model, image = record.get("model") or {}, record.get("image") or {}
     mask, attack = record.get("mask") or {}, record.get("attack") or {}
     diagnostic = record.get("diagnostic")
     saliency = record.get("saliency") if isinstance(record.get("saliency"), dict) else None
+    annotations = record.get("annotations") if isinstance(record.get("annotations"), dict) else {}
+    protect_classes = _class_list(annotations.get("protect_classes"))
+    diagnostic_classes = _class_list(annotations.get("diagnostic_classes"))
     if not image.get("path") or not model.get("path"):
         return None
-    if mask.get("mode", "none") != "none" and not mask.get("path"):
+    if protect_classes is None or diagnostic_classes is None:
+        return None  # a class name --protect-classes/--diagnostic-classes cannot spell
+    # Masks made from annotations are made again from them (as reproduce does).
+    from_annotations = bool(annotations.get("path"))
+    mask_from_annotations = from_annotations and bool(protect_classes) and mask.get("mode") == "protect"
+    diagnostic_from_annotations = from_annotations and bool(diagnostic_classes)
+    if mask.get("mode", "none") != "none" and not mask.get("path") and not mask_from_annotations:
         return None
-    if float(attack.get("decay", 1.0) or 1.0) != 1.0:
+    method = str(attack.get("method", "pgd"))
+    # Only MI-FGSM reads the momentum decay (core/attacks/mifgsm.py), and no option sets it.
+    decay = attack.get("decay")
+    if method == "mifgsm" and decay is not None and float(decay) != 1.0:
         return None
     words = ["advexplorer", "attack", "--model", str(model["path"])]
     if model.get("card_path"):
         words += ["--card", str(model["card_path"])]
     words += ["--image", str(image["path"])]
-    if mask.get("mode") in ("allowed", "protect"):
+    region = image.get("region")
+    if isinstance(region, dict) and region:
+        words += ["--region", ",".join(str(int(region[k])) for k in ("x", "y", "w", "h")),
+                  "--level", str(int(region.get("level") or 0))]
+    dicom = image.get("dicom")
+    if isinstance(dicom, dict) and dicom.get("window_source") == "given" and dicom.get("window"):
+        # A window from the file (or the pixel range) is found there again: no option then.
+        words += ["--dicom-window", ",".join(repr(float(v)) for v in dicom["window"])]
+    if mask_from_annotations:
+        pass  # --annotations … --protect-classes below
+    elif mask.get("mode") in ("allowed", "protect"):
         words += ["--mask" if mask["mode"] == "allowed" else "--protect", str(mask["path"])]
-    words += ["--attack", str(attack.get("method", "pgd")), "--norm", str(attack.get("norm", "linf"))]
+    if from_annotations and (protect_classes or diagnostic_classes):
+        words += ["--annotations", str(annotations["path"])]
+        if protect_classes:
+            words += ["--protect-classes", ",".join(protect_classes)]
+        if diagnostic_classes:
+            words += ["--diagnostic-classes", ",".join(diagnostic_classes)]
+    words += ["--attack", method, "--norm", str(attack.get("norm", "linf"))]
     if _is_number(attack.get("eps")):
         words += ["--eps", eps_argument(attack["eps"])]
     if _is_number(attack.get("step_size")):
         words += ["--step-size", eps_argument(attack["step_size"])]
-    if attack.get("steps") is not None:
+    # The record's steps are the effective ones; Square's are its queries (--queries below).
+    if attack.get("steps") is not None and method != "square":
         words += ["--steps", str(attack["steps"])]
-    if record.get("target"):
-        words += ["--targeted", str(record["target"]["index"])]
-    if record.get("label"):
-        words += ["--label", str(record["label"]["index"])]
+    if attack.get("queries") is not None and (method in QUERY_METHODS
+                                              or int(attack["queries"]) != DEFAULT_QUERIES):
+        words += ["--queries", str(int(attack["queries"]))]
+    if _is_number(attack.get("diversity")) and float(attack["diversity"]) > 0:
+        words += ["--diversity", repr(float(attack["diversity"]))]
+    classes = ((model.get("card") or {}).get("classes")) or []
+    # The configuration's own target (the record's "target" is the result's, the same for a
+    # targeted attack); records from before it was stored name the target only there.
+    target = attack.get("targeted") if "targeted" in attack else (record.get("target") or {}).get("index")
+    for option, index in (("--targeted", target), ("--label", (record.get("label") or {}).get("index"))):
+        if index is None:
+            continue
+        argument = _class_argument(classes, int(index))
+        if argument is None:
+            return None
+        words += [option, argument]
     if attack.get("random_start"):
         words.append("--random-start")
     if attack.get("seed") is not None:
@@ -135,14 +189,25 @@ def equivalent_command(record: dict[str, Any], out: str | os.PathLike = "NEW_FOL
         words += ["--restarts", str(attack["restarts"])]
     if attack.get("early_stop"):
         words.append("--early-stop")
+    surrogate = ((record.get("transfer") or {}).get("surrogate") or {}).get("path")
+    if surrogate:
+        words += ["--surrogate", str(surrogate)]
     if saliency and saliency.get("method"):
         words += ["--saliency", str(saliency["method"])]
         if record.get("saliency_class", "clean") != "clean":
             words += ["--saliency-class", str(record["saliency_class"])]
-    if isinstance(diagnostic, dict) and diagnostic.get("path"):
+    if isinstance(diagnostic, dict) and diagnostic.get("path") and not diagnostic_from_annotations:
         words += ["--diagnostic", str(diagnostic["path"])]
     if "robustness" in record and not saliency:
         words.append("--robustness")
+    defence = record.get("defence")
+    if isinstance(defence, dict) and defence.get("defence"):
+        words += ["--defense", str(defence["defence"])]
+        if defence.get("adaptive", "none") != "none":
+            words += ["--adaptive", str(defence["adaptive"])]
+    precision = record.get("precision")
+    if isinstance(precision, dict) and precision.get("precision") not in (None, "float32"):
+        words += ["--precision", str(precision["precision"])]
     if record.get("device"):
         words += ["--device", str(record["device"])]
     return words + ["--out", str(out)]
@@ -150,6 +215,32 @@ def equivalent_command(record: dict[str, Any], out: str | os.PathLike = "NEW_FOL
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _class_list(names: Any) -> list[str] | None:
+    """Annotation class names as recorded; None when one cannot be given in a comma-separated
+    option (it holds a comma, or blanks that the option's parser would strip)."""
+    names = [str(name) for name in (names or [])]
+    if any("," in name or name != name.strip() or not name for name in names) or \
+            (names and names[0].startswith("-")):  # argparse would take it for an option
+        return None
+    return names
+
+
+def _class_argument(classes: list[str], index: int) -> str | None:
+    """How ``--label``/``--targeted`` name class ``index`` so that the card reads it back as
+    that class (:meth:`advexplorer.io.cards.ModelCard.class_index` matches names first, so
+    the index "1" means the class *named* "1" if there is one): the index, else the name,
+    else None."""
+    lowered = [str(name).lower() for name in classes]
+    text = str(index)
+    if text not in classes and text.lower() not in lowered:
+        return text
+    name = str(classes[index]) if 0 <= index < len(classes) else None
+    if name is not None and name == name.strip() and not name.startswith("-") \
+            and classes.index(name) == index:
+        return name
+    return None
 
 
 # --------------------------------------------------------------------------- writing

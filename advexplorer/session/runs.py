@@ -139,8 +139,11 @@ def run_steps(request: RunRequest) -> Generator[AttackStep, None, RunOutcome]:
         transfer = yield from transfer_steps(request.surrogate.classifier, classifier, images, mask, labels,
                                              request.config)
         result = transfer.target
-        extras["transfer"] = {"surrogate": {"path": str(request.surrogate.path),
-                                            "sha256": request.surrogate.sha256}} | transfer.to_json()
+        surrogate = request.surrogate  # its card decides its preprocessing: recorded like the model's
+        extras["transfer"] = {"surrogate": {
+            "path": str(surrogate.path), "sha256": surrogate.sha256,
+            "card_path": str(surrogate.card_path) if surrogate.card_path else None,
+            "card_sha256": surrogate.card_sha256}} | transfer.to_json()
     else:
         result = yield from attack_steps(classifier, images, mask, labels, request.config)
 
