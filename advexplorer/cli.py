@@ -146,6 +146,10 @@ def _out_of_memory(error: BaseException) -> bool | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_attack-process"]:  # the packaged app as its own attack process (not a command)
+        from advexplorer.gui.attack_process import child_main
+
+        return child_main(argv[1:])
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["gui", *argv]
     name = argv[0]

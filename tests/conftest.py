@@ -16,6 +16,8 @@ may use them too; each call builds a fresh, deterministic model.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -26,6 +28,10 @@ from advexplorer.core.model import Classifier
 # (CI, or several test runs at once) extra OpenMP threads spin against each other and
 # make the suite 10-20× slower.
 torch.set_num_threads(1)
+# Live runs in the app go to an attack process (advexplorer.gui.attack_process); a process per
+# test window would cost seconds each, so the suite runs them in a thread, and
+# tests/gui/test_attack_process.py turns the process on for itself. Subprocesses inherit this.
+os.environ.setdefault("ADVEXPLORER_ATTACK_PROCESS", "0")
 
 
 class TinyCNN(nn.Module):

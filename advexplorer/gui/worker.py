@@ -55,11 +55,14 @@ class JobFailed(Exception):
         super().__init__(str(error))
         self.error = error
         self.is_user_error = isinstance(error, UserError)
-        self.details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        remote = getattr(error, "details", None)  # raised in the attack process: its traceback
+        self.details = remote if isinstance(remote, str) and remote else \
+            "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.remote = isinstance(remote, str)
 
     @property
     def message(self) -> str:
-        if self.is_user_error:
+        if self.is_user_error or self.remote:  # the process's text already names the type
             return str(self.error)
         return f"{type(self.error).__name__}: {self.error}"
 
@@ -362,6 +365,38 @@ def call_task(function, *args, **kwargs) -> Generator[None, None, Any]:
     yield  # unreachable; makes this a generator function  # noqa
 
 
+class Control:
+    """A task's cancel and pause, as the task sees them: ``is_set()`` like a ``threading.Event``
+    (set: stop after the current step), plus listeners told ``("stop", True)`` and
+    ``("pause", flag)`` at once — the attack process mirrors them into its own events."""
+
+    def __init__(self):
+        self._stop = threading.Event()
+        self._listeners: list = []
+
+    def is_set(self) -> bool:
+        return self._stop.is_set()
+
+    def set(self) -> None:
+        self._stop.set()
+        self._tell("stop", True)
+
+    def pause(self, paused: bool) -> None:
+        self._tell("pause", paused)
+
+    def listen(self, listener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def listened(self) -> bool:
+        """A task that listens pauses itself (the attack process); others pause between yields."""
+        return bool(self._listeners)
+
+    def _tell(self, what: str, value: bool) -> None:
+        for listener in list(self._listeners):
+            listener(what, value)
+
+
 class TaskRunner(QObject):
     """Runs one generator at a time off the GUI thread; start, pause, resume, cancel.
 
@@ -380,7 +415,8 @@ class TaskRunner(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.worker: GeneratorWorker | None = None
-        self.stop_event = threading.Event()
+        self.stop_event = Control()
+        self._self_paused = False  # a task that pauses itself (Control.listened) is paused
         self.pool = QThreadPool.globalInstance()
         if self.pool.maxThreadCount() < MIN_POOL_THREADS:
             self.pool.setMaxThreadCount(MIN_POOL_THREADS)
@@ -391,7 +427,7 @@ class TaskRunner(QObject):
 
     @property
     def paused(self) -> bool:
-        return self.worker is not None and self.worker.is_paused
+        return self.worker is not None and (self._self_paused or self.worker.is_paused)
 
     def start(self, generator_function, *args, **kwargs) -> None:
         """Run ``generator_function(*args, **kwargs)`` in the thread pool.
@@ -401,7 +437,7 @@ class TaskRunner(QObject):
         """
         if self.worker is not None:
             raise RuntimeError("a task is already in progress")
-        self.stop_event = threading.Event()
+        self.stop_event = Control()
         target = generator_function.func if hasattr(generator_function, "func") else generator_function
         try:
             takes_stop = "stop" in inspect.signature(target).parameters
@@ -431,10 +467,17 @@ class TaskRunner(QObject):
 
     def _finished(self) -> None:
         self.worker = None
+        self._self_paused = False
         self.stopped.emit()
 
     def toggle_pause(self) -> None:
-        if self.worker is not None:
+        if self.worker is None:
+            return
+        if self.stop_event.listened:  # it waits where it is, and says so now
+            self._self_paused = not self._self_paused
+            self.stop_event.pause(self._self_paused)
+            self.paused_changed.emit(self._self_paused)
+        else:
             self.worker.toggle_pause()
 
     def cancel(self) -> None:
@@ -442,6 +485,9 @@ class TaskRunner(QObject):
         if self.worker is not None:
             self.stop_event.set()
             self.worker.quit()
+            if self._self_paused:
+                self._self_paused = False
+                self.stop_event.pause(False)
             if self.worker.is_paused:
                 self.worker.resume()
 

@@ -173,6 +173,10 @@ class ModelController(QObject):
         self.preferences.remember("recent_models", str(loaded.path))
         self.loaded.emit(loaded)
         self.engine.warm_up()  # saliency's modules, now that Run is possible
+        from advexplorer.gui import attack_process
+
+        if attack_process.enabled():  # runs go to the process once it has this model too
+            attack_process.shared().preload(loaded, bool(self.trust_pickle))
 
     def _reset_true_classes(self, old: tuple, new: tuple) -> None:
         """True classes are indices into the old class list: they mean nothing for the new one."""

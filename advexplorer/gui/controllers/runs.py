@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QProgressBar, QTableWidgetIte
 from superqt.utils import qthrottled
 
 from advexplorer.errors import UserError
+from advexplorer.gui import attack_process
 from advexplorer.gui.attack_panel import AttackPanel
 from advexplorer.gui.controllers.transfer import SurrogateController
 from advexplorer.gui.panels import BatchPanel, ResultsPanel
@@ -130,6 +131,7 @@ class RunController(QObject):
         self.batch_entries: list[ImageEntry] = []
         self.shown_run: RunSummary | None = None
         self.closing = False
+        self.in_process = False  # the current/last run went to the attack process
         self._latest: StepUpdate | None = None
         self._latest_images: StepUpdate | None = None
         self._steps_seen = 0
@@ -197,9 +199,21 @@ class RunController(QObject):
         self.status.progress.setValue(0)
         self.status.progress.setTextVisible(False)
         self.status.progress.setVisible(True)
-        self.tasks.start(run_job, job)
+        self.tasks.start(*self._runner_for(job))
         self.state_changed.emit()
         return True
+
+    def _runner_for(self, job: RunJob) -> tuple:
+        """The attack process when it has this model ready (drawing then never slows the
+        attack); a worker thread otherwise — and the process is readied for the next run."""
+        process = attack_process.shared() if attack_process.enabled() else None
+        if process is not None and process.can_run(job):
+            self.in_process = True
+            return process.run, job
+        if process is not None and job.surrogate is None:
+            process.preload(job.model, job.trust_pickle)
+        self.in_process = False
+        return run_job, job
 
     def start_batch(self, entries: list[ImageEntry]) -> bool:
         """Run the form's attack on every image of ``entries`` (each with its own masks)."""
