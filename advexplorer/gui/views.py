@@ -346,9 +346,11 @@ def similarity_text(explanation) -> str:
              ("ssim", "SSIM {:.2f}"), ("center_of_mass_shift_px", "centre shift {:.1f} px"))
     parts = [template.format(data[key]) for key, template in names
              if isinstance(data.get(key), (int, float))]
-    if isinstance(data.get("relevance_mass_before"), (int, float)):
-        parts.append(f"relevance in diagnostic region {data['relevance_mass_before']:.2f} → "
-                     f"{data.get('relevance_mass_after', float('nan')):.2f}")
+    masses = [data.get("relevance_mass_before"), data.get("relevance_mass_after")]
+    if any(isinstance(mass, (int, float)) for mass in masses):  # None: that map is all zero
+        before, after = (f"{mass:.2f}" if isinstance(mass, (int, float)) else "none (empty map)"
+                         for mass in masses)
+        parts.append(f"relevance in diagnostic region {before} → {after}")
     verdict = data.get("verdict")
     text = " · ".join(parts)
     if verdict:

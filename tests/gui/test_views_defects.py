@@ -125,3 +125,24 @@ def test_a_long_caption_does_not_make_its_picture_larger_than_the_others(qtbot):
     QApplication.processEvents()
     widths = [view.geometry().width() for view in views.strip.views.values()]
     assert max(widths) - min(widths) <= 1, widths
+
+
+def test_similarity_text_with_an_empty_map_after_the_attack():
+    """Grad-CAM's ReLU'd map can be all zero after an attack: its relevance mass is None, and
+    the run's summary (history tooltip, results line) must say so instead of raising."""
+    from advexplorer.core.compare import compare_maps
+    from advexplorer.gui.views import similarity_text
+
+    before = np.zeros((8, 8), np.float32)
+    before[2:4, 2:4] = 1.0
+    region = np.zeros((8, 8), bool)
+    region[:4, :4] = True
+    comparison = compare_maps(before, np.zeros((8, 8), np.float32), diagnostic_mask=region)
+    assert comparison.relevance_mass_after is None
+
+    class Explanation:
+        def to_json(self):
+            return comparison.to_json()
+
+    text = similarity_text(Explanation())
+    assert "relevance in diagnostic region 1.00 → none (empty map)" in text
