@@ -86,6 +86,10 @@ def test_pause_and_cancel_reach_the_process(qtbot, process, window, tiny_model):
     at_pause = window.plots.count
     qtbot.wait(600)  # a running tiny attack makes hundreds of steps in this time
     assert not seen, "steps arrived while paused"
+    # Paused, the screen shows the last step received, not the one of the last 4 Hz text update.
+    assert window.runs.status.step.text().startswith(f"step {window.plots.count - 1}/")
+    curve = next(iter(window.plots.curves.values()))
+    assert len(curve.getData()[0]) == window.plots.count
     assert window.controller.paused and window.pause_button.text() == "Resume"
     with qtbot.waitSignal(window.controller.paused_changed, timeout=10000):
         window.pause_action.trigger()

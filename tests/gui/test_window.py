@@ -123,6 +123,7 @@ def test_pause_and_resume(qtbot, window):
     count = window.plots.count
     qtbot.wait(300)
     assert window.plots.count == count, "no step arrives while paused"
+    assert window.runs.status.step.text() == f"step {count - 1}/300", "paused: the last step is shown"
     with qtbot.waitSignal(window.run_finished, timeout=60000):
         window.toggle_pause()
     assert window.plots.count == 301

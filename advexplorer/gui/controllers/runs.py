@@ -257,7 +257,9 @@ class RunController(QObject):
         self._phase = None
         self.shown_run = None
 
-    def _paused_changed(self, _paused: bool) -> None:
+    def _paused_changed(self, paused: bool) -> None:
+        if paused:  # the curves and counters may lag the last step by a quarter second
+            self.redraw_live()
         self.state_changed.emit()
 
     def toggle_pause(self) -> None:
@@ -319,10 +321,12 @@ class RunController(QObject):
         # pyqtgraph's plot painting is the costliest part of a frame and, holding the GIL,
         # it slows the attack; the images keep the full rate.
         now = time.perf_counter()
-        if update.is_last or now - self._plot_time >= PLOT_INTERVAL_S:
+        # Paused (or last): the steps stop coming, so this frame stays up: show all of it.
+        settled = update.is_last or self.tasks.paused
+        if settled or now - self._plot_time >= PLOT_INTERVAL_S:
             self._plot_time = now
             self.results.plots.redraw()
-        text_due = update.is_last or now - self._text_time > TEXT_EVERY_S
+        text_due = settled or now - self._text_time > TEXT_EVERY_S
         images = self._latest_images
         if images is not None:
             caption = ""
