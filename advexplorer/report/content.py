@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from advexplorer.config import (DEFENCE_KINDS, NORM_LABELS, eps_argument, format_budget, method_label,
+from advexplorer.config import (DEFENCE_KINDS, NORM_LABELS, format_budget, method_label,
                                 norm_label, over_255)
+from advexplorer.io.runfolder import equivalent_command
 from advexplorer.report import figures
 from advexplorer.report.run import RunView, finite
 
@@ -97,6 +98,8 @@ class RunContent:
     environment: Rows
     command_line: str | None
     equivalent_command: str | None
+    #: Said instead of ``equivalent_command`` when no command line repeats the run.
+    no_command_note: str | None
     reproduce_command: str
     card: Rows
     warnings: list[str] = field(default_factory=list)
@@ -817,66 +820,19 @@ def shell_join(words) -> str:
     return shlex.join(str(w) for w in words)
 
 
-def attack_command(record: dict, out: str = "NEW_FOLDER") -> list[str] | None:
-    """An ``advexplorer attack`` command line equivalent to the recorded run, absolute paths.
-
-    None when the run cannot be repeated from the command line (an in-memory image).
-    Momentum decay has no command-line option; a non-default decay is only reproduced by
-    ``advexplorer reproduce``.
-    """
-    model = record.get("model") or {}
-    image = record.get("image") or {}
-    attack = record.get("attack") or {}
-    if not image.get("path") or not model.get("path"):
-        return None
-    words = ["advexplorer", "attack", "--model", str(model["path"])]
-    if model.get("card_path"):
-        words += ["--card", str(model["card_path"])]
-    words += ["--image", str(image["path"])]
-    mask = record.get("mask") or {}
-    if mask.get("mode") == "allowed" and mask.get("path"):
-        words += ["--mask", str(mask["path"])]
-    elif mask.get("mode") == "protect" and mask.get("path"):
-        words += ["--protect", str(mask["path"])]
-    words += ["--attack", str(attack.get("method", "pgd")), "--norm", str(attack.get("norm", "linf"))]
-    if finite(attack.get("eps")):
-        words += ["--eps", eps_argument(attack["eps"])]
-    if finite(attack.get("step_size")):
-        words += ["--step-size", eps_argument(attack["step_size"])]
-    if attack.get("steps"):
-        words += ["--steps", str(attack["steps"])]
-    target, label = record.get("target"), record.get("label")
-    if target:
-        words += ["--targeted", str(target.get("index"))]
-    if label:
-        words += ["--label", str(label.get("index"))]
-    if attack.get("random_start"):
-        words.append("--random-start")
-    if attack.get("seed") is not None:
-        words += ["--seed", str(attack["seed"])]
-    if (attack.get("restarts") or 1) > 1:
-        words += ["--restarts", str(attack["restarts"])]
-    if attack.get("early_stop"):
-        words.append("--early-stop")
-    words += ["--diversity", str(float(attack["diversity"]))] if attack.get("diversity") else []
-    saliency = record.get("saliency")
-    if isinstance(saliency, dict) and saliency.get("method"):
-        words += ["--saliency", str(saliency["method"])]
-    diagnostic = record.get("diagnostic")
-    if isinstance(diagnostic, dict) and diagnostic.get("path"):
-        words += ["--diagnostic", str(diagnostic["path"])]
-    if "robustness" in record and not saliency:
-        words.append("--robustness")
-    defence = record.get("defence")
-    if isinstance(defence, dict) and defence.get("defence"):
-        words += ["--defense", str(defence["defence"]), "--adaptive", str(defence.get("adaptive", "none"))]
-    precision = record.get("precision")
-    if isinstance(precision, dict) and precision.get("precision") not in (None, "float32"):
-        words += ["--precision", str(precision["precision"])]
-    if record.get("device"):
-        words += ["--device", str(record["device"])]
-    words += ["--out", out]
-    return words
+def _no_command_note(record: dict, reproduce: str) -> str:
+    """What the report says instead of an equivalent command when none can repeat the run."""
+    missing = [role for role, key in (("image", "image"), ("model", "model"))
+               if not (record.get(key) or {}).get("path")]
+    if missing:
+        return (f"This run cannot be repeated from a command line, nor by advexplorer reproduce: "
+                f"its {' and '.join(missing)} {'was' if len(missing) == 1 else 'were'} not read from a file.")
+    if (record.get("attack") or {}).get("seed") is None:
+        return ("This run cannot be repeated from a command line, nor by advexplorer reproduce: "
+                "no seed was recorded.")
+    return ("This run cannot be repeated from a command line (no advexplorer attack command gives all "
+            f"of its settings). {reproduce} repeats it from its run folder, after checking that its "
+            "input files are unchanged.")
 
 
 def run_content(view: RunView, number: int | None = None) -> RunContent:
@@ -888,7 +844,7 @@ def run_content(view: RunView, number: int | None = None) -> RunContent:
     prob_svg, loss_svg, note = _trajectory(record, before, after)
     card = (record.get("model") or {}).get("card") or {}
     command = record.get("command_line")
-    equivalent = attack_command(record)
+    equivalent = equivalent_command(record)
     reproduce = shell_join(["advexplorer", "reproduce", str(view.run_dir) if view.run_dir else "RUN_DIR"])
     warnings = list(view.warnings)
     outside = _outside_mask(view)
@@ -905,6 +861,7 @@ def run_content(view: RunView, number: int | None = None) -> RunContent:
         parameters=_parameter_rows(record), environment=_environment_rows(record),
         command_line=shell_join(command) if isinstance(command, list) and command else None,
         equivalent_command=shell_join(equivalent) if equivalent else None,
+        no_command_note=None if equivalent else _no_command_note(record, reproduce),
         reproduce_command=reproduce, card=_card_rows(record), warnings=warnings,
     )
 

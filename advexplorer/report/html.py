@@ -117,6 +117,8 @@ def _run(content: RunContent, number: int | None) -> str:
     if content.equivalent_command:
         command += ('<div class="label">The same attack with absolute paths, into a new folder</div>'
                     f'<pre class="command">{esc(content.equivalent_command)}</pre>')
+    elif content.no_command_note:
+        command += f'<p>{esc(content.no_command_note)}</p>'
     parts.append('<section class="card block"><h3>Reproducibility</h3>'
                  f'{command}<div class="label">Re-run and compare with the recorded result</div>'
                  f'<pre class="command">{esc(content.reproduce_command)}</pre>'

@@ -244,6 +244,8 @@ def _run(content: RunContent, number: int | None, resources: PdfResources, first
     if content.equivalent_command:
         parts.append('<p style="margin:0;">The same attack with absolute paths, into a new folder:</p>'
                      f'<p style="{mono}background-color:#f3f5f7;">{esc(content.equivalent_command)}</p>')
+    elif content.no_command_note:
+        parts.append(f'<p>{esc(content.no_command_note)}</p>')
     parts.append(f'<p style="margin:0;">Re-run and compare with the recorded result:</p>'
                  f'<p style="{mono}background-color:#f3f5f7;">{esc(content.reproduce_command)}</p>')
     parts.append(_heading("SHA-256 of the inputs") + _kv(content.hashes, mono=True, label_width="30%"))
