@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import resources
@@ -555,7 +556,7 @@ def render_cohort_html(summary: dict, rows: Sequence[ImageRow], worst_cases: Seq
     hashes = [("model", model["sha256"]), ("model card", model.get("card_sha256") or "—"),
               ("image set", images["fingerprint_sha256"])]
     environment = [(k, v) for k, v in summary.get("versions", {}).items()]
-    command = " ".join(summary.get("command_line") or [])
+    command = shlex.join(str(word) for word in summary.get("command_line") or [])  # pastes into a shell
     parts.append('<section class="card block"><h3>Reproducibility</h3>'
                  + (f'<pre class="command">{esc(command)}</pre>' if command else "")
                  + f"{_kv(parameters)}<h3 style=\"margin-top:10px\">SHA-256</h3>{_kv(hashes, mono=True)}"

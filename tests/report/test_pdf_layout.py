@@ -230,3 +230,16 @@ def test_a_table_of_pictures_without_a_heading_moves_to_the_next_page_whole():
         table = next(item for item in pdf._top_level_items(document) if isinstance(item, QtGui.QTextFrame))
         top, bottom = pdf._extent(document.documentLayout(), table, QtGui)
         assert int(top // page_height) == int((bottom - 1) // page_height), f"split after {filler} lines"
+
+
+def test_cohort_report_command_pastes_into_a_shell():
+    """The screen's command in the cohort report is quoted for a shell: a folder with a space
+    is one word, as it was when the user typed it."""
+    import html as html_module
+    import shlex
+
+    summary = cohort_summary(False)
+    summary["command_line"] = ["advexplorer", "screen", "--images", "/data/my tiles", "--out", "screen 1"]
+    page = render_cohort_html(summary, [], [], ["a", "b"])
+    command = html_module.unescape(re.search(r'<pre class="command">([^<]*)</pre>', page).group(1))
+    assert shlex.split(command) == summary["command_line"]
