@@ -8,7 +8,13 @@ A dockable ``QWidget`` with a tiny public API (for the main window):
   ``none``, ``allowed-dir``, ``protect-dir``, ``allowed-file``, ``protect-file``);
 * ``start()`` / ``cancel()`` / ``running``; ``stop_and_wait()`` when the window closes;
 * ``result`` — the :class:`~advexplorer.core.screening.ScreenResult` of the last finished
-  screen (worst cases, monotone check, cost), shown below the curves;
+  screen (worst cases, monotone check, cost), shown below the curves; ``naive_result`` the
+  naive attack's beside an adaptive one (else None); ``summary`` the screen's
+  ``summary.json`` dict (with ``defence``/``precision`` entries when a defence or another
+  precision was screened); ``write_report(folder)`` writes it with ``report.html`` and the
+  per-image CSVs, as ``advexplorer screen`` does;
+* ``set_defence(defence, adaptive, precision)`` fills the defence row (``"jpeg:75"`` or None,
+  ``none``/``bpda``/``eot``, a precision of :data:`advexplorer.config.PRECISIONS`);
 * signals ``image_requested(Path, Path | None, str, dict)`` — the user double-clicked a
   table row, clicked a point of the curve or a worst case: open that image with its mask
   (mode ``allowed`` / ``protect`` / ``none``) and attack it with the settings in the dict
@@ -16,7 +22,11 @@ A dockable ``QWidget`` with a tiny public API (for the main window):
   summary.
 
 The screen is :func:`advexplorer.core.screening.screen_steps`, the generator the CLI runs,
-driven by the app's task runner (cancel acts between engine calls). Images are loaded in
+driven by the app's task runner (cancel acts between engine calls). A defence and another
+precision wrap the model with :func:`advexplorer.session.defended.defend_model`, the function
+``advexplorer screen --defense/--adaptive/--precision`` calls; with an adaptive attack the
+naive one is screened after it, and both robust accuracies are compared by
+:func:`advexplorer.session.defended.screen_defence_summary`, as in the CLI's summary. Images are loaded in
 the worker thread itself (no loader processes: forking a process that runs Qt threads is
 unsafe). Importing this module imports neither torch nor :mod:`advexplorer.commands`.
 """
@@ -31,25 +41,30 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
                                QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
                                QToolButton, QVBoxLayout, QWidget)
 
-from advexplorer.config import (METHOD_INFO, METHODS, NORM_LABELS, NORMS, AttackConfig, eps_argument,
-                                format_budget, parse_number_list)
+from advexplorer.config import (DEFENCE_KINDS, METHOD_INFO, METHODS, NORM_LABELS, NORMS, PRECISIONS,
+                                AttackConfig, eps_argument, format_budget, parse_number_list)
 from advexplorer.errors import UserError
+from advexplorer.gui.controllers.cohort import (ADAPTIVE_CHOICES, ADAPTIVE_TOOLTIP, PRECISION_TOOLTIP,
+                                                CohortOutcome, defence_columns, defence_rows, defence_verdict,
+                                                parse_defence_form, screen_summary, write_screen_folder)
+from advexplorer.gui.tradeoff_view import DEFAULT_VALUES as DEFENCE_DEFAULTS
 from advexplorer.gui.views import LegendLabel
 from advexplorer.gui.worker import JobFailed, TaskRunner
 
 MASK_MODES = {"none": "No mask", "protect-dir": "Protect masks (folder)",
               "allowed-dir": "Allowed masks (folder)", "protect-file": "One protect mask (file)",
               "allowed-file": "One allowed mask (file)"}
-FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR = "#e15759", "#4e79a7", "#9a9a9a"
-#: The curves: key, legend name, colour.
+FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR, NAIVE_COLOUR = "#e15759", "#4e79a7", "#9a9a9a", "#f28e2b"
+#: The curves: key, legend name, colour. ``naive``: the naive attack through a defence,
+#: screened beside an adaptive one (robust accuracy, or the share not flipped without labels).
 CURVES = (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBUST_COLOUR),
-          ("noise", "noise flip rate", NOISE_COLOUR))
+          ("noise", "noise flip rate", NOISE_COLOUR), ("naive", "robust accuracy, naive attack", NAIVE_COLOUR))
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
 #: Worst cases kept for the panel (the CLI's --worst default).
 WORST_CASES = 8
@@ -74,11 +89,15 @@ class CohortJob:
     batch_size: int
     verify_monotone: int = 0
     worst_cases: int = WORST_CASES
+    defence: str | None = None        # "jpeg:75", parsed by advexplorer.config
+    adaptive: str = "none"
+    precision: str = "float32"
 
 
 def cohort_job(job: CohortJob):
-    """Worker generator: ``("cohort", entries)``, then ``("progress", ScreenProgress)``…;
-    returns the :class:`~advexplorer.core.screening.ScreenResult`."""
+    """Worker generator: ``("cohort", entries)``, then ``("progress", ScreenProgress)``…,
+    with an adaptive attack then ``("naive", ScreenProgress)``… of the naive one; returns a
+    :class:`~advexplorer.gui.controllers.cohort.CohortOutcome`."""
     try:
         return (yield from _cohort_job(job))
     except GeneratorExit:
@@ -90,7 +109,9 @@ def cohort_job(job: CohortJob):
 def _cohort_job(job: CohortJob):
     from advexplorer.core.screening import screen_steps
     from advexplorer.io.cohort import open_cohort
+    from advexplorer.session.defended import cohort_calibration, defend_model, naive_classifier
 
+    started = time.perf_counter()
     mode = job.mask_mode
     cohort = open_cohort(
         job.images, job.model.card,
@@ -100,13 +121,26 @@ def _cohort_job(job: CohortJob):
         protect=job.masks if mode == "protect-file" else None)
     entries = {e.id: (e.path, e.mask_path or cohort.mask_source, cohort.mask_mode) for e in cohort.entries}
     yield ("cohort", entries)
-    loader = cohort.loader(job.batch_size, num_workers=0)
-    steps = screen_steps(job.model.classifier, loader, job.eps, AttackConfig(**job.config_kwargs),
+    fingerprint = cohort.fingerprint()  # the image set's SHA-256, as the CLI records it
+    # The defended / lower-precision model, as `advexplorer screen` builds it (int8-static is
+    # calibrated on the cohort's first images).
+    model, info = defend_model(job.model, job.defence, job.adaptive, job.precision,
+                               calibration=lambda: cohort_calibration(cohort))
+    config = AttackConfig(**job.config_kwargs)
+    steps = screen_steps(model.classifier, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
                          noise_baseline=job.noise_baseline, batch_size=job.batch_size,
                          verify_monotone=job.verify_monotone, worst_cases=job.worst_cases)
     # A generator function, not a generator expression: `yield from` hands back the
     # screen's ScreenResult only when the inner generator itself returns it.
-    return (yield from _tagged("progress", steps))
+    result = yield from _tagged("progress", steps)
+    naive = naive_classifier(info)
+    naive_result = None
+    if naive is not None:  # the CLI's naive pass: the grid only (no noise baseline, no check)
+        steps = screen_steps(naive, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
+                             batch_size=job.batch_size, worst_cases=job.worst_cases)
+        naive_result = yield from _tagged("naive", steps)
+    return CohortOutcome(result=result, naive=naive_result, info=info, model=model, cohort=cohort,
+                         fingerprint=fingerprint, elapsed_s=time.perf_counter() - started)
 
 
 def _tagged(kind: str, generator):
@@ -183,7 +217,12 @@ class CohortPanel(QWidget):
         self.eps: tuple[float, ...] = ()
         self.job: CohortJob | None = None
         self.result = None
+        self.naive_result = None
+        self.outcome: CohortOutcome | None = None
+        self.summary: dict | None = None
+        self.naive_progress = None
         self.last_progress = None
+        self._defence_shown: str | None = None  # the defence kind the row last showed
         self.started_at = 0.0
 
         self.images_edit = QLineEdit()
@@ -222,11 +261,37 @@ class CohortPanel(QWidget):
         self.verify.setSuffix(" images")
         self.verify.setToolTip("Re-attack up to N flipped images at every larger ε the monotone "
                                "shortcut skipped, and report where the attack disagrees.")
+        # The defence row: what sits in front of the model, how the attack treats it, precision.
+        self.defence_kind = QComboBox()
+        self.defence_kind.addItem("No defence", None)
+        for name, kind in DEFENCE_KINDS.items():
+            self.defence_kind.addItem(kind.label, name)
+            self.defence_kind.setItemData(self.defence_kind.count() - 1, kind.citation,
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.defence_kind.setToolTip("A preprocessing defence in front of the model (advexplorer screen --defense).")
+        self.defence_value = QLineEdit()
+        self.defence_value.setMaximumWidth(70)
+        self.defence_parameter = QLabel("")
+        self.adaptive = QComboBox()
+        for position, (key, label, text) in enumerate(ADAPTIVE_CHOICES):
+            self.adaptive.addItem(label, key)
+            self.adaptive.setItemData(position, text, Qt.ItemDataRole.ToolTipRole)
+        self.adaptive.setToolTip(ADAPTIVE_TOOLTIP)
+        self.precision = QComboBox()
+        for name in PRECISIONS:
+            self.precision.addItem(name, name)
+        self.precision.setToolTip(PRECISION_TOOLTIP)
+        self.defence_kind.currentIndexChanged.connect(self._defence_kind_changed)
         self.run_button = QPushButton("Screen")
         self.run_button.clicked.connect(self.start)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel)
         self.cancel_button.setEnabled(False)
+        self.report_button = QPushButton("Report…")
+        self.report_button.setToolTip("Write the finished screen into a new folder as advexplorer screen "
+                                      "does: report.html, summary.json and the per-image CSVs.")
+        self.report_button.clicked.connect(self._browse_report)
+        self.report_button.setEnabled(False)
         self.progress = QProgressBar()
         self.status = QLabel("Load a model, choose images, then Screen.")
         self.status.setWordWrap(True)
@@ -243,6 +308,12 @@ class CohortPanel(QWidget):
         verify_label = QLabel("check monotone on")
         verify_label.setToolTip(self.verify.toolTip())
         form.addRow("", _row(self.noise, verify_label, self.verify, stretch=True))
+        adaptive_label = QLabel("attack through it")
+        adaptive_label.setToolTip(ADAPTIVE_TOOLTIP)
+        precision_label = QLabel("precision")
+        precision_label.setToolTip(PRECISION_TOOLTIP)
+        form.addRow("Defence", _row(self.defence_kind, self.defence_parameter, self.defence_value, stretch=True))
+        form.addRow("", _row(adaptive_label, self.adaptive, precision_label, self.precision, stretch=True))
 
         self.plot = pg.PlotWidget(background="#1e1f22", axisItems={"left": PercentAxis("left")})
         self.plot.setLabel("left", "share of images")
@@ -254,7 +325,8 @@ class CohortPanel(QWidget):
         self.curves = {}
         self.bars = {}
         for key, _name, colour in CURVES:
-            curve = self.plot.plot([], [], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=8,
+            style = Qt.PenStyle.DashLine if key == "naive" else Qt.PenStyle.SolidLine
+            curve = self.plot.plot([], [], pen=pg.mkPen(colour, width=2, style=style), symbol="o", symbolSize=8,
                                    symbolBrush=colour)
             curve.sigPointsClicked.connect(self._point_clicked)
             bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0),
@@ -289,13 +361,27 @@ class CohortPanel(QWidget):
         worst_hint.setWordWrap(True)
         worst_column.addWidget(worst_hint)
         worst_column.addWidget(worst_scroll, 1)
+        # Naive vs adaptive robust accuracy per ε, shown only after a defended screen.
+        self.defence_page = QWidget()
+        defence_column = QVBoxLayout(self.defence_page)
+        defence_column.setContentsMargins(0, 4, 0, 0)
+        self.defence_verdict = QLabel("")
+        self.defence_verdict.setWordWrap(True)
+        self.defence_table = QTableWidget(0, 2)
+        self.defence_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.defence_table.verticalHeader().setVisible(False)
+        defence_column.addWidget(self.defence_verdict)
+        defence_column.addWidget(self.defence_table, 1)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.table, "Images")
         self.tabs.addTab(worst_page, "Worst cases")
+        self.tabs.addTab(self.defence_page, "Defence")
+        self.tabs.setTabVisible(2, False)
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(_row(self.run_button, self.cancel_button, self.progress, layout_only=True))
+        layout.addLayout(_row(self.run_button, self.cancel_button, self.report_button, self.progress,
+                              layout_only=True))
         layout.addWidget(self.status)
         layout.addWidget(self.monotone)
         layout.addWidget(self.legend)
@@ -310,6 +396,7 @@ class CohortPanel(QWidget):
         self.controller.cancelled.connect(lambda: self._set_status("Cancelled; the images screened so far are shown."))
         self.controller.stopped.connect(self._on_stopped)
         self._form_changed()
+        self._defence_kind_changed()
         self._update_enabled()
 
     # --- public API ------------------------------------------------------------------
@@ -331,6 +418,25 @@ class CohortPanel(QWidget):
         self.masks_edit.setText("" if masks is None else str(masks))
         self.mask_mode.setCurrentIndex(list(MASK_MODES).index(mask_mode))
 
+    def set_defence(self, defence: str | None, adaptive: str = "none", precision: str = "float32") -> None:
+        """Fill the defence row: ``"jpeg:75"`` (or None for no defence), the adaptive mode and
+        the precision, as ``--defense``/``--adaptive``/``--precision`` take them."""
+        kind, _colon, value = (defence or "").partition(":")
+        self.defence_kind.setCurrentIndex(max(0, self.defence_kind.findData(kind or None)))
+        if kind:
+            self.defence_value.setText(value)
+        self.adaptive.setCurrentIndex(max(0, self.adaptive.findData(adaptive)))
+        self.precision.setCurrentIndex(max(0, self.precision.findData(precision)))
+
+    def write_report(self, folder) -> Path:
+        """Write the last finished screen into ``folder`` (new or empty): ``report.html`` with
+        its defence section, ``summary.json``, ``per_image.csv`` (and ``per_image_naive.csv``).
+        Returns the report's path; raises :class:`UserError` when there is nothing to write or
+        the folder cannot take it."""
+        if self.outcome is None or self.summary is None or self.running:
+            raise UserError("Finish a screen first; the report is written from a finished screen.")
+        return write_screen_folder(folder, self.summary, self.outcome, self.rows, self.job.model.card)
+
     def start(self) -> None:
         """Start a screen with the form's settings (errors go to the status line)."""
         if self.running:
@@ -340,8 +446,10 @@ class CohortPanel(QWidget):
         except UserError as error:
             self._set_status(str(error), error=True)
             return
-        self.job, self.result = job, None
+        self.job, self.result, self.naive_result, self.outcome, self.summary = job, None, None, None, None
         self.entries, self.rows, self.rows_by_file, self.last_progress = {}, [], {}, None
+        self.naive_progress = None
+        self.tabs.setTabVisible(2, False)
         self.eps = tuple(sorted(set(job.eps)))
         self.table.setRowCount(0)
         self._show_worst_cases([])
@@ -385,10 +493,44 @@ class CohortPanel(QWidget):
         config_kwargs = {"method": self.attack.currentData(), "norm": self.norm.currentData(),
                          "steps": self.steps.value(), "seed": 0}
         AttackConfig(**config_kwargs, eps=max(eps)).validate()
+        # The CLI's parsers, before the engine runs: a bad value is one line in the status.
+        defence = parse_defence_form(self.defence_kind.currentData(), self.defence_value.text(),
+                                     self.adaptive.currentData(), self.precision.currentData())
         return CohortJob(model=self.model, images=Path(images), masks=Path(masks) if masks else None,
                          mask_mode=mode, eps=eps, config_kwargs=config_kwargs,
                          noise_baseline=self.noise.isChecked(), batch_size=self.batch.value(),
-                         verify_monotone=self.verify.value())
+                         verify_monotone=self.verify.value(), defence=defence["defence"],
+                         adaptive=defence["adaptive"], precision=defence["precision"])
+
+    def _defence_kind_changed(self, *_args) -> None:
+        """Show the chosen defence's parameter with a common value; the adaptive mode only
+        means something with a defence (BPDA by default, EOT for a random one)."""
+        kind = self.defence_kind.currentData()
+        previous, self._defence_shown = self._defence_shown, kind
+        self.defence_value.setVisible(kind is not None)
+        self.defence_parameter.setVisible(kind is not None)
+        self.adaptive.setEnabled(kind is not None)
+        if kind is None:
+            self.adaptive.setCurrentIndex(self.adaptive.findData("none"))
+            self.defence_value.clear()
+            return
+        info = DEFENCE_KINDS[kind]
+        self.defence_parameter.setText(info.parameter)
+        self.defence_value.setText(DEFENCE_DEFAULTS.get(kind, ""))
+        self.defence_value.setToolTip(f"{info.label}: {info.parameter}. {info.citation}")
+        if previous is None:  # a defence was just switched on: attack it adaptively by default
+            self.adaptive.setCurrentIndex(self.adaptive.findData("eot" if info.random else "bpda"))
+
+    def _browse_report(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "New or empty folder for the screen's report")
+        if not folder:
+            return
+        try:
+            path = self.write_report(folder)
+        except UserError as error:
+            self._set_status(str(error), error=True)
+            return
+        self._set_status(f"Wrote {path} with summary.json and the per-image CSVs.")
 
     def _browse_images(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder of images")
@@ -407,6 +549,7 @@ class CohortPanel(QWidget):
         running = self.running
         self.run_button.setEnabled(self.model is not None and not running)
         self.cancel_button.setEnabled(running)
+        self.report_button.setEnabled(self.outcome is not None and not running)
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status.setText(text)
@@ -445,6 +588,15 @@ class CohortPanel(QWidget):
         if kind == "cohort":
             self.entries = payload
             return
+        if kind == "naive":  # the naive attack through the defence, after the adaptive screen
+            self.naive_progress = payload
+            total = payload.images_total or 0
+            self.progress.setMaximum(max(total, 1))
+            self.progress.setValue(payload.images_done)
+            self._set_status(f"Naive attack through the defence, for comparison: {payload.images_done} of "
+                             f"{total} images")
+            self._draw(self.last_progress or payload)
+            return
         progress = payload
         self.last_progress = progress
         self._add_rows(progress.rows_done)
@@ -466,12 +618,19 @@ class CohortPanel(QWidget):
             series["robust"] = progress.robust
         if progress.noise_flipped is not None:
             series["noise"] = progress.noise_flipped
+        naive = self.naive_progress
+        if naive is not None and naive.n:  # robust accuracy, or the share not flipped without labels
+            series["naive"] = (naive.robust if naive.n_labelled else
+                               tuple(naive.n - k for k in naive.flipped))
         from advexplorer.core.screening import wilson_interval
 
         shown = []
         for key, name, colour in CURVES:
             curve, counts = self.curves[key], series.get(key)
             n = progress.n_labelled if key == "robust" else progress.n
+            if key == "naive" and naive is not None:
+                n = naive.n_labelled or naive.n
+            name = self._curve_name(key, name, naive)
             if counts is None or n == 0:
                 curve.setData([], [])
                 self.bars[key].setData(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0))
@@ -483,6 +642,17 @@ class CohortPanel(QWidget):
             shown.append((name, colour))
         self.legend.set_entries(shown)
         self._set_ranges(progress.eps)
+
+    def _curve_name(self, key: str, name: str, naive) -> str:
+        """Legend names that say which attack a robust accuracy comes from, with a defence."""
+        job = self.job
+        if job is None or not job.defence:
+            return name
+        if key == "robust":
+            return f"robust accuracy, {'naive' if job.adaptive == 'none' else job.adaptive.upper()} attack"
+        if key == "naive" and naive is not None and not naive.n_labelled:
+            return "not flipped, naive attack"
+        return name
 
     def _add_rows(self, rows) -> None:
         if not rows:
@@ -539,10 +709,12 @@ class CohortPanel(QWidget):
             self.tabs.setCurrentWidget(self.table)
             self.request_image(matches[0])
 
-    def _on_finished(self, result) -> None:
-        self.result = result
+    def _on_finished(self, outcome: CohortOutcome) -> None:
+        result = outcome.result
+        self.outcome, self.result, self.naive_result = outcome, result, outcome.naive
         noise = bool(self.job is not None and self.job.noise_baseline)
         per_eps = result.summary(self.rows, noise_baseline=noise)
+        self.summary = screen_summary(self.job, outcome, self.rows)
         last = per_eps[-1] if per_eps else None
         if last and last["n"]:
             self._set_status(f"Done: {last['flipped']} of {last['n']} images flipped at ε = "
@@ -553,7 +725,41 @@ class CohortPanel(QWidget):
         self.monotone.setText(monotone_text(result.monotone_check, self._norm))
         self.monotone.setVisible(True)
         self._show_worst_cases(result.worst_cases)
+        self._show_defence(self.summary)
+        self._update_enabled()
         self.screen_finished.emit(per_eps)
+
+    def _show_defence(self, summary: dict) -> None:
+        """The Defence tab: naive and (with BPDA/EOT) adaptive robust accuracy per ε with their
+        intervals, and what they mean; hidden after a screen without a defence."""
+        defence = summary.get("defence")
+        precision = summary.get("precision")
+        if not defence:
+            self.tabs.setTabVisible(2, False)
+            if precision:
+                self.monotone.setText(self.monotone.text() + f" Precision: {precision['how']}.")
+            return
+        columns = defence_columns(defence)
+        self.defence_table.clear()
+        self.defence_table.setColumnCount(len(columns))
+        self.defence_table.setHorizontalHeaderLabels(columns)
+        header = self.defence_table.horizontalHeader()
+        for column in range(len(columns)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        rows = defence_rows(defence)
+        self.defence_table.setRowCount(len(rows))
+        for r, (cells, hidden) in enumerate(rows):
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if hidden and c == len(cells) - 1:
+                    item.setForeground(QColor(FLIP_COLOUR))
+                self.defence_table.setItem(r, c, item)
+        verdict = defence_verdict(defence)
+        if precision:
+            verdict += f" Precision: {precision['how']}."
+        self.defence_verdict.setText(verdict)
+        self.tabs.setTabVisible(2, True)
+        self.tabs.setCurrentWidget(self.defence_page)
 
     def _show_worst_cases(self, cases) -> None:
         """One button per worst case: clean | adversarial, the file and what it became."""

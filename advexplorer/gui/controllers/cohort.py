@@ -1,11 +1,22 @@
-"""The Cohort panel inside the main window: where it opens, and what its rows ask for."""
+"""The Cohort panel inside the main window: where it opens, what its rows ask for, and what a
+screen's defence row means (parsing it, the two numbers, the summary and report it writes).
+
+Torch-free at import, like the panel: the engine is imported inside the functions that need it.
+"""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QDockWidget, QMainWindow
 
-from advexplorer.config import eps_argument
+from advexplorer.config import DEFENCE_KINDS, AttackConfig, eps_argument
+from advexplorer.errors import UserError
+from advexplorer.session.defended import NAIVE_CSV, defence_settings
 
 #: What a cohort row may set on the attack form when it asks to open its image.
 FORM_KEYS = ("method", "norm", "eps", "step_size", "steps", "restarts", "random_start", "seed",
@@ -57,3 +68,235 @@ class CohortDockController(QObject):
             self.window.tabifyDockWidget(self.results_dock, self.dock)
             self.dock.raise_()
             self.window.setGeometry(self.window.geometry().intersected(screen))
+
+
+# ------------------------------------------------------------------ defence, adaptive, precision
+
+#: The adaptive modes as the panel lists them: key, short label, what it means (one line).
+ADAPTIVE_CHOICES = (
+    ("none", "naive", "naive: the attack's gradients go through the defence as implemented, so a "
+                      "defence that rounds or compresses can blind it (no gradient) and merely look robust"),
+    ("bpda", "BPDA", "BPDA: the real defence on the forward pass, the identity on the backward pass, "
+                     "so the attack sees through rounding and compression (Athalye et al. 2018)"),
+    ("eot", "EOT", "EOT: the logits averaged over draws of a random defence, with BPDA through each, "
+                   "so the attack follows the expected gradient (Athalye et al. 2018)"),
+)
+ADAPTIVE_TOOLTIP = ("How the attack treats the defence.\n"
+                    + "\n".join(f"• {text}" for _key, _label, text in ADAPTIVE_CHOICES)
+                    + "\nWith BPDA or EOT the naive attack is screened too and both robust accuracies are "
+                      "shown. A defence screened only naively proves little: its robustness may be a "
+                      "hidden gradient.")
+PRECISION_TOOLTIP = ("Screen the model at this precision: float16/bfloat16 weights, int8 (dynamic quantisation "
+                     "of Linear layers) or int8-static (convolutions too, calibrated on the cohort's first "
+                     "64 images); quantised models are attacked with BPDA through the quantiser.")
+
+
+def parse_defence_form(kind: str | None, value: str, adaptive: str | None, precision: str | None) -> dict:
+    """The defence row's values, parsed by :func:`advexplorer.session.defended.defence_settings`
+    (the CLI's parsers): ``{"defence": "jpeg:75" | None, "adaptive", "precision"}``.
+
+    ``kind`` None means no defence (the adaptive mode is then ``none``). A bad value raises
+    :class:`UserError` with the CLI's one line, worded for the form ("Defence 'bits:9': …").
+    """
+    text = f"{kind}:{str(value).strip()}" if kind else None
+    try:
+        return defence_settings(text, adaptive if kind else "none", precision)
+    except UserError as error:
+        message = str(error).replace("--defense ", "Defence ", 1).replace("--precision ", "Precision ", 1)
+        raise UserError(message) from None
+
+
+@dataclass
+class CohortOutcome:
+    """What a finished screen of the panel hands back to the GUI thread.
+
+    ``result``: the screen's own :class:`~advexplorer.core.screening.ScreenResult` (through the
+    defence, with the adaptive attack when one was chosen); ``naive``: the naive attack's beside
+    an adaptive one, else None; ``info``: :func:`advexplorer.session.defended.defend_model`'s
+    entries; ``model``: the screened (wrapped) LoadedModel; ``cohort``: the opened cohort.
+    """
+
+    result: object
+    naive: object | None = None
+    info: dict = field(default_factory=dict)
+    model: object | None = None
+    cohort: object | None = None
+    fingerprint: str = ""
+    elapsed_s: float = 0.0
+
+
+def _share_text(entry: dict) -> str:
+    if entry.get("value") is None:
+        return "—"
+    low, high = entry["ci95"]
+    return f"{100 * entry['value']:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def defence_columns(defence: dict) -> list[str]:
+    """The defence table's headers: ε and the naive number; the adaptive one and the gap only
+    when an adaptive attack was screened."""
+    rows = defence.get("per_eps") or []
+    measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
+    columns = ["ε", f"naive attack: {measure} [95 % CI]"]
+    if defence.get("adaptive", "none") != "none":
+        columns += [f"{defence['adaptive'].upper()} attack: {measure} [95 % CI]", "naive − adaptive"]
+    return columns
+
+
+def defence_rows(defence: dict) -> list[tuple[list[str], bool]]:
+    """The table's cells per ε (as :func:`defence_columns`), and whether the gradient was hidden
+    there (the naive interval wholly above the adaptive one)."""
+    out = []
+    for row in defence.get("per_eps") or []:
+        cells = [row["eps_label"], _share_text(row["naive"])]
+        if "adaptive" in row:
+            naive, adaptive = row["naive"]["value"], row["adaptive"]["value"]
+            gap = "—" if naive is None or adaptive is None else f"{100 * (naive - adaptive):+.1f} points"
+            cells += [_share_text(row["adaptive"]),
+                      gap + (" · gradient hidden" if row.get("gradient_hidden") else "")]
+        out.append((cells, bool(row.get("gradient_hidden"))))
+    return out
+
+
+def defence_verdict(defence: dict) -> str:
+    """What the two numbers mean, in the panel's words (the report's sentence when both exist)."""
+    if defence.get("adaptive", "none") == "none":
+        random = DEFENCE_KINDS[defence["defence"].split(":")[0]].random
+        return (f"{defence['label']}, naive attack only. A defence that rounds, compresses or randomises "
+                "the image can look robust because it hides the gradient; screen it with "
+                f"{'EOT' if random else 'BPDA'} to see what is left of it.")
+    from advexplorer.report.cohort import defence_meaning
+
+    return f"{defence['label']}: " + defence_meaning(defence)
+
+
+# ------------------------------------------------------------------ the summary and report
+
+
+#: How the monotone shortcut works, as ``advexplorer screen`` records it.
+SHORTCUT_HOW = ("an image flipped at ε_i is not attacked at larger ε; it is counted as flipped there "
+                "(exact for the cumulative definition of 'flipped')")
+DEFINITIONS = {
+    "flipped": "cumulative: the prediction differs from the clean prediction at this ε or "
+               "a smaller one in the list (early stop: any iterate counts)",
+    "robust_accuracy": "labelled images classified correctly when clean and not flipped at this ε",
+    "interval": "Wilson score interval, 95 %",
+}
+#: The panel's mask modes as ``advexplorer screen`` options.
+MASK_OPTIONS = {"allowed-dir": "--masks", "protect-dir": "--protect-dir", "allowed-file": "--mask",
+                "protect-file": "--protect"}
+
+
+def equivalent_command(job, out: str | Path = "OUT") -> list[str]:
+    """The ``advexplorer screen`` command line that screens what the panel screened."""
+    config = job.config_kwargs
+    argv = ["advexplorer", "screen", "--model", str(job.model.path), "--images", str(job.images)]
+    if job.mask_mode in MASK_OPTIONS and job.masks is not None:
+        argv += [MASK_OPTIONS[job.mask_mode], str(job.masks)]
+    argv += ["--attack", config["method"], "--norm", config["norm"],
+             "--eps", ",".join(eps_argument(e) for e in sorted(set(job.eps))),
+             "--steps", str(config["steps"]), "--seed", str(config.get("seed") or 0),
+             "--batch-size", str(job.batch_size), "--device", str(job.model.device)]
+    if job.noise_baseline:
+        argv.append("--noise-baseline")
+    if job.verify_monotone:
+        argv += ["--verify-monotone", str(job.verify_monotone)]
+    if job.defence:
+        argv += ["--defense", job.defence, "--adaptive", job.adaptive]
+    if job.precision != "float32":
+        argv += ["--precision", job.precision]
+    return argv + ["--out", str(out)]
+
+
+def screen_summary(job, outcome: CohortOutcome, rows) -> dict:
+    """The panel's screen as ``summary.json`` of ``advexplorer screen`` (the keys its report
+    reads), with the ``defence``/``precision`` entries from the CLI's own function."""
+    from advexplorer.core.groups import group_summary
+    from advexplorer.core.screening import summarize
+    from advexplorer.session.defended import screen_defence_summary
+    from advexplorer.session.runs import versions
+
+    result, cohort, loaded = outcome.result, outcome.cohort, job.model
+    eps = list(result.eps)
+    per_eps = summarize(rows, eps, noise_baseline=job.noise_baseline)
+    kept = [r for r in rows if not r.excluded]
+    check = result.monotone_check
+    config = AttackConfig(**{**job.config_kwargs, "eps": max(eps), "early_stop": True}).validate()
+    summary = {
+        "advexplorer_screen": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": equivalent_command(job),
+        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "format": loaded.format,
+                  "card_path": str(loaded.card_path) if loaded.card_path else None,
+                  "card_sha256": loaded.card_sha256, "name": loaded.card.name,
+                  "classes": list(loaded.card.classes)},
+        "images": {"source": str(cohort.source), "layout": cohort.layout, "count": len(cohort),
+                   "screened": len(rows), "skipped": [{"file": f, "reason": r} for f, r in result.skipped],
+                   "missing": list(cohort.missing), "non_finite_logits": [r.file for r in rows if r.excluded],
+                   "fingerprint_sha256": outcome.fingerprint, "labels": cohort.has_labels,
+                   "mask": {"mode": cohort.mask_mode,
+                            "source": str(cohort.mask_source) if cohort.mask_source else None},
+                   "notes": list(cohort.notes)},
+        "attack": config.to_json(),
+        "eps": eps,
+        "definitions": DEFINITIONS,
+        "per_eps": per_eps,
+        "groups": group_summary(kept, cohort.groups, eps) if cohort.groups else None,
+        "seeds": {"seeds": [config.seed]},
+        "monotone_shortcut": {
+            "used": True, "how": SHORTCUT_HOW, "pairs_skipped_this_run": result.shortcut_pairs,
+            "verification": (check.to_json() if check else
+                             "not checked in this run; “check monotone” re-attacks N flipped images "
+                             "at the larger ε and reports disagreements")},
+        "min_eps": None,
+        "noise_baseline": bool(job.noise_baseline),
+        "resumed_rows": 0,
+        "device": str(loaded.device),
+        "world_size": 1,
+        "devices": [str(loaded.device)],
+        "mixed_precision": None,
+        "batch_halvings": list(result.batch_halvings),
+        "versions": versions(),
+        "cost": {"engine_calls": result.engine_calls, "attacked_pairs": result.attacked_pairs,
+                 "forward_passes": result.forward_passes, "backward_passes": result.backward_passes},
+        "wall_time_s": round(outcome.elapsed_s, 3),
+        "files": {"per_image": "per_image.csv", "report": "report.html"},
+    }
+    naive_per_eps = summarize(outcome.naive.rows, eps) if outcome.naive is not None else None
+    summary.update(screen_defence_summary(outcome.info, per_eps, naive_per_eps))
+    if outcome.naive is not None:
+        summary["files"]["per_image_naive"] = NAIVE_CSV
+    return summary
+
+
+def write_screen_folder(folder: str | Path, summary: dict, outcome: CohortOutcome, rows, card) -> Path:
+    """Write the panel's screen into ``folder`` (new or empty) as ``advexplorer screen`` does:
+    ``per_image.csv`` (and ``per_image_naive.csv``), ``summary.json`` and ``report.html``.
+    Returns the report's path; a folder that cannot take it is one :class:`UserError` line."""
+    from advexplorer.io.atomic import atomic_write_text, check_destination
+    from advexplorer.io.cohort import PerImageWriter
+    from advexplorer.report.cohort import write_cohort_report
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder; choose a new or empty folder for the report.")
+    if folder.is_dir() and any(folder.iterdir()):
+        raise UserError(f"{folder} is not empty; choose a new or empty folder for the screen's report.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot create the folder {folder}: {error.strerror or error}.") from None
+    check_destination(folder, directory=True, overwrite=True)
+    eps = summary["eps"]
+    with PerImageWriter(folder / "per_image.csv", eps, card.classes,
+                        noise_baseline=summary["noise_baseline"], min_eps=False) as writer:
+        writer.write(rows)
+    if outcome.naive is not None:
+        with PerImageWriter(folder / NAIVE_CSV, eps, card.classes, noise_baseline=False, min_eps=False) as writer:
+            writer.write(outcome.naive.rows)
+    summary = dict(summary, files=dict(summary["files"]))
+    summary["files"].update(write_cohort_report(folder, summary, rows, outcome.result.worst_cases, card))
+    atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n",
+                      overwrite=True)
+    return folder / "report.html"
+
