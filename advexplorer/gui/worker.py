@@ -109,7 +109,7 @@ class StepUpdate:
     total_steps: int
     restarts: int
     success: bool
-    elapsed_s: float
+    elapsed_s: float                  # since the first step (the clean image scored): the attack's own time
     adversarial: np.ndarray | None
     perturbation: np.ndarray | None
     original: np.ndarray | None = None
@@ -212,7 +212,6 @@ def run_job(job: RunJob, update_interval_s: float = UPDATE_INTERVAL_S, *, with_i
 def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: threading.Event | None):
     from advexplorer.session.runs import build_record, run_steps
 
-    started = time.perf_counter()
     request = build_request(job)
     explain = bool(request.saliency or request.robustness)
     # The attack and the 8-bit scoring run in the engine's generator; saliency and robustness
@@ -221,6 +220,7 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
     phases = 3 if explain else 1
     restarts = int(request.config.restarts)
     last_yield = -float("inf")
+    first_step_at = None
     pending: list = []
     original_sent = False
     while True:
@@ -232,6 +232,8 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
         pending.append((int(step.index), int(step.restart),
                         step.probabilities[0].detach().float().cpu().numpy(), float(step.loss[0])))
         now = time.perf_counter()
+        if first_step_at is None:  # step 0: loading, set-up and the clean pass are behind us
+            first_step_at = now
         final = step.index == step.total_steps and step.restart == restarts - 1
         stopping = stop is not None and stop.is_set()
         if not (final or stopping or not original_sent or now - last_yield >= update_interval_s):
@@ -252,7 +254,7 @@ def _run_job(job: RunJob, update_interval_s: float, with_images: bool, stop: thr
             indices=np.array([p[0] for p in pending]), restarts_seen=np.array([p[1] for p in pending]),
             probabilities=np.stack([p[2] for p in pending]), losses=np.array([p[3] for p in pending]),
             total_steps=int(step.total_steps), restarts=restarts, success=bool(step.success[0]),
-            elapsed_s=now - started, adversarial=adversarial, perturbation=perturbation, original=original,
+            elapsed_s=now - first_step_at, adversarial=adversarial, perturbation=perturbation, original=original,
             stage=getattr(step, "stage", None), target_probabilities=target_now, target_before=target_before)
         pending = []
         if stopping:

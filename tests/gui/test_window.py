@@ -347,3 +347,24 @@ def test_cohort_panel_gets_the_model_and_opens_requested_images(qtbot, window, t
         window.open_from_cohort(path, mask, "protect")
     assert window.session.current.path == path.resolve()
     assert finished.args[0].record["mask"]["mode"] == "protect"
+
+
+def test_step_rate_counts_the_attack_not_its_set_up(window):
+    """The status bar's steps/s is over the time since the first step: the first update of a
+    run (step 0, the clean image scored) is the origin, so loading the image and the model's
+    first pass do not make a 0.15 s attack read '13 steps/s'."""
+    from advexplorer.gui.worker import run_job
+
+    window.attack_panel.set_values(method="pgd", eps="8/255", steps=4, saliency=None)
+    updates = []
+    steps = run_job(window.runs.make_job(window.session.current), update_interval_s=0.0)
+    while True:
+        try:
+            updates.append(next(steps))
+        except StopIteration:
+            break
+    from advexplorer.gui.worker import StepUpdate
+
+    updates = [u for u in updates if isinstance(u, StepUpdate)]
+    assert updates[0].indices.tolist() == [0] and updates[0].elapsed_s == 0.0
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(updates, updates[1:]))

@@ -339,7 +339,8 @@ class RunController(QObject):
             self._latest_images = None  # drawn: the next frame skips the images unless new ones came
         if text_due and self._phase is None:
             self._text_time = now
-            self.status.rate.setText(f"{self._steps_seen / max(update.elapsed_s, 1e-9):.1f} steps/s")
+            if update.elapsed_s > 0:  # steps after the first, over the time since it
+                self.status.rate.setText(f"{(self._steps_seen - 1) / update.elapsed_s:.1f} steps/s")
             restart = f", restart {update.restart + 1}/{update.restarts}" if update.restarts > 1 else ""
             self.status.step.setText(f"{step_text(update, self._method)}{restart}")
             if self._transfer is not None:
