@@ -368,3 +368,18 @@ def test_step_rate_counts_the_attack_not_its_set_up(window):
     updates = [u for u in updates if isinstance(u, StepUpdate)]
     assert updates[0].indices.tolist() == [0] and updates[0].elapsed_s == 0.0
     assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(updates, updates[1:]))
+
+
+def test_status_counters_belong_to_the_run_on_screen(qtbot, window):
+    """After a run, switching to another image (or to a stored run) leaves no 'step 6/6 ·
+    N steps/s' of the last live run in the status bar; a batch shows none either."""
+    window.attack_panel.set_values(method="pgd", eps="8/255", steps=6, saliency=None)
+    with qtbot.waitSignal(window.run_finished, timeout=30000):
+        window.run_action.trigger()
+    _finish(qtbot, window)
+    status = window.runs.status
+    assert status.step.text() == "step 6/6"
+    window.image_list.setCurrentRow(1)  # the second image, no run yet
+    assert status.step.text() == "" and status.rate.text() == ""
+    window.image_list.setCurrentRow(0)  # back: its stored run, not a live one
+    assert status.step.text() == "" and status.rate.text() == ""

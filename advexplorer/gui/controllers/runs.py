@@ -222,6 +222,7 @@ class RunController(QObject):
         except UserError as error:
             self.error.emit("Cannot run", str(error), None)
             return False
+        self._clear_counters()  # the batch's progress is in its table; no step counter is its
         self.mode, self.batch_entries = "batch", list(entries)
         self._reset_live()
         self.batch_dock.show()
@@ -435,8 +436,9 @@ class RunController(QObject):
         """Show a finished run in the live views, plots, table and summary line."""
         self.shown_run = summary
         self.live.show_summary(summary)
-        if plots:
+        if plots:  # a stored run, not the one that just ended: the live counters are not its
             self.results.plots.show_summary(summary)
+            self._clear_counters()
         self.results.prediction_table.set_predictions(summary.classes, summary.probability_before,
                                                       summary.probability_after)
         lines = dict(summary_lines(summary))
@@ -453,6 +455,12 @@ class RunController(QObject):
         self.results.flags.setText("\n".join(flags))
         self.results.flags.setVisible(bool(flags))
         self._show_transfer(summary)
+
+    def _clear_counters(self) -> None:
+        """The status bar's step and rate describe a live run; none is on screen (unless one runs)."""
+        if self.mode == "idle":
+            self.status.step.setText("")
+            self.status.rate.setText("")
 
     def _show_transfer(self, summary: RunSummary) -> None:
         """A finished transfer run: both models' confidences before and after, from its record."""
@@ -472,6 +480,7 @@ class RunController(QObject):
     def clear_results(self, image_name: str | None = None) -> None:
         """No run to show (another image without runs): empty views, not the last image's run."""
         self.shown_run = None
+        self._clear_counters()
         self.live.start(1.0, "linf")
         classes = self.models.model.card.classes if self.models.model is not None else ()
         self.results.plots.start(classes, 1)
