@@ -26,18 +26,17 @@ import os
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 from advexplorer import config
 from advexplorer.commands._args import add_model_arguments, number_list, positive_number
 from advexplorer.commands._defence import (NAIVE_CSV, SETTINGS_DEFAULTS, add_defence_arguments,
                                            cohort_calibration, naive_classifier, screen_defence_lines,
-                                           screen_defence_summary, screen_settings, wrap_model)
+                                           screen_settings, wrap_model)
 from advexplorer.commands._sources import add_source_arguments
+from advexplorer.session.screen_record import seed_csv_name
 
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"
-SUMMARY_VERSION = 1
 #: Settings that must match for ``--resume`` to continue an earlier screen.
 RESUME_KEYS = ("model_sha256", "card_sha256", "images", "images_fingerprint", "mask_mode",
                "eps", "attack", "noise_baseline", "min_eps", "seeds", "mixed_precision",
@@ -226,11 +225,6 @@ def run(args) -> int:
         ranks.close()
 
 
-def seed_csv_name(seed_index: int, seed: int) -> str:
-    """``per_image.csv`` for the first seed; ``per_image_seed{S}.csv`` for the repeats."""
-    return "per_image.csv" if seed_index == 0 else f"per_image_seed{seed}.csv"
-
-
 def _shared_or_raise(ranks, compute):
     """Run ``compute`` on rank 0 and hand its result (or its one-line error) to every rank."""
     from advexplorer.errors import UserError
@@ -253,10 +247,9 @@ def _run(args, ranks) -> int:
     from advexplorer import paths
     from advexplorer.commands._distributed import part_files, part_path
     from advexplorer.core.attacks import AttackConfig
-    from advexplorer.core.groups import group_summary, significant_gaps
-    from advexplorer.core.screening import (BISECTION_STEPS, MixedPrecisionForward, check_eps_list,
-                                            eps_label, screen_steps, summarize)
-    from advexplorer.core.seeds import seed_spread, seeds_are_random
+    from advexplorer.core.groups import significant_gaps
+    from advexplorer.core.screening import MixedPrecisionForward, check_eps_list, eps_label, screen_steps
+    from advexplorer.core.seeds import seeds_are_random
     from advexplorer.errors import UserError
     from advexplorer.io.atomic import atomic_write_text
     from advexplorer.io.cohort import PerImageWriter, open_cohort, read_per_image_csv
@@ -435,80 +428,25 @@ def _run(args, ranks) -> int:
     if not rows:
         raise UserError(f"None of the {len(cohort)} images could be read, so there is nothing to "
                         "summarise; see the warnings above.")
-    per_eps = summarize(rows, eps, noise_baseline=args.noise_baseline)
-    groups = group_summary([r for r in rows if not r.excluded], cohort.groups, eps) if cohort.groups else None
-    spread = seed_spread([[r for r in seed_rows if not r.excluded] for seed_rows in rows_by_seed],
-                         eps, seeds) if len(seeds) > 1 else None
-    check = outcome["check"]
-    engine_calls, attacked_pairs, shortcut_pairs, forward_passes, backward_passes = outcome["cost"]
-    summary = {
-        "advexplorer_screen": SUMMARY_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": list(getattr(args, "command_line", []) or []),
-        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "format": loaded.format,
-                  "card_path": str(loaded.card_path) if loaded.card_path else None,
-                  "card_sha256": loaded.card_sha256, "name": card.name, "classes": list(card.classes)},
-        "images": {"source": str(cohort.source), "layout": cohort.layout, "count": len(cohort),
-                   "screened": len(rows), "skipped": [{"file": f, "reason": r} for f, r in skipped],
-                   "missing": list(cohort.missing),
-                   "non_finite_logits": flagged,
-                   "fingerprint_sha256": fingerprint, "labels": cohort.has_labels,
-                   "mask": {"mode": cohort.mask_mode,
-                            "source": str(cohort.mask_source) if cohort.mask_source else None},
-                   "notes": cohort.notes + outcome["notes"]},
-        "attack": config.to_json(),
-        "eps": list(eps),
-        "definitions": {
-            "flipped": "cumulative: the prediction differs from the clean prediction at this ε or "
-                       "a smaller one in the list (early stop: any iterate counts)",
-            "robust_accuracy": "labelled images classified correctly when clean and not flipped at this ε",
-            "interval": "Wilson score interval, 95 %",
-        },
-        "per_eps": per_eps,
-        "groups": groups,
-        "seeds": spread if spread is not None else {"seeds": seeds},
-        "monotone_shortcut": {
-            "used": True,
-            "how": "an image flipped at ε_i is not attacked at larger ε; it is counted as flipped "
-                   "there (exact for the cumulative definition of 'flipped')",
-            "pairs_skipped_this_run": shortcut_pairs,
-            "verification": (check.to_json() if check else
-                             "not checked in this run; --verify-monotone N re-attacks N flipped "
-                             "images at the larger ε and reports disagreements"),
-        },
-        "min_eps": ({"method": f"bisection between grid values, {BISECTION_STEPS} halvings",
-                     "median": _median([r.min_eps for r in rows if r.min_eps is not None])}
-                    if args.min_eps else None),
-        "noise_baseline": bool(args.noise_baseline),
-        "resumed_rows": previous_counts[0],
-        "device": str(loaded.device),
-        "world_size": ranks.world_size,
-        "devices": settings["devices"],
-        "mixed_precision": (args.mixed_precision if args.mixed_precision != "off" else None),
-        "batch_halvings": outcome["halvings"],
-        "versions": versions(),
-        "cost": {"engine_calls": engine_calls, "attacked_pairs": attacked_pairs,
-                 "forward_passes": forward_passes, "backward_passes": backward_passes},
-        "wall_time_s": round(time.perf_counter() - started, 3),
-        "files": {"per_image": "per_image.csv", "settings": "screen_settings.json",
-                  "report": "report.html"},
-    }
-    summary.update(screen_defence_summary(
-        defence_info, per_eps, summarize(naive_rows, eps) if naive_rows is not None else None))
-    if naive_rows is not None:
-        summary["files"]["per_image_naive"] = NAIVE_CSV
-    from advexplorer.core.flags import flags_to_json, screen_flags
-
-    summary["flags"] = flags_to_json(screen_flags(  # reliability of this evaluation (core/flags.py)
-        loaded.classifier, per_eps, eps, input_shape=(card.channels, *card.input_size), model_notes=loaded.notes))
-    if len(seeds) > 1:
-        summary["files"]["per_image_seeds"] = [seed_csv_name(k, s) for k, s in enumerate(seeds)][1:]
     from advexplorer.report.cohort import write_cohort_report
+    from advexplorer.session.screen_record import SETTINGS_FILE, ScreenCounts, screen_summary, write_summary
 
-    written = write_cohort_report(out, summary, rows, outcome["worst"], card, pdf=args.pdf)
-    summary["files"].update(written)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n",
-                      overwrite=True)
+    engine_calls, attacked_pairs, shortcut_pairs, forward_passes, backward_passes = outcome["cost"]
+    counts = ScreenCounts(skipped=skipped, notes=outcome["notes"], monotone_check=outcome["check"],
+                          shortcut_pairs=shortcut_pairs, batch_halvings=outcome["halvings"],
+                          engine_calls=engine_calls, attacked_pairs=attacked_pairs,
+                          forward_passes=forward_passes, backward_passes=backward_passes)
+    summary = screen_summary(
+        command_line=list(getattr(args, "command_line", []) or []), model=loaded, cohort=cohort,
+        fingerprint=fingerprint, config=config, eps=eps, rows_by_seed=rows_by_seed, seeds=seeds,
+        counts=counts, wall_time_s=time.perf_counter() - started, noise_baseline=args.noise_baseline,
+        min_eps=args.min_eps, defence_info=defence_info, naive_rows=naive_rows,
+        resumed_rows=previous_counts[0], world_size=ranks.world_size, devices=settings["devices"],
+        mixed_precision=args.mixed_precision, settings_file=SETTINGS_FILE)
+    per_eps, groups = summary["per_eps"], summary["groups"]
+    spread = summary["seeds"] if len(seeds) > 1 else None
+    written = write_summary(out, summary, lambda folder, record: write_cohort_report(
+        folder, record, rows, outcome["worst"], card, pdf=args.pdf))
     if not args.quiet:
         print(_table(per_eps, eps_label, labelled=cohort.has_labels, noise=args.noise_baseline))
         if spread is not None:
@@ -574,21 +512,6 @@ def _combine(gathered: list[dict], worst: int) -> dict:
     halvings = [size for part in gathered for size in part["halvings"]]
     return {"skipped": skipped, "worst": cases, "check": check, "notes": notes, "cost": cost,
             "halvings": halvings}
-
-
-def versions() -> dict[str, str]:
-    """Versions that decide whether a screen can be reproduced: the same as a run's."""
-    from advexplorer.session.runs import versions as run_versions
-
-    return run_versions()
-
-
-def _median(values: list[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _empty_progress(eps):

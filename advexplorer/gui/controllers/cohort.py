@@ -6,9 +6,7 @@ Torch-free at import, like the panel: the engine is imported inside the function
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer
@@ -16,7 +14,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from advexplorer.config import DEFENCE_KINDS, AttackConfig, eps_argument
 from advexplorer.errors import UserError
-from advexplorer.session.defended import NAIVE_CSV, defence_settings
+from advexplorer.session.defended import defence_settings
 
 #: What a cohort row may set on the attack form when it asks to open its image.
 FORM_KEYS = ("method", "norm", "eps", "step_size", "steps", "restarts", "random_start", "seed",
@@ -172,19 +170,11 @@ def defence_verdict(defence: dict) -> str:
 
 # ------------------------------------------------------------------ the summary and report
 
-
-#: How the monotone shortcut works, as ``advexplorer screen`` records it.
-SHORTCUT_HOW = ("an image flipped at ε_i is not attacked at larger ε; it is counted as flipped there "
-                "(exact for the cumulative definition of 'flipped')")
-DEFINITIONS = {
-    "flipped": "cumulative: the prediction differs from the clean prediction at this ε or "
-               "a smaller one in the list (early stop: any iterate counts)",
-    "robust_accuracy": "labelled images classified correctly when clean and not flipped at this ε",
-    "interval": "Wilson score interval, 95 %",
-}
 #: The panel's mask modes as ``advexplorer screen`` options.
 MASK_OPTIONS = {"allowed-dir": "--masks", "protect-dir": "--protect-dir", "allowed-file": "--mask",
                 "protect-file": "--protect"}
+#: The panel's control that checks the monotone shortcut, as the summary names it.
+VERIFY_CONTROL = "“check monotone”"
 
 
 def equivalent_command(job, out: str | Path = "OUT") -> list[str]:
@@ -209,94 +199,34 @@ def equivalent_command(job, out: str | Path = "OUT") -> list[str]:
 
 
 def screen_summary(job, outcome: CohortOutcome, rows) -> dict:
-    """The panel's screen as ``summary.json`` of ``advexplorer screen`` (the keys its report
-    reads), with the ``defence``/``precision`` entries from the CLI's own function."""
-    from advexplorer.core.groups import group_summary
-    from advexplorer.core.screening import summarize
-    from advexplorer.session.defended import screen_defence_summary
-    from advexplorer.session.runs import versions
+    """The panel's screen as ``summary.json`` of ``advexplorer screen``: built by
+    :func:`advexplorer.session.screen_record.screen_summary`, the CLI's own builder."""
+    from advexplorer.session.screen_record import ScreenCounts
+    from advexplorer.session.screen_record import screen_summary as build_summary
 
-    result, cohort, loaded = outcome.result, outcome.cohort, job.model
+    result = outcome.result
     eps = list(result.eps)
-    per_eps = summarize(rows, eps, noise_baseline=job.noise_baseline)
-    kept = [r for r in rows if not r.excluded]
-    check = result.monotone_check
+    # The attack as the CLI's --attack/--norm/--steps/--seed make it: at the largest ε, early stop on.
     config = AttackConfig(**{**job.config_kwargs, "eps": max(eps), "early_stop": True}).validate()
-    summary = {
-        "advexplorer_screen": 1,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command_line": equivalent_command(job),
-        "model": {"path": str(loaded.path), "sha256": loaded.sha256, "format": loaded.format,
-                  "card_path": str(loaded.card_path) if loaded.card_path else None,
-                  "card_sha256": loaded.card_sha256, "name": loaded.card.name,
-                  "classes": list(loaded.card.classes)},
-        "images": {"source": str(cohort.source), "layout": cohort.layout, "count": len(cohort),
-                   "screened": len(rows), "skipped": [{"file": f, "reason": r} for f, r in result.skipped],
-                   "missing": list(cohort.missing), "non_finite_logits": [r.file for r in rows if r.excluded],
-                   "fingerprint_sha256": outcome.fingerprint, "labels": cohort.has_labels,
-                   "mask": {"mode": cohort.mask_mode,
-                            "source": str(cohort.mask_source) if cohort.mask_source else None},
-                   "notes": list(cohort.notes)},
-        "attack": config.to_json(),
-        "eps": eps,
-        "definitions": DEFINITIONS,
-        "per_eps": per_eps,
-        "groups": group_summary(kept, cohort.groups, eps) if cohort.groups else None,
-        "seeds": {"seeds": [config.seed]},
-        "monotone_shortcut": {
-            "used": True, "how": SHORTCUT_HOW, "pairs_skipped_this_run": result.shortcut_pairs,
-            "verification": (check.to_json() if check else
-                             "not checked in this run; “check monotone” re-attacks N flipped images "
-                             "at the larger ε and reports disagreements")},
-        "min_eps": None,
-        "noise_baseline": bool(job.noise_baseline),
-        "resumed_rows": 0,
-        "device": str(loaded.device),
-        "world_size": 1,
-        "devices": [str(loaded.device)],
-        "mixed_precision": None,
-        "batch_halvings": list(result.batch_halvings),
-        "versions": versions(),
-        "cost": {"engine_calls": result.engine_calls, "attacked_pairs": result.attacked_pairs,
-                 "forward_passes": result.forward_passes, "backward_passes": result.backward_passes},
-        "wall_time_s": round(outcome.elapsed_s, 3),
-        "files": {"per_image": "per_image.csv", "report": "report.html"},
-    }
-    naive_per_eps = summarize(outcome.naive.rows, eps) if outcome.naive is not None else None
-    summary.update(screen_defence_summary(outcome.info, per_eps, naive_per_eps))
-    if outcome.naive is not None:
-        summary["files"]["per_image_naive"] = NAIVE_CSV
-    return summary
+    return build_summary(
+        command_line=equivalent_command(job), model=outcome.model or job.model, cohort=outcome.cohort,
+        fingerprint=outcome.fingerprint, config=config, eps=eps, rows_by_seed=[rows], seeds=[config.seed],
+        counts=ScreenCounts.of(result), wall_time_s=outcome.elapsed_s, noise_baseline=job.noise_baseline,
+        defence_info=outcome.info, naive_rows=outcome.naive.rows if outcome.naive is not None else None,
+        verify_option=VERIFY_CONTROL)
 
 
 def write_screen_folder(folder: str | Path, summary: dict, outcome: CohortOutcome, rows, card) -> Path:
     """Write the panel's screen into ``folder`` (new or empty) as ``advexplorer screen`` does:
-    ``per_image.csv`` (and ``per_image_naive.csv``), ``summary.json`` and ``report.html``.
-    Returns the report's path; a folder that cannot take it is one :class:`UserError` line."""
-    from advexplorer.io.atomic import atomic_write_text, check_destination
-    from advexplorer.io.cohort import PerImageWriter
+    ``per_image.csv`` (and ``per_image_naive.csv``), ``summary.json`` and ``report.html``
+    (:func:`advexplorer.session.screen_record.write_screen_folder`). Returns the report's path;
+    a folder that cannot take it is one :class:`UserError` line."""
     from advexplorer.report.cohort import write_cohort_report
+    from advexplorer.session.screen_record import REPORT_FILE
+    from advexplorer.session.screen_record import write_screen_folder as write_folder
 
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder} exists and is not a folder; choose a new or empty folder for the report.")
-    if folder.is_dir() and any(folder.iterdir()):
-        raise UserError(f"{folder} is not empty; choose a new or empty folder for the screen's report.")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"Cannot create the folder {folder}: {error.strerror or error}.") from None
-    check_destination(folder, directory=True, overwrite=True)
-    eps = summary["eps"]
-    with PerImageWriter(folder / "per_image.csv", eps, card.classes,
-                        noise_baseline=summary["noise_baseline"], min_eps=False) as writer:
-        writer.write(rows)
-    if outcome.naive is not None:
-        with PerImageWriter(folder / NAIVE_CSV, eps, card.classes, noise_baseline=False, min_eps=False) as writer:
-            writer.write(outcome.naive.rows)
-    summary = dict(summary, files=dict(summary["files"]))
-    summary["files"].update(write_cohort_report(folder, summary, rows, outcome.result.worst_cases, card))
-    atomic_write_text(folder / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n",
-                      overwrite=True)
-    return folder / "report.html"
-
+    written = write_folder(folder, summary, rows, card.classes,
+                           naive_rows=outcome.naive.rows if outcome.naive is not None else None,
+                           report=lambda where, record: write_cohort_report(
+                               where, record, rows, outcome.result.worst_cases, card))
+    return written / REPORT_FILE
