@@ -139,8 +139,11 @@ def _cohort_job(job: CohortJob):
         steps = screen_steps(naive, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
                              batch_size=job.batch_size, worst_cases=job.worst_cases)
         naive_result = yield from _tagged("naive", steps)
-    return CohortOutcome(result=result, naive=naive_result, info=info, model=model, cohort=cohort,
-                         fingerprint=fingerprint, elapsed_s=time.perf_counter() - started)
+    outcome = CohortOutcome(result=result, naive=naive_result, info=info, model=model, cohort=cohort,
+                            fingerprint=fingerprint, elapsed_s=time.perf_counter() - started)
+    # Built here, not on the GUI thread: the summary's flags run the model (a gradient probe).
+    outcome.summary = screen_summary(job, outcome, list(result.rows))
+    return outcome
 
 
 def _tagged(kind: str, generator):
@@ -714,7 +717,8 @@ class CohortPanel(QWidget):
         self.outcome, self.result, self.naive_result = outcome, result, outcome.naive
         noise = bool(self.job is not None and self.job.noise_baseline)
         per_eps = result.summary(self.rows, noise_baseline=noise)
-        self.summary = screen_summary(self.job, outcome, self.rows)
+        self.summary = outcome.summary if outcome.summary is not None else \
+            screen_summary(self.job, outcome, self.rows)
         last = per_eps[-1] if per_eps else None
         if last and last["n"]:
             self._set_status(f"Done: {last['flipped']} of {last['n']} images flipped at ε = "

@@ -176,3 +176,24 @@ def test_a_bad_defence_parameter_is_one_line(panel, kind, value, said):
     text = panel.status.text()
     assert not panel.running and said in text and len(text.splitlines()) == 1
     assert text.startswith("Defence ") and "--defense" not in text
+
+
+def test_the_summary_and_its_model_probe_are_built_off_the_gui_thread(panel, qtbot, monkeypatch):
+    """summary.json's flags run the model (a gradient probe): that happens in the screen's
+    worker, never on the GUI thread, and the panel shows the worker's summary."""
+    import threading
+
+    import advexplorer.core.flags as flags
+
+    threads = []
+    real = flags.gradient_flag
+
+    def recording(model, probe):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(model, probe)
+
+    monkeypatch.setattr(flags, "gradient_flag", recording)
+    choose_defence(panel, None)
+    run_panel(panel, qtbot)
+    assert threads == [False]
+    assert panel.summary is panel.outcome.summary and "flags" in panel.summary

@@ -120,6 +120,8 @@ class CohortOutcome:
     model: object | None = None
     cohort: object | None = None
     fingerprint: str = ""
+    #: ``summary.json`` as the CLI writes it, built in the worker (its flags probe the model).
+    summary: dict | None = None
     elapsed_s: float = 0.0
 
 
