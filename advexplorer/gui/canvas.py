@@ -20,6 +20,9 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
 from advexplorer.session.masks import ImageMasks, MaskLayer
 
 TOOLS = ("brush", "eraser", "fill", "wand", "rectangle", "pan")
+#: Above this many pixels the magic wand selects in a worker: ~30 ms per megapixel on a small
+#: machine, so the GUI thread never blocks longer than the 50 ms a user feels.
+WAND_BACKGROUND_PIXELS = 1_000_000
 #: Overlay colours (RGB): protect = cyan ("keep this"), allowed = orange ("attack here"),
 #: diagnostic region = magenta.
 LAYER_COLOURS = {"protect": (0, 200, 255), "allowed": (255, 150, 0), "diagnostic": (255, 0, 200)}
@@ -135,6 +138,8 @@ class MaskCanvas(pg.GraphicsView):
         self.tool = "brush"
         self.brush_size = 20  # diameter in image pixels
         self.wand_tolerance = 0.1  # magic wand: largest colour difference per channel, [0, 1] units
+        self._wand_tasks = None    # a TaskRunner, made for the first large image's selection
+        self._wand_target = (None, None)
         self.opacity = 0.4
         self.space_held = False
         self._last_point: QPointF | None = None
@@ -306,7 +311,8 @@ class MaskCanvas(pg.GraphicsView):
         if self.tool == "fill":
             layer.fill(x, y, 1)
         elif self.tool == "wand":
-            if self.select_similar(int(np.floor(point.y())), int(np.floor(point.x()))) is None:
+            # A large image's selection comes later, from a worker (and says mask_edited then).
+            if self.select_similar(int(np.floor(point.y())), int(np.floor(point.x()))) in (None, "pending"):
                 return
         elif self.tool in ("brush", "eraser"):
             layer.paint_line(x, y, x, y, self.brush_size / 2, 1 if self.tool == "brush" else 0)
@@ -316,7 +322,9 @@ class MaskCanvas(pg.GraphicsView):
 
     def select_similar(self, row: int, column: int):
         """Magic wand: add the connected pixels of colour within :attr:`wand_tolerance` of
-        (row, column) to the active layer, as one undo step. None when the point is outside."""
+        (row, column) to the active layer, as one undo step. None when the point is outside
+        (or a selection is still being computed); "pending" when an image larger than
+        :data:`WAND_BACKGROUND_PIXELS` is selected in a worker — the layer changes when it ends."""
         from advexplorer.core.stain import magic_wand
 
         layer, image = self.layer, self.image  # uint8 or [0, 1] float: the wand takes either
@@ -325,8 +333,28 @@ class MaskCanvas(pg.GraphicsView):
         height, width = image.shape[:2]
         if not (0 <= row < height and 0 <= column < width):
             return None
-        region = magic_wand(image, (row, column), self.wand_tolerance)
-        return layer.set_data(layer.data.astype(bool) | region, label="wand")
+        if height * width <= WAND_BACKGROUND_PIXELS:
+            region = magic_wand(image, (row, column), self.wand_tolerance)
+            return layer.set_data(layer.data.astype(bool) | region, label="wand")
+        from advexplorer.gui.worker import TaskRunner, call_task
+
+        if self._wand_tasks is None:
+            self._wand_tasks = TaskRunner(self)
+            self._wand_tasks.finished_run.connect(self._wand_ready)
+        if self._wand_tasks.running:
+            return None  # one selection at a time: the click before this one is still counting
+        self._wand_target = (layer, image)
+        self._wand_tasks.start(call_task, magic_wand, image, (row, column), self.wand_tolerance)
+        return "pending"
+
+    def _wand_ready(self, region: np.ndarray) -> None:
+        """A worker's selection: added to the layer it was clicked on, if that image is still shown."""
+        layer, image = self._wand_target
+        self._wand_target = (None, None)
+        if layer is None or image is not self.image or layer.data.shape != region.shape:
+            return  # another image meanwhile: the selection belongs to none on screen
+        layer.set_data(layer.data.astype(bool) | region, label="wand")
+        self.mask_edited.emit()
 
     # -- cursor ------------------------------------------------------------------------
     def _hover(self, scene_pos) -> None:
