@@ -388,7 +388,7 @@ def summary_text(report: Reproduction, verified: list[str] | None = None) -> str
         lines.append(f"inputs     SHA-256 of {', '.join(verified)} match the record")
     config = report.request.config if report.request is not None else None
     if config is not None:
-        from advexplorer.report.content import budget
+        from advexplorer.report.text import budget
 
         lines.append(f"re-ran     {config.method.upper()} {config.norm} ε={budget(config.eps)}, "
                      f"{config.effective_steps} step(s), seed {config.seed} on {report.device} "

@@ -25,9 +25,9 @@ from advexplorer.config import over_255
 from advexplorer.core.screening import ImageRow, WorstCase, eps_label
 from advexplorer.io.atomic import atomic_path, atomic_write_text
 from advexplorer.report import figures
-from advexplorer.report.content import percent
 from advexplorer.report.html import CSP, esc
 from advexplorer.report.pdf import header_lines  # Qt itself is imported only to write a PDF
+from advexplorer.report.text import percent
 
 #: Series colours: attack (red), robust accuracy (blue), noise baseline (grey); a defence's
 #: robust accuracy under the naive attack (orange) beside the adaptive one (blue).

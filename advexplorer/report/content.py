@@ -3,11 +3,14 @@
 Every value here is *plain text* (never markup): the renderers escape all of it, so a
 class name, file name or card field can never inject markup into a report. Pictures are
 PNG bytes; the trajectory plot is an SVG string built from escaped text.
+
+This module gives one run's part (:func:`run_content`); beside it, :mod:`advexplorer.report.text`
+words single values, :mod:`advexplorer.report.card_text` the model card's rows, and
+:mod:`advexplorer.report.overview` the header and the comparison table of a whole report.
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from advexplorer.config import (DEFENCE_KINDS, NORM_LABELS, format_budget, method_label,
-                                norm_label, over_255)
+from advexplorer.config import DEFENCE_KINDS, NORM_LABELS, method_label, norm_label, over_255
 from advexplorer.io.runfolder import equivalent_command
 from advexplorer.report import figures
+from advexplorer.report.card_text import card_rows
 from advexplorer.report.run import RunView, finite
-
-Rows = list[tuple[str, str]]
+from advexplorer.report.text import Rows, budget, number, percent, yes_no
 
 
 @dataclass
@@ -103,42 +105,6 @@ class RunContent:
     reproduce_command: str
     card: Rows
     warnings: list[str] = field(default_factory=list)
-
-
-def budget(value: float | None) -> str:
-    """'8/255 (0.03137)': both the /255 form people use and the raw pixel-unit number."""
-    if not finite(value):
-        return "—"
-    # Six digits, not format_budget's four: the report is where a run is checked exactly.
-    return f"{format_budget(value)} ({float(value):.6g})"
-
-
-def percent(value: float | None, digits: int = 1) -> str:
-    if not finite(value):
-        return "—"
-    return f"{100.0 * float(value):.{digits}f} %"
-
-
-def number(value: Any, digits: int = 4) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}".replace(",", " ")
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "not measured"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
-            return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}"
-    if value is None:
-        return "—"
-    return str(value)
-
-
-def yes_no(value: Any) -> str:
-    return "—" if value is None else ("yes" if value else "no")
 
 
 def _prediction(entry: dict | None) -> Prediction:
@@ -664,154 +630,6 @@ def _environment_rows(record: dict) -> Rows:
     return rows
 
 
-#: Card fields the report shows in its own words (or that are shown elsewhere, like classes).
-_CARD_SHOWN = {"name", "description", "training_data", "clean_accuracy", "robust_accuracy",
-               "suggested_eps", "suggested_eps_text", "suggested_steps", "architecture",
-               "architecture_kwargs", "training", "held_out", "classes", "input_size", "channels",
-               "mean", "std", "resize", "samples"}
-#: Labels of card sub-fields whose key does not read well once underscores become spaces.
-_CARD_LABELS = {"n": "images", "n_positive": "positives", "how": "how to load it",
-                "batchnorm_momentum": "BatchNorm momentum", "wall_time_s": "wall time",
-                "tiles_per_epoch": "tiles per epoch", "batch_size": "batch size",
-                "optimizer": "optimiser", "script": "script", "command": "command"}
-
-
-def _card_label(key: str) -> str:
-    return _CARD_LABELS.get(key, str(key).replace("_", " "))
-
-
-def _card_value(key: str, value: Any, norm: str = "linf") -> str:
-    """One card value as a person reads it: budgets over 255 (plain numbers for L2), shares
-    in %, dicts as 'key value' lists, lists of records counted."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, dict):
-        norm = str(value.get("norm", norm))
-        # An 'eps' beside its own 'eps_text' says the same twice: keep one.
-        return ", ".join(f"{_card_label(k)} {_card_value(k, v, norm)}" for k, v in value.items()
-                         if not (k.endswith("_text") and k[:-5] in value))
-    if isinstance(value, (list, tuple)):
-        if value and all(isinstance(item, dict) for item in value):
-            return f"{len(value)} entries"
-        return ", ".join(_card_value(key, item, norm) for item in value)
-    if isinstance(value, (int, float)) and finite(value):
-        if key in ("eps", "step_size") or key.endswith("_eps"):
-            return format_budget(value, norm)
-        if key.endswith("accuracy") or key.endswith("fraction"):
-            return percent(value)
-        if key.endswith("_s"):
-            return f"{number(float(value), 4)} s"
-    return number(value)
-
-
-def _robust_accuracy_text(robust: Any) -> str:
-    """'89.4 % at ε = 4/255 (L∞ PGD-10, step 1/255, 169 images) — criterion'."""
-    if not isinstance(robust, dict):
-        return percent(robust) if finite(robust) else _card_value("robust_accuracy", robust)
-    norm = str(robust.get("norm", "linf"))
-    eps = robust.get("eps_text") or (format_budget(robust["eps"], norm) if finite(robust.get("eps")) else "?")
-    attack = method_label(robust.get("method", "pgd"))
-    if robust.get("steps"):
-        attack += f"-{robust['steps']}"
-    detail = [f"{norm_label(norm)} {attack}"]
-    if finite(robust.get("step_size")):
-        detail.append(f"step {format_budget(robust['step_size'], norm)}")
-    if robust.get("random_start"):
-        detail.append("random start")
-    if isinstance(robust.get("n"), int):
-        detail.append(f"{number(robust['n'])} images")
-    value = robust.get("value")
-    text = f"{percent(value) if finite(value) else '—'} at ε = {eps} ({', '.join(detail)})"
-    if robust.get("criterion"):
-        text += f"; counted as robust when {robust['criterion']}"
-    known = {"value", "eps", "eps_text", "norm", "method", "steps", "step_size", "random_start", "n",
-             "criterion"}
-    rest = {k: v for k, v in robust.items() if k not in known}
-    return text + (f"; {_card_value('robust_accuracy', rest)}" if rest else "")
-
-
-def _suggested_budget_text(card: dict) -> str | None:
-    """'4/255, 10 steps' from suggested_eps(_text) and suggested_steps."""
-    eps = card.get("suggested_eps_text") or card.get("suggested_eps")
-    if eps in (None, ""):
-        return None
-    text = format_budget(eps) if finite(eps) and not isinstance(eps, bool) else str(eps)
-    if isinstance(card.get("suggested_steps"), int):
-        text += f", {card['suggested_steps']} steps"
-    return text
-
-
-def _adversarial_training_text(adversarial: Any) -> str:
-    """'PGD L∞, ε = 4/255, 3 steps of 2.5·ε/3, random start; warm-up epochs 1, …' or 'none'."""
-    if not adversarial:
-        return "none (standard training on clean images)"
-    if not isinstance(adversarial, dict):
-        return str(adversarial)
-    norm = str(adversarial.get("norm", "linf"))
-    eps = adversarial.get("eps_text") or (format_budget(adversarial["eps"], norm)
-                                          if finite(adversarial.get("eps")) else "?")
-    text = f"{method_label(adversarial.get('method', '?'))} {norm_label(norm)}, ε = {eps}"
-    if adversarial.get("steps"):
-        step = adversarial.get("step_size")
-        step_text = format_budget(step, norm) if finite(step) else (str(step) if step else "")
-        text += f", {adversarial['steps']} steps" + (f" of {step_text}" if step_text else "")
-    if adversarial.get("random_start"):
-        text += ", random start"
-    known = {"method", "norm", "eps", "eps_text", "steps", "step_size", "random_start"}
-    rest = {k: v for k, v in adversarial.items() if k not in known}
-    return text + (f"; {_card_value('adversarial', rest)}" if rest else "")
-
-
-def _nested_rows(label: str, data: dict) -> Rows:
-    """A card field that is a dict, one row per sub-field ('Training: epochs', '20')."""
-    rows: Rows = []
-    for key, value in data.items():
-        if key.endswith("_text") and key[:-5] in data:
-            continue
-        if key == "adversarial":
-            rows.append((f"{label}: adversarial", _adversarial_training_text(value)))
-        else:
-            rows.append((f"{label}: {_card_label(key)}", _card_value(key, value, str(data.get("norm", "linf")))))
-    return rows
-
-
-def card_rows(card: dict) -> Rows:
-    """The model card as label/value rows of plain text: nested fields (robust accuracy,
-    training, held-out set) become sentences and sub-rows, never a printed Python dict."""
-    rows: Rows = []
-    for key, label in (("name", "Name"), ("description", "Description"), ("training_data", "Training data")):
-        if card.get(key) not in (None, ""):
-            rows.append((label, str(card[key])))
-    if card.get("clean_accuracy") is not None:
-        rows.append(("Clean accuracy", _card_value("clean_accuracy", card["clean_accuracy"])))
-    if card.get("robust_accuracy") is not None:
-        rows.append(("Robust accuracy", _robust_accuracy_text(card["robust_accuracy"])))
-    suggested = _suggested_budget_text(card)
-    if suggested:
-        rows.append(("Suggested budget", suggested))
-    if card.get("architecture"):
-        kwargs = card.get("architecture_kwargs")
-        rows.append(("Architecture", str(card["architecture"])
-                     + (f" ({_card_value('architecture_kwargs', kwargs)})" if isinstance(kwargs, dict) and kwargs
-                        else "")))
-    for key, label in (("training", "Training"), ("held_out", "Held-out set")):
-        value = card.get(key)
-        if isinstance(value, dict):
-            rows.extend(_nested_rows(label, value))
-        elif value not in (None, ""):
-            rows.append((label, _card_value(key, value)))
-    for key, value in card.items():
-        if key in _CARD_SHOWN:
-            continue
-        if isinstance(value, dict):
-            rows.extend(_nested_rows(_card_label(key).capitalize(), value))
-        else:
-            rows.append((_card_label(key).capitalize(), _card_value(key, value)))
-    return rows
-
-
 def _card_rows(record: dict) -> Rows:
     return card_rows((record.get("model") or {}).get("card") or {})
 
@@ -866,82 +684,8 @@ def run_content(view: RunView, number: int | None = None) -> RunContent:
     )
 
 
-COMPARISON_COLUMNS = ("Run", "Model", "Mask", "Attack", "Before", "After", "Flipped", "L∞", "L2",
-                      "Pixels changed", "8-bit PNG flips", "Explanation", "R\u00a0≈\u00a0m/2L")
-
-
-@dataclass
-class Comparison:
-    """The comparison table: columns that differ between runs, and what all runs share."""
-
-    columns: list[str]
-    rows: list[list[str]]
-    flipped: list[bool]
-    shared: Rows
-
-
 def run_label(view: RunView, number: int) -> str:
     """'2. pgd_protect (tissue.png)': the run folder tells runs of one image apart."""
     if view.run_dir is not None and view.run_dir.name != view.name:
         return f"{number}. {view.run_dir.name} ({view.name})"
     return f"{number}. {view.name}"
-
-
-def comparison(views: list[RunView]) -> Comparison:
-    """One row per run; a column with the same value for every run moves to ``shared``."""
-    rows = []
-    for number_, view in enumerate(views, start=1):
-        record = view.record
-        card = (record.get("model") or {}).get("card") or {}
-        attack = record.get("attack") or {}
-        norms = record.get("norms") or {}
-        mask = record.get("mask") or {}
-        saliency = record.get("saliency") or {}
-        robustness = record.get("robustness") or {}
-        exported = record.get("exported_png") or {}
-        mode = mask.get("mode", "none")
-        rows.append([
-            run_label(view, number_), str(card.get("name", "—")),
-            mode if mode == "none" else f"{mode} ({percent(mask.get('allowed_fraction'), 0)} free)",
-            f"{method_label(attack.get('method'))} "
-            f"{NORM_LABELS.get(attack.get('norm'), '')} ε={over_255(attack.get('eps'))}",
-            _class_text(_prediction(record.get("prediction_before"))),
-            _class_text(_prediction(record.get("prediction_after"))),
-            yes_no(record.get("flipped")), over_255(norms.get("linf")), number(norms.get("l2"), 3),
-            number(norms.get("l0_pixels")), yes_no(exported.get("still_flips")),
-            str(saliency.get("verdict", "—")),
-            over_255(robustness.get("radius_estimate")) if robustness else "—",
-        ])
-    keep = [0] + [c for c in range(1, len(COMPARISON_COLUMNS))
-                  if len(views) == 1 or len({row[c] for row in rows}) > 1]
-    shared = [(COMPARISON_COLUMNS[c], rows[0][c]) for c in range(1, len(COMPARISON_COLUMNS)) if c not in keep]
-    return Comparison(columns=[COMPARISON_COLUMNS[c] for c in keep],
-                      rows=[[row[c] for c in keep] for row in rows],
-                      flipped=[bool(v.record.get("flipped")) for v in views], shared=shared)
-
-
-@dataclass(frozen=True)
-class ReportHeader:
-    """What the top of every report says, worked out once for the HTML and the PDF."""
-
-    contents: list
-    title: str
-    count: str
-    generated: str
-    version: str
-
-
-def report_header(views, title: str | None = None) -> ReportHeader:
-    """The per-run contents plus title, run count, generation time and version of a report."""
-    from datetime import datetime, timezone
-
-    import advexplorer
-
-    several = len(views) > 1
-    contents = [run_content(v, n if several else None) for n, v in enumerate(views, start=1)]
-    if title is None:
-        title = "Adversarial robustness report" if several else contents[0].title
-    return ReportHeader(contents=contents, title=title,
-                        count=f"{len(views)} runs" if several else "1 run",
-                        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                        version=advexplorer.__version__)

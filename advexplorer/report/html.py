@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from importlib import resources
 
 from advexplorer.report import figures
-from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
-                                        comparison, percent, report_header)
+from advexplorer.report.content import ColourScale, Picture, Prediction, RunContent, Section
+from advexplorer.report.overview import comparison, report_header
 from advexplorer.report.run import RunView
+from advexplorer.report.text import Rows, percent
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 

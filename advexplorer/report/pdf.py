@@ -19,11 +19,12 @@ from pathlib import Path
 
 import advexplorer
 from advexplorer.errors import UserError
-from advexplorer.report.content import (ColourScale, Picture, Prediction, Rows, RunContent, Section,
-                                        comparison, percent, report_header)
+from advexplorer.report.content import ColourScale, Picture, Prediction, RunContent, Section
 from advexplorer.report.figures import reveal_bidi_controls
 from advexplorer.report.html import esc
+from advexplorer.report.overview import comparison, report_header
 from advexplorer.report.run import RunView
+from advexplorer.report.text import Rows, percent
 
 ACCENT = "#1f5f8b"
 MUTED = "#5b6673"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from advexplorer.report import RunView, render_html, write_report
-from advexplorer.report.content import card_rows
+from advexplorer.report.card_text import card_rows
 from pdftext import pdf_text, squeeze
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

@@ -13,7 +13,8 @@ pytest.importorskip("PySide6", reason="PDF reports are drawn by Qt (the gui extr
 
 from advexplorer.report import RunView, write_report  # noqa: E402
 from advexplorer.report.cohort import curves_title, render_cohort_html, write_cohort_report  # noqa: E402
-from advexplorer.report.content import COMPARISON_COLUMNS, run_content  # noqa: E402
+from advexplorer.report.content import run_content  # noqa: E402
+from advexplorer.report.overview import COMPARISON_COLUMNS  # noqa: E402
 from pdftext import pdf_text, squeeze  # noqa: E402
 
 
