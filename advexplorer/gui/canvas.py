@@ -137,6 +137,7 @@ class MaskCanvas(pg.GraphicsView):
         self.active_layer = "attack"  # or "diagnostic"
         self.tool = "brush"
         self.brush_size = 20  # diameter in image pixels
+        self.colours = dict(LAYER_COLOURS)  # Preferences → Overlay colours (set_colours)
         self.wand_tolerance = 0.1  # magic wand: largest colour difference per channel, [0, 1] units
         self._wand_tasks = None    # a TaskRunner, made for the first large image's selection
         self._wand_target = (None, None)
@@ -192,16 +193,21 @@ class MaskCanvas(pg.GraphicsView):
         self._redraw_overlays()
         self.overlays_refreshed.emit()
 
+    def set_colours(self, colours: dict) -> None:
+        """The layers' overlay colours (RGB per ``protect``/``allowed``/``diagnostic``), redrawn now."""
+        self.colours = {**LAYER_COLOURS, **{k: tuple(v) for k, v in colours.items() if k in LAYER_COLOURS}}
+        self.refresh_overlays()
+
     def _redraw_overlays(self) -> None:
         masks = self.masks
         if masks is None:
             self._dirty.clear()
             return
         if "attack" in self._dirty:
-            self.attack_item.setLookupTable(_lut(LAYER_COLOURS[masks.mode]))
+            self.attack_item.setLookupTable(_lut(self.colours[masks.mode]))
             self.attack_item.setImage(masks.attack.data, autoLevels=False, levels=(0, 1))
         if "diagnostic" in self._dirty:
-            self.diagnostic_item.setLookupTable(_outline_lut(LAYER_COLOURS["diagnostic"]))
+            self.diagnostic_item.setLookupTable(_outline_lut(self.colours["diagnostic"]))
             self.diagnostic_item.setImage(_with_outline(masks.diagnostic.data), autoLevels=False,
                                           levels=(0, 2))
         self.attack_item.setOpacity(self.opacity)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import time
 
@@ -38,17 +39,44 @@ def module_exists(name: str) -> bool:
         return False
 
 
+#: Preferences → Torch threads (0: automatic); set by the workspace at start and on OK.
+THREADS_PREFERENCE = 0
+
+
 def engine_threads() -> int:
     """Torch threads for attacks in the app: all cores but one, which stays free for drawing.
 
     On a small machine this matters a lot: torch's threads spin while they wait, and a
     GUI thread competing with them for the only other core slows *both* down (measured
-    10× slower for PGD on a 2-core box under load). ``ADVEXPLORER_THREADS=N`` overrides.
+    10× slower for PGD on a 2-core box under load). ``ADVEXPLORER_THREADS=N`` overrides,
+    then the Preferences' number (:data:`THREADS_PREFERENCE`).
     """
     override = os.environ.get("ADVEXPLORER_THREADS", "").strip()
     if override.isdigit() and int(override) > 0:
         return int(override)
+    if THREADS_PREFERENCE > 0:
+        return THREADS_PREFERENCE
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def set_threads_preference(threads: int) -> bool:
+    """Use ``threads`` (0: automatic) from now on; True when the engine's count changed.
+
+    A loaded engine switches at once; the attack process, started with the old count, is
+    stopped and starts again with the new one for the next run."""
+    global THREADS_PREFERENCE
+    before = engine_threads()
+    THREADS_PREFERENCE = max(0, int(threads))
+    if engine_threads() == before:
+        return False
+    torch = sys.modules.get("torch")  # only once the engine has imported it
+    if torch is not None:
+        torch.set_num_threads(engine_threads())
+    from advexplorer.gui import attack_process
+
+    if attack_process._shared is not None and attack_process._shared.alive:
+        attack_process._shared.shutdown()
+    return True
 
 
 def import_engine() -> float:

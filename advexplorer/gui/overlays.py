@@ -172,8 +172,10 @@ class OverlayLegend(QWidget):
         grid = QGridLayout(self)
         grid.setContentsMargins(4, 4, 4, 4)
         mode = getattr(getattr(overlays.canvas, "masks", None), "mode", "protect")
-        colours = {"attack": LAYER_COLOURS.get(mode, LAYER_COLOURS["protect"]),
-                   "diagnostic": LAYER_COLOURS["diagnostic"],
+        layer_colours = self._layer_colours()
+        self._shown_colours = (mode, layer_colours.get(mode), layer_colours["diagnostic"])
+        colours = {"attack": layer_colours.get(mode, layer_colours["protect"]),
+                   "diagnostic": layer_colours["diagnostic"],
                    "saliency_before": saliency_lut(), "saliency_after": saliency_lut(),
                    "perturbation": perturbation_lut()}
         for row, (name, label) in enumerate({**MASK_LAYERS, **OVERLAYS}.items()):
@@ -199,13 +201,20 @@ class OverlayLegend(QWidget):
         grid.setRowStretch(len(self.checks) + 3, 1)  # keep the rows together at the top
         self.sync()
 
+    def _layer_colours(self) -> dict:
+        """The canvas's mask colours (Preferences → Overlay colours), else the defaults."""
+        return getattr(self.overlays.canvas, "colours", None) or LAYER_COLOURS
+
     def sync(self) -> None:
         """Bring the boxes in line with what is shown (after new maps arrived or the mask's mode
         changed: the attack mask's swatch is cyan for protect, orange for allowed)."""
         mode = getattr(getattr(self.overlays.canvas, "masks", None), "mode", self._attack_mode)
-        if mode != self._attack_mode and mode in LAYER_COLOURS:
-            self._attack_mode = mode
-            self.swatches["attack"].setPixmap(_swatch(LAYER_COLOURS[mode]).pixmap())
+        colours = self._layer_colours()
+        if mode in colours and (mode, colours[mode], colours["diagnostic"]) != self._shown_colours:
+            self._attack_mode = mode  # the mask's mode, or the Preferences' colours, changed
+            self._shown_colours = (mode, colours[mode], colours["diagnostic"])
+            self.swatches["attack"].setPixmap(_swatch(colours[mode]).pixmap())
+            self.swatches["diagnostic"].setPixmap(_swatch(colours["diagnostic"]).pixmap())
         for name, check in self.checks.items():
             check.blockSignals(True)
             check.setChecked(self.overlays.is_visible(name))

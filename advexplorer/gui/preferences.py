@@ -60,7 +60,7 @@ class AppPreferences:
     device: str = "auto"
     torch_threads: int = 0
     default_eps: float = 8 / 255
-    default_steps: int = 20
+    default_steps: int = 10  # the attack form's own default
     palette: str = "default"
     overlay_colours: dict[str, RGB] = field(default_factory=lambda: dict(PALETTES["default"]))
     recent_files: int = 8
@@ -180,11 +180,13 @@ class PreferencesDialog(QDialog):
         self.device = QComboBox()
         for name in DEVICES:
             self.device.addItem(DEVICE_LABELS[name], name)
-        self.device.setToolTip("Where models run. Takes effect for the next model loaded.")
+        self.device.setToolTip("Where models run: at every start, and at once (the model is loaded "
+                               "again on it) when you press OK.")
         self.threads = QSpinBox()
         self.threads.setRange(0, MAX_THREADS)
         self.threads.setSpecialValueText("Automatic")
-        self.threads.setToolTip("CPU threads torch may use (Automatic: torch's default).")
+        self.threads.setToolTip("CPU threads an attack may use (Automatic: all cores but one, which "
+                                "stays free for drawing). ADVEXPLORER_THREADS overrides it.")
         self.eps = QLineEdit()
         self.eps.setPlaceholderText("8/255")
         self.eps.setToolTip("The ε a new attack form starts with, in pixel units: 8/255, 0.03, 0.5/255.")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
-MAX_RECENT = 8
+MAX_RECENT = 8     # listed unless Preferences say otherwise
+MAX_STORED = 30    # remembered (so raising the number listed shows older files again)
 
 
 def open_settings() -> QSettings:
@@ -40,19 +41,23 @@ class Preferences:
     def __init__(self, settings: QSettings, remember: bool = True):
         self.settings = settings
         self.remember_enabled = remember
+        self.limit = MAX_RECENT  # Preferences → "Recent files listed"
 
-    def recent(self, key: str) -> list[str]:
-        """The most recent first (at most :data:`MAX_RECENT`)."""
+    def _stored(self, key: str) -> list[str]:
         value = self.settings.value(key)
         if isinstance(value, str):
             return [value]
         return list(value or [])
 
+    def recent(self, key: str) -> list[str]:
+        """The most recent first (at most :attr:`limit`)."""
+        return self._stored(key)[:self.limit]
+
     def remember(self, key: str, value: str) -> None:
         if not self.remember_enabled:
             return
-        items = [v for v in self.recent(key) if v != value]
-        self.settings.setValue(key, [value, *items][:MAX_RECENT])
+        items = [v for v in self._stored(key) if v != value]
+        self.settings.setValue(key, [value, *items][:MAX_STORED])
 
     def folder(self, kind: str, fallback: Path | str | None = None) -> str:
         """The folder the last ``kind`` dialog ('report', 'mask', 'image', 'model') ended in.

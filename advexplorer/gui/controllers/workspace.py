@@ -135,8 +135,28 @@ class WorkspaceController(QObject):
         dialog.preferences_changed.connect(self.apply_preferences)
         dialog.exec()
 
-    def apply_preferences(self, preferences) -> None:
-        self.window.attack_panel.set_values(eps=preferences.default_eps_text, steps=preferences.default_steps)
+    def apply_preferences(self, preferences, starting: bool = False) -> None:
+        """Every preference where it lives: the form's ε and steps, the mask colours, how many
+        recent files the menus list, the attack threads, and the device (at start, unless
+        ``--device`` chose one; on OK, at once: the model is loaded again on it)."""
+        from advexplorer.gui import engine
+
+        window = self.window
+        window.attack_panel.set_values(eps=preferences.default_eps_text, steps=preferences.default_steps)
+        window.canvas.set_colours(preferences.overlay_colours)
+        window.preferences.limit = preferences.recent_files
+        window._recent_menus()
+        engine.set_threads_preference(preferences.torch_threads)
+        device = "cuda:0" if preferences.device == "cuda" else preferences.device
+        models = window.models
+        if starting:
+            if models.start_device == "auto":
+                models.start_device = device
+            return
+        models.start_device = device
+        form = window.attack_panel.device
+        if window.engine.is_ready and form.findText(device) >= 0 and form.currentText() != device:
+            form.setCurrentText(device)  # as if picked in the form: the model follows
 
     # ------------------------------------------------------------------ events
     def _model_loaded(self, loaded) -> None:
@@ -155,7 +175,10 @@ class WorkspaceController(QObject):
         self.window.add_images([save_region_png(region, pixels, folder)])
 
     def start(self) -> None:
-        self.project.start()
+        from advexplorer.gui.preferences import read_preferences
+
+        self.apply_preferences(read_preferences(self.window.settings), starting=True)
+        self.project.start()  # a recovered or opened project's form comes after the defaults
 
     def confirm_close(self) -> bool:
         """Ask before closing with unsaved work or a run; stop every room's background work."""
