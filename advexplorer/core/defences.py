@@ -36,7 +36,7 @@ from PIL import Image
 from torch import nn
 
 from advexplorer.core.attacks import AttackConfig, run_attack
-from advexplorer.core.screening import wilson_interval
+from advexplorer.core.screen_results import wilson_interval
 from advexplorer.config import ADAPTIVE_MODES, DefenceSpec, parse_defence
 from advexplorer.errors import UserError
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from advexplorer.core.screening import ImageRow, Z95, eps_label, wilson_interval
+from advexplorer.core.screen_results import ImageRow, Z95, eps_label, wilson_interval
 
 #: Family-wise error rate for the Holm-corrected flag.
 ALPHA = 0.05

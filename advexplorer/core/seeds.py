@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from advexplorer.core.screening import ImageRow, eps_label
+from advexplorer.core.screen_results import ImageRow, eps_label
 
 BOOTSTRAP_RESAMPLES = 2000
 

@@ -47,7 +47,7 @@ from torch import nn
 from advexplorer.config import AttackConfig
 from advexplorer.core.attacks import run_attack
 from advexplorer.core.model import Classifier
-from advexplorer.core.screening import wilson_interval
+from advexplorer.core.screen_results import wilson_interval
 from advexplorer.errors import UserError
 
 #: The training methods, in menu order, with one line each for help texts and cards.

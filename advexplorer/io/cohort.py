@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from advexplorer.core.screening import CohortBatch, ImageRow, eps_label
+from advexplorer.core.screen_results import CohortBatch, ImageRow, eps_label
 from advexplorer.errors import UserError
 from advexplorer.io.cards import ModelCard
 from advexplorer.io.dicom import is_dicom_file, load_dicom_image

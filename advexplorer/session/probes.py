@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 import advexplorer
-from advexplorer.core.screening import wilson_interval
+from advexplorer.core.screen_results import wilson_interval
 from advexplorer.core.sequences import (DEFAULT_MOTIFS, Motif, ProbeOutcome, ProbeProgress,
                                         allowed_candidates, encode, find_motifs, format_positions, motif_changes,
                                         parse_positions, position_flags, probe_steps, search_steps,
