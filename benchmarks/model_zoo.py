@@ -34,7 +34,8 @@ from attack_overhead import timed  # noqa: E402
 from advexplorer.core.attacks import AttackConfig, run_attack  # noqa: E402
 from advexplorer.core.model import pick_device  # noqa: E402
 from advexplorer.core.saliency import attribution_map  # noqa: E402
-from advexplorer.io.models import infer_card, load_model  # noqa: E402
+from advexplorer.io.card_inference import infer_card  # noqa: E402
+from advexplorer.io.models import load_model  # noqa: E402
 
 SIZE = 224
 

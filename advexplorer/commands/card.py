@@ -67,7 +67,7 @@ def read_classes(args: argparse.Namespace) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from advexplorer.io.models import infer_card, make_card
+    from advexplorer.io.card_inference import infer_card, make_card
 
     size = parse_input_size(args.input_size) if args.input_size else None
     normalization = parse_normalization(args.normalization) if args.normalization else None

@@ -33,13 +33,13 @@ TOOLTIPS = {
 
 
 def _infer(path: str, choices: dict):
-    from advexplorer.io.models import infer_card
+    from advexplorer.io.card_inference import infer_card
 
     return infer_card(path, **choices)
 
 
 def _save(path: str, choices: dict):
-    from advexplorer.io.models import infer_card, make_card
+    from advexplorer.io.card_inference import infer_card, make_card
 
     inferred = infer_card(path, **choices)
     destination, _ = make_card(path, inferred, overwrite=True)

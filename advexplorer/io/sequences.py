@@ -285,7 +285,7 @@ def _build_architecture(card: SequenceCard, path: Path):
 def _load_network(path: Path, card: SequenceCard, device):
     import torch
 
-    from advexplorer.io.models import _fit_state_dict, _is_torchscript, _unwrap_state_dict
+    from advexplorer.io.model_formats import _fit_state_dict, _is_torchscript, _unwrap_state_dict
 
     if _is_torchscript(path):
         try:
