@@ -51,20 +51,22 @@ class ModelSpec:
     """How the process loads the GUI's model: the same file, card, device and trust."""
 
     path: str
-    card_path: str | None
+    card_path: str
     device: str
     trust_pickle: bool
     sha256: str
+    card_sha256: str | None = None
 
     @classmethod
     def of(cls, model, trust_pickle: bool) -> ModelSpec | None:
-        """The spec of a LoadedModel, or None when the process cannot load it the same way."""
-        path = getattr(model, "path", None)
-        if path is None or str(getattr(model, "device", "")) != "cpu" or not getattr(model, "sha256", None):
+        """The spec of a LoadedModel, or None when the process cannot load it the same way
+        (not on the CPU, or its card is not a file the process can read too)."""
+        path, card_path = getattr(model, "path", None), getattr(model, "card_path", None)
+        if path is None or card_path is None or str(getattr(model, "device", "")) != "cpu" \
+                or not getattr(model, "sha256", None):
             return None
-        card_path = getattr(model, "card_path", None)
-        return cls(str(Path(path).resolve()), None if card_path is None else str(Path(card_path).resolve()),
-                   "cpu", bool(trust_pickle), str(model.sha256))
+        return cls(str(Path(path).resolve()), str(Path(card_path).resolve()), "cpu", bool(trust_pickle),
+                   str(model.sha256), getattr(model, "card_sha256", None))
 
 
 class ProcessFailed(Exception):
@@ -100,9 +102,11 @@ def _load(spec: ModelSpec, models: dict):
         from advexplorer.io.models import load_model
 
         model = load_model(spec.path, card=spec.card_path, device=spec.device, trust_pickle=spec.trust_pickle)
-        if model.sha256 != spec.sha256:
-            raise UserError(f"{Path(spec.path).name} changed on disk since the app loaded it; open the "
-                            f"model again (File → Open model…) before running.")
+        changed = [Path(name).name for name, ok in ((spec.path, model.sha256 == spec.sha256),
+                                                    (spec.card_path, model.card_sha256 == spec.card_sha256)) if not ok]
+        if changed:  # the app runs its own copy in a thread instead
+            raise UserError(f"{' and '.join(changed)} changed on disk since the app loaded the model; "
+                            f"open it again (File → Open model…) to use the new one.")
         models.clear()  # one model at a time: the GUI has one
         models[spec] = model
     return model

@@ -80,9 +80,18 @@ def test_pause_and_cancel_reach_the_process(qtbot, process, window, tiny_model):
     assert window.runs.in_process
     with qtbot.waitSignal(window.controller.paused_changed, timeout=10000):
         window.pause_action.trigger()
-    qtbot.wait(200)  # steps already sent may still arrive
     seen: list = []
     window.controller.step.connect(lambda update: seen.append(update))
+    # Steps sent before the pause may still arrive (later on a busy machine); then none: a
+    # running tiny attack sends an update every 33 ms, so a stream that never falls quiet fails.
+    deadline = time.monotonic() + 10
+    while True:
+        count = len(seen)
+        qtbot.wait(300)
+        if len(seen) == count:
+            break
+        assert time.monotonic() < deadline, "steps kept arriving while paused"
+    seen.clear()
     at_pause = window.plots.count
     qtbot.wait(600)  # a running tiny attack makes hundreds of steps in this time
     assert not seen, "steps arrived while paused"
