@@ -29,176 +29,39 @@ naive one is screened after it, and both robust accuracies are compared by
 :func:`advexplorer.session.defended.screen_defence_summary`, as in the CLI's summary. Images are loaded in
 the worker thread itself (no loader processes: forking a process that runs Qt threads is
 unsafe). Importing this module imports neither torch nor :mod:`advexplorer.commands`.
+
+This module holds the form and the screen's lifecycle; the results views (curves, Images
+table, Worst cases and Defence tabs) are in :mod:`advexplorer.gui.cohort_results`, and the
+worker's side (:class:`~advexplorer.gui.controllers.cohort.CohortJob`,
+:func:`~advexplorer.gui.controllers.cohort.cohort_job`) in :mod:`advexplorer.gui.controllers.cohort`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar, QPushButton,
-                               QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QTabWidget,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from advexplorer.config import (DEFENCE_KINDS, METHOD_INFO, METHODS, NORM_LABELS, NORMS, PRECISIONS,
-                                AttackConfig, eps_argument, format_budget, parse_number_list)
+                                AttackConfig, format_budget, parse_number_list)
 from advexplorer.errors import UserError
-from advexplorer.gui.controllers.cohort import (ADAPTIVE_CHOICES, ADAPTIVE_TOOLTIP, PRECISION_TOOLTIP,
-                                                CohortOutcome, defence_columns, defence_rows, defence_verdict,
-                                                parse_defence_form, screen_summary, write_screen_folder)
+from advexplorer.gui.cohort_results import CohortResultsMixin, monotone_text
+from advexplorer.gui.controllers.cohort import (ADAPTIVE_CHOICES, ADAPTIVE_TOOLTIP, PRECISION_TOOLTIP, CohortJob,
+                                                CohortOutcome, attack_settings, cohort_job, parse_defence_form,
+                                                screen_summary, write_screen_folder)
 from advexplorer.gui.tradeoff_view import DEFAULT_VALUES as DEFENCE_DEFAULTS
-from advexplorer.gui.views import LegendLabel
 from advexplorer.gui.worker import JobFailed, TaskRunner
 
 MASK_MODES = {"none": "No mask", "protect-dir": "Protect masks (folder)",
               "allowed-dir": "Allowed masks (folder)", "protect-file": "One protect mask (file)",
               "allowed-file": "One allowed mask (file)"}
-FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR, NAIVE_COLOUR = "#e15759", "#4e79a7", "#9a9a9a", "#f28e2b"
-#: The curves: key, legend name, colour. ``naive``: the naive attack through a defence,
-#: screened beside an adaptive one (robust accuracy, or the share not flipped without labels).
-CURVES = (("flip", "flip rate", FLIP_COLOUR), ("robust", "robust accuracy", ROBUST_COLOUR),
-          ("noise", "noise flip rate", NOISE_COLOUR), ("naive", "robust accuracy, naive attack", NAIVE_COLOUR))
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
-#: Worst cases kept for the panel (the CLI's --worst default).
-WORST_CASES = 8
-#: The attack form's fields (AttackPanel.set_values keywords) a screen's settings fill in;
-#: AttackConfig fields the form does not show are left out rather than refused by it.
-FORM_FIELDS = ("method", "norm", "eps", "step_size", "steps", "targeted", "random_start", "seed",
-               "restarts", "early_stop", "decay")
-THUMBNAIL_PX = 112
 
 
-@dataclass
-class CohortJob:
-    """What a screen needs, taken on the GUI thread when Run was pressed."""
-
-    model: object
-    images: Path
-    masks: Path | None
-    mask_mode: str
-    eps: list[float]
-    config_kwargs: dict
-    noise_baseline: bool
-    batch_size: int
-    verify_monotone: int = 0
-    worst_cases: int = WORST_CASES
-    defence: str | None = None        # "jpeg:75", parsed by advexplorer.config
-    adaptive: str = "none"
-    precision: str = "float32"
-
-
-def cohort_job(job: CohortJob):
-    """Worker generator: ``("cohort", entries)``, then ``("progress", ScreenProgress)``…,
-    with an adaptive attack then ``("naive", ScreenProgress)``… of the naive one; returns a
-    :class:`~advexplorer.gui.controllers.cohort.CohortOutcome`."""
-    try:
-        return (yield from _cohort_job(job))
-    except GeneratorExit:
-        raise
-    except Exception as error:  # superqt drops RuntimeErrors; carry everything as JobFailed
-        raise JobFailed(error) from error
-
-
-def _cohort_job(job: CohortJob):
-    from advexplorer.core.screening import screen_steps
-    from advexplorer.io.cohort import open_cohort
-    from advexplorer.session.defended import cohort_calibration, defend_model, naive_classifier
-
-    started = time.perf_counter()
-    mode = job.mask_mode
-    cohort = open_cohort(
-        job.images, job.model.card,
-        masks_dir=job.masks if mode == "allowed-dir" else None,
-        protect_dir=job.masks if mode == "protect-dir" else None,
-        mask=job.masks if mode == "allowed-file" else None,
-        protect=job.masks if mode == "protect-file" else None)
-    entries = {e.id: (e.path, e.mask_path or cohort.mask_source, cohort.mask_mode) for e in cohort.entries}
-    yield ("cohort", entries)
-    fingerprint = cohort.fingerprint()  # the image set's SHA-256, as the CLI records it
-    # The defended / lower-precision model, as `advexplorer screen` builds it (int8-static is
-    # calibrated on the cohort's first images).
-    model, info = defend_model(job.model, job.defence, job.adaptive, job.precision,
-                               calibration=lambda: cohort_calibration(cohort))
-    config = AttackConfig(**job.config_kwargs)
-    steps = screen_steps(model.classifier, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
-                         noise_baseline=job.noise_baseline, batch_size=job.batch_size,
-                         verify_monotone=job.verify_monotone, worst_cases=job.worst_cases)
-    # A generator function, not a generator expression: `yield from` hands back the
-    # screen's ScreenResult only when the inner generator itself returns it.
-    result = yield from _tagged("progress", steps)
-    naive = naive_classifier(info)
-    naive_result = None
-    if naive is not None:  # the CLI's naive pass: the grid only (no noise baseline, no check)
-        steps = screen_steps(naive, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
-                             batch_size=job.batch_size, worst_cases=job.worst_cases)
-        naive_result = yield from _tagged("naive", steps)
-    outcome = CohortOutcome(result=result, naive=naive_result, info=info, model=model, cohort=cohort,
-                            fingerprint=fingerprint, elapsed_s=time.perf_counter() - started)
-    # Built here, not on the GUI thread: the summary's flags run the model (a gradient probe).
-    outcome.summary = screen_summary(job, outcome, list(result.rows))
-    return outcome
-
-
-def _tagged(kind: str, generator):
-    """Re-yield a generator's items as ``(kind, item)`` and return its return value."""
-    while True:
-        try:
-            item = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        yield (kind, item)
-
-
-def attack_settings(config_kwargs: dict, eps: float) -> dict:
-    """The attack form's values (:meth:`AttackPanel.set_values` keys) for one image of a screen.
-
-    The screen's own settings at budget ``eps``, written as the form shows it ('3/255'),
-    with early stop on because the screen counts an image as flipped at the first iterate
-    that flips it.
-    """
-    config = AttackConfig(**{**config_kwargs, "eps": eps})
-    settings = {key: value for key, value in config.to_json().items() if key in FORM_FIELDS}
-    settings["eps"] = eps_argument(eps) if config.norm == "linf" else repr(float(eps))
-    settings["early_stop"] = True
-    return settings
-
-
-def monotone_text(check, norm: str = "linf") -> str:
-    """One line on the monotone shortcut: unchecked, or how many re-attacks disagreed."""
-    if check is None:
-        return ("Monotone shortcut: an image flipped at ε is counted as flipped at every larger ε "
-                "without a new attack; not checked (set “check monotone” to re-attack N flipped images).")
-    if not check.pairs_checked:
-        return "Monotone check: no flipped image had a larger ε to re-attack."
-    found = len(check.disagreements)
-    text = (f"Monotone check: re-attacked {check.images_checked} flipped images at "
-            f"{check.pairs_checked} larger ε — {found} disagreement{'' if found == 1 else 's'}")
-    if found:
-        examples = [f"{d['file']} flipped at {format_budget(d['flipped_at'], norm)}, not at "
-                    f"{format_budget(d['not_flipped_at'], norm)}" for d in check.disagreements[:3]]
-        text += " (" + "; ".join(examples) + (" …" if found > 3 else "") + ")"
-    return text + "."
-
-
-class PercentAxis(pg.AxisItem):
-    """A 0–1 axis labelled in per cent (0 %, 20 %, …, 100 %), never SI-scaled."""
-
-    def __init__(self, orientation: str = "left", **kwargs):
-        super().__init__(orientation, **kwargs)
-        self.enableAutoSIPrefix(False)
-
-    def tickStrings(self, values, scale, spacing):  # noqa: N802 (pyqtgraph's name)
-        return [f"{round(100 * v * scale, 6):g} %" for v in values]
-
-
-class CohortPanel(QWidget):
+class CohortPanel(CohortResultsMixin, QWidget):
     """Screen a cohort with the loaded model; see the module docstring for the API."""
 
     #: ``image_requested(path, mask, mask_mode, attack_settings)``: open ``path`` (with
@@ -318,68 +181,7 @@ class CohortPanel(QWidget):
         form.addRow("Defence", _row(self.defence_kind, self.defence_parameter, self.defence_value, stretch=True))
         form.addRow("", _row(adaptive_label, self.adaptive, precision_label, self.precision, stretch=True))
 
-        self.plot = pg.PlotWidget(background="#1e1f22", axisItems={"left": PercentAxis("left")})
-        self.plot.setLabel("left", "share of images")
-        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
-        self.plot.setMenuEnabled(False)
-        self.plot.setMinimumHeight(120)
-        # The legend sits above the plot, not on it, and lists only curves with data.
-        self.legend = LegendLabel(empty_text="The curves appear here as images finish.")
-        self.curves = {}
-        self.bars = {}
-        for key, _name, colour in CURVES:
-            style = Qt.PenStyle.DashLine if key == "naive" else Qt.PenStyle.SolidLine
-            curve = self.plot.plot([], [], pen=pg.mkPen(colour, width=2, style=style), symbol="o", symbolSize=8,
-                                   symbolBrush=colour)
-            curve.sigPointsClicked.connect(self._point_clicked)
-            bars = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0),
-                                   beam=0.15, pen=pg.mkPen(colour))
-            self.plot.addItem(bars)
-            self.curves[key], self.bars[key] = curve, bars
-
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["image", "label", "clean prediction", "first flipping ε"])
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for column in (1, 2, 3):  # the names and budgets are short: show them whole
-            self.table.horizontalHeader().setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSortingEnabled(True)
-        self.table.cellDoubleClicked.connect(self._row_activated)
-        self.table.setToolTip("Double-click an image to attack it at the ε where it flipped.")
-
-        self.worst_cases = QWidget()
-        self.worst_layout = QHBoxLayout(self.worst_cases)
-        self.worst_layout.setContentsMargins(4, 4, 4, 4)
-        self.worst_layout.addStretch(1)
-        self.worst_buttons: list[QToolButton] = []
-        worst_scroll = QScrollArea()
-        worst_scroll.setWidgetResizable(True)
-        worst_scroll.setWidget(self.worst_cases)
-        worst_page = QWidget()
-        worst_column = QVBoxLayout(worst_page)
-        worst_column.setContentsMargins(0, 4, 0, 0)
-        worst_hint = QLabel("The images that flipped at the smallest ε, each as clean (left) | "
-                            "adversarial (right). Click one to attack it at that ε.")
-        worst_hint.setWordWrap(True)
-        worst_column.addWidget(worst_hint)
-        worst_column.addWidget(worst_scroll, 1)
-        # Naive vs adaptive robust accuracy per ε, shown only after a defended screen.
-        self.defence_page = QWidget()
-        defence_column = QVBoxLayout(self.defence_page)
-        defence_column.setContentsMargins(0, 4, 0, 0)
-        self.defence_verdict = QLabel("")
-        self.defence_verdict.setWordWrap(True)
-        self.defence_table = QTableWidget(0, 2)
-        self.defence_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.defence_table.verticalHeader().setVisible(False)
-        defence_column.addWidget(self.defence_verdict)
-        defence_column.addWidget(self.defence_table, 1)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.table, "Images")
-        self.tabs.addTab(worst_page, "Worst cases")
-        self.tabs.addTab(self.defence_page, "Defence")
-        self.tabs.setTabVisible(2, False)
+        self._build_results()
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -477,11 +279,6 @@ class CohortPanel(QWidget):
     def _norm(self) -> str:
         return self.job.config_kwargs["norm"] if self.job is not None else self.norm.currentData()
 
-    @property
-    def _x_scale(self) -> float:
-        """Plot x in 8-bit levels (ε × 255) for L∞ budgets, in plain units for L2."""
-        return 255.0 if self._norm == "linf" else 1.0
-
     def _job(self) -> CohortJob:
         if self.model is None:
             raise UserError("Load a model first.")
@@ -569,23 +366,6 @@ class CohortPanel(QWidget):
             eps = []
         self._reset_plot(eps)
 
-    def _reset_plot(self, eps) -> None:
-        """Empty curves, no legend entries; x over the ε list's budgets, y 0–100 %."""
-        self.plot.setLabel("bottom", "budget ε (×255)" if self._norm == "linf" else "budget ε (L2)")
-        for key, curve in self.curves.items():
-            curve.setData([], [])
-            self.bars[key].setData(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0))
-        self.legend.set_entries([])
-        self._set_ranges(eps)
-
-    def _set_ranges(self, eps) -> None:
-        low, high = (min(eps), max(eps)) if eps else (0.0, 8 / 255)
-        low, high = low * self._x_scale, high * self._x_scale
-        if high <= low:
-            high = low + 1.0
-        self.plot.setXRange(low, high, padding=0.05)
-        self.plot.setYRange(0.0, 1.0, padding=0.03)
-
     def _on_step(self, item) -> None:
         kind, payload = item
         if kind == "cohort":
@@ -614,71 +394,6 @@ class CohortPanel(QWidget):
             self._set_status(f"{progress.images_done} of {total} images{eta}{skipped}")
         self._draw(progress)
 
-    def _draw(self, progress) -> None:
-        x = np.array([e * self._x_scale for e in progress.eps], dtype=float)
-        series = {"flip": progress.flipped}
-        if progress.n_labelled:
-            series["robust"] = progress.robust
-        if progress.noise_flipped is not None:
-            series["noise"] = progress.noise_flipped
-        naive = self.naive_progress
-        if naive is not None and naive.n:  # robust accuracy, or the share not flipped without labels
-            series["naive"] = (naive.robust if naive.n_labelled else
-                               tuple(naive.n - k for k in naive.flipped))
-        from advexplorer.core.screening import wilson_interval
-
-        shown = []
-        for key, name, colour in CURVES:
-            curve, counts = self.curves[key], series.get(key)
-            n = progress.n_labelled if key == "robust" else progress.n
-            if key == "naive" and naive is not None:
-                n = naive.n_labelled or naive.n
-            name = self._curve_name(key, name, naive)
-            if counts is None or n == 0:
-                curve.setData([], [])
-                self.bars[key].setData(x=np.zeros(0), y=np.zeros(0), top=np.zeros(0), bottom=np.zeros(0))
-                continue
-            rate = np.array([k / n for k in counts])
-            intervals = np.array([wilson_interval(int(k), n) for k in counts])
-            curve.setData(x, rate)
-            self.bars[key].setData(x=x, y=rate, top=intervals[:, 1] - rate, bottom=rate - intervals[:, 0])
-            shown.append((name, colour))
-        self.legend.set_entries(shown)
-        self._set_ranges(progress.eps)
-
-    def _curve_name(self, key: str, name: str, naive) -> str:
-        """Legend names that say which attack a robust accuracy comes from, with a defence."""
-        job = self.job
-        if job is None or not job.defence:
-            return name
-        if key == "robust":
-            return f"robust accuracy, {'naive' if job.adaptive == 'none' else job.adaptive.upper()} attack"
-        if key == "naive" and naive is not None and not naive.n_labelled:
-            return "not flipped, naive attack"
-        return name
-
-    def _add_rows(self, rows) -> None:
-        if not rows:
-            return
-        classes = tuple(self.model.card.classes) if self.model is not None else ()
-        self.table.setSortingEnabled(False)
-        for row in rows:
-            self.rows.append(row)
-            self.rows_by_file[row.file] = row
-            r = self.table.rowCount()
-            self.table.insertRow(r)
-            flip = "not flipped" if row.flip_eps is None else format_budget(row.flip_eps, self._norm)
-            cells = [row.file, "—" if row.label is None else _name(classes, row.label),
-                     f"{_name(classes, row.clean_prediction)} ({100 * row.clean_probability:.0f} %)", flip]
-            for c, text in enumerate(cells):
-                item = _SortItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, row.file)
-                if c == 3:  # sort by the number, not the text
-                    item.setData(Qt.ItemDataRole.UserRole + 1,
-                                 math.inf if row.flip_eps is None else row.flip_eps)
-                self.table.setItem(r, c, item)
-        self.table.setSortingEnabled(True)
-
     def request_image(self, file_id: str) -> None:
         """Ask for ``file_id`` (a screened image) to be opened and attacked where it flipped."""
         path, mask, mode = self.entries.get(file_id, (None, None, "none"))
@@ -689,28 +404,6 @@ class CohortPanel(QWidget):
         eps = row.flip_eps if row is not None and row.flip_eps is not None else max(self.eps)
         settings = attack_settings(self.job.config_kwargs, eps)
         self.image_requested.emit(Path(path), None if mask is None else Path(mask), mode, settings)
-
-    def _row_activated(self, row: int, _column: int) -> None:
-        item = self.table.item(row, 0)
-        if item is not None:
-            self.request_image(item.data(Qt.ItemDataRole.UserRole))
-
-    def _point_clicked(self, _curve, points, *_args) -> None:
-        """Select the images that first flipped at the clicked ε; open the first of them."""
-        if not len(points) or not self.eps:
-            return
-        value = points[0].pos().x() / self._x_scale
-        j = int(np.argmin([abs(e - value) for e in self.eps]))
-        matches = [r.file for r in self.rows if r.flip_eps is not None and abs(r.flip_eps - self.eps[j]) < 1e-12]
-        selection = self.table.selectionModel()
-        selection.clearSelection()
-        flags = selection.SelectionFlag.Select | selection.SelectionFlag.Rows
-        for r in range(self.table.rowCount()):
-            if self.table.item(r, 0).data(Qt.ItemDataRole.UserRole) in matches:
-                selection.select(self.table.model().index(r, 0), flags)
-        if matches:
-            self.tabs.setCurrentWidget(self.table)
-            self.request_image(matches[0])
 
     def _on_finished(self, outcome: CohortOutcome) -> None:
         result = outcome.result
@@ -733,97 +426,11 @@ class CohortPanel(QWidget):
         self._update_enabled()
         self.screen_finished.emit(per_eps)
 
-    def _show_defence(self, summary: dict) -> None:
-        """The Defence tab: naive and (with BPDA/EOT) adaptive robust accuracy per ε with their
-        intervals, and what they mean; hidden after a screen without a defence."""
-        defence = summary.get("defence")
-        precision = summary.get("precision")
-        if not defence:
-            self.tabs.setTabVisible(2, False)
-            if precision:
-                self.monotone.setText(self.monotone.text() + f" Precision: {precision['how']}.")
-            return
-        columns = defence_columns(defence)
-        self.defence_table.clear()
-        self.defence_table.setColumnCount(len(columns))
-        self.defence_table.setHorizontalHeaderLabels(columns)
-        header = self.defence_table.horizontalHeader()
-        for column in range(len(columns)):
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        rows = defence_rows(defence)
-        self.defence_table.setRowCount(len(rows))
-        for r, (cells, hidden) in enumerate(rows):
-            for c, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if hidden and c == len(cells) - 1:
-                    item.setForeground(QColor(FLIP_COLOUR))
-                self.defence_table.setItem(r, c, item)
-        verdict = defence_verdict(defence)
-        if precision:
-            verdict += f" Precision: {precision['how']}."
-        self.defence_verdict.setText(verdict)
-        self.tabs.setTabVisible(2, True)
-        self.tabs.setCurrentWidget(self.defence_page)
-
-    def _show_worst_cases(self, cases) -> None:
-        """One button per worst case: clean | adversarial, the file and what it became."""
-        for button in self.worst_buttons:
-            self.worst_layout.removeWidget(button)
-            button.deleteLater()
-        self.worst_buttons = []
-        classes = tuple(self.model.card.classes) if self.model is not None else ()
-        for case in cases:
-            button = QToolButton()
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
-            pixmap = _thumbnail(np.concatenate([case.clean, case.adversarial], axis=1), THUMBNAIL_PX)
-            button.setIcon(QIcon(pixmap))
-            button.setIconSize(pixmap.size())
-            button.setText(f"{case.file}\n{format_budget(case.flip_eps, self._norm)}: "
-                           f"{_name(classes, case.clean_prediction)} → "
-                           f"{_name(classes, case.adversarial_prediction)} "
-                           f"({100 * case.adversarial_probability:.0f} %)")
-            button.setToolTip("Clean (left) and adversarial (right). Click to attack this image "
-                              "at the ε where it flipped.")
-            button.clicked.connect(lambda _checked=False, file_id=case.file: self.request_image(file_id))
-            self.worst_layout.insertWidget(len(self.worst_buttons), button)
-            self.worst_buttons.append(button)
-        title = f"Worst cases ({len(cases)})" if cases else "Worst cases"
-        self.tabs.setTabText(self.tabs.indexOf(self.tabs.widget(1)), title)
-
     def _on_failed(self, failure: JobFailed) -> None:
         self._set_status(failure.message, error=True)
 
     def _on_stopped(self) -> None:
         self._update_enabled()
-
-
-class _SortItem(QTableWidgetItem):
-    """Sorts by the number stored under UserRole+1 when there is one (ε), else by text."""
-
-    def __lt__(self, other) -> bool:
-        mine, theirs = self.data(Qt.ItemDataRole.UserRole + 1), other.data(Qt.ItemDataRole.UserRole + 1)
-        if mine is not None and theirs is not None:
-            return mine < theirs
-        return self.text() < other.text()
-
-
-def _thumbnail(image_hwc: np.ndarray, height: int) -> QPixmap:
-    """A uint8 H×W×C picture as a pixmap ``height`` pixels tall (pixels kept sharp)."""
-    image = np.asarray(image_hwc, dtype=np.uint8)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    image = np.ascontiguousarray(image[:, :, :3])
-    h, w = image.shape[:2]
-    qimage = QImage(image.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-    return QPixmap.fromImage(qimage).scaled(QSize(max(1, round(w * height / h)), height),
-                                            Qt.AspectRatioMode.KeepAspectRatio,
-                                            Qt.TransformationMode.FastTransformation)
-
-
-def _name(classes, index: int) -> str:
-    return classes[index] if 0 <= index < len(classes) else str(index)
 
 
 def _clock(seconds: float) -> str:

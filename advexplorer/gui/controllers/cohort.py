@@ -1,11 +1,14 @@
 """The Cohort panel inside the main window: where it opens, what its rows ask for, and what a
-screen's defence row means (parsing it, the two numbers, the summary and report it writes).
+screen's defence row means (parsing it, the two numbers, the summary and report it writes);
+and the screen as the worker runs it (:class:`CohortJob` in, :func:`cohort_job`,
+:class:`CohortOutcome` out).
 
 Torch-free at import, like the panel: the engine is imported inside the functions that need it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from PySide6.QtWidgets import QDockWidget, QMainWindow
 
 from advexplorer.config import DEFENCE_KINDS, AttackConfig, eps_argument
 from advexplorer.errors import UserError
+from advexplorer.gui.worker import JobFailed
 from advexplorer.session.defended import defence_settings
 
 #: What a cohort row may set on the attack form when it asks to open its image.
@@ -28,6 +32,26 @@ def form_values(settings: dict | None) -> dict:
         if isinstance(values.get(key), (int, float)) and not isinstance(values[key], bool):
             values[key] = eps_argument(values[key])
     return values
+
+
+#: The attack form's fields (AttackPanel.set_values keywords) a screen's settings fill in;
+#: AttackConfig fields the form does not show are left out rather than refused by it.
+FORM_FIELDS = ("method", "norm", "eps", "step_size", "steps", "targeted", "random_start", "seed",
+               "restarts", "early_stop", "decay")
+
+
+def attack_settings(config_kwargs: dict, eps: float) -> dict:
+    """The attack form's values (:meth:`AttackPanel.set_values` keys) for one image of a screen.
+
+    The screen's own settings at budget ``eps``, written as the form shows it ('3/255'),
+    with early stop on because the screen counts an image as flipped at the first iterate
+    that flips it.
+    """
+    config = AttackConfig(**{**config_kwargs, "eps": eps})
+    settings = {key: value for key, value in config.to_json().items() if key in FORM_FIELDS}
+    settings["eps"] = eps_argument(eps) if config.norm == "linf" else repr(float(eps))
+    settings["early_stop"] = True
+    return settings
 
 
 class CohortDockController(QObject):
@@ -232,3 +256,90 @@ def write_screen_folder(folder: str | Path, summary: dict, outcome: CohortOutcom
                            report=lambda where, record: write_cohort_report(
                                where, record, rows, outcome.result.worst_cases, card))
     return written / REPORT_FILE
+
+
+# ------------------------------------------------------------------ the screen, in the worker
+
+#: Worst cases kept for the panel (the CLI's --worst default).
+WORST_CASES = 8
+
+
+@dataclass
+class CohortJob:
+    """What a screen needs, taken on the GUI thread when Run was pressed."""
+
+    model: object
+    images: Path
+    masks: Path | None
+    mask_mode: str
+    eps: list[float]
+    config_kwargs: dict
+    noise_baseline: bool
+    batch_size: int
+    verify_monotone: int = 0
+    worst_cases: int = WORST_CASES
+    defence: str | None = None        # "jpeg:75", parsed by advexplorer.config
+    adaptive: str = "none"
+    precision: str = "float32"
+
+
+def cohort_job(job: CohortJob):
+    """Worker generator: ``("cohort", entries)``, then ``("progress", ScreenProgress)``…,
+    with an adaptive attack then ``("naive", ScreenProgress)``… of the naive one; returns a
+    :class:`~advexplorer.gui.controllers.cohort.CohortOutcome`."""
+    try:
+        return (yield from _cohort_job(job))
+    except GeneratorExit:
+        raise
+    except Exception as error:  # superqt drops RuntimeErrors; carry everything as JobFailed
+        raise JobFailed(error) from error
+
+
+def _cohort_job(job: CohortJob):
+    from advexplorer.core.screening import screen_steps
+    from advexplorer.io.cohort import open_cohort
+    from advexplorer.session.defended import cohort_calibration, defend_model, naive_classifier
+
+    started = time.perf_counter()
+    mode = job.mask_mode
+    cohort = open_cohort(
+        job.images, job.model.card,
+        masks_dir=job.masks if mode == "allowed-dir" else None,
+        protect_dir=job.masks if mode == "protect-dir" else None,
+        mask=job.masks if mode == "allowed-file" else None,
+        protect=job.masks if mode == "protect-file" else None)
+    entries = {e.id: (e.path, e.mask_path or cohort.mask_source, cohort.mask_mode) for e in cohort.entries}
+    yield ("cohort", entries)
+    fingerprint = cohort.fingerprint()  # the image set's SHA-256, as the CLI records it
+    # The defended / lower-precision model, as `advexplorer screen` builds it (int8-static is
+    # calibrated on the cohort's first images).
+    model, info = defend_model(job.model, job.defence, job.adaptive, job.precision,
+                               calibration=lambda: cohort_calibration(cohort))
+    config = AttackConfig(**job.config_kwargs)
+    steps = screen_steps(model.classifier, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
+                         noise_baseline=job.noise_baseline, batch_size=job.batch_size,
+                         verify_monotone=job.verify_monotone, worst_cases=job.worst_cases)
+    # A generator function, not a generator expression: `yield from` hands back the
+    # screen's ScreenResult only when the inner generator itself returns it.
+    result = yield from _tagged("progress", steps)
+    naive = naive_classifier(info)
+    naive_result = None
+    if naive is not None:  # the CLI's naive pass: the grid only (no noise baseline, no check)
+        steps = screen_steps(naive, cohort.loader(job.batch_size, num_workers=0), job.eps, config,
+                             batch_size=job.batch_size, worst_cases=job.worst_cases)
+        naive_result = yield from _tagged("naive", steps)
+    outcome = CohortOutcome(result=result, naive=naive_result, info=info, model=model, cohort=cohort,
+                            fingerprint=fingerprint, elapsed_s=time.perf_counter() - started)
+    # Built here, not on the GUI thread: the summary's flags run the model (a gradient probe).
+    outcome.summary = screen_summary(job, outcome, list(result.rows))
+    return outcome
+
+
+def _tagged(kind: str, generator):
+    """Re-yield a generator's items as ``(kind, item)`` and return its return value."""
+    while True:
+        try:
+            item = next(generator)
+        except StopIteration as stop:
+            return stop.value
+        yield (kind, item)
