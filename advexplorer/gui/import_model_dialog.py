@@ -1,7 +1,7 @@
 """The Import model dialog: make a card for a model that has none, as `advexplorer card` does.
 
 Opened when a model has no card. The fields are pre-filled from what the file says (the
-same inference as the CLI, :func:`advexplorer.io.models.infer_card`), each with a tooltip;
+same inference as the CLI, :func:`advexplorer.io.card_inference.infer_card`), each with a tooltip;
 every change is checked by a dry run off the GUI thread (the app's :class:`TaskRunner`),
 and **Save card** writes ``MODEL.json`` beside the model after a last dry run. torch is
 imported only inside the worker, never when this module is imported.
