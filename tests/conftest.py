@@ -12,10 +12,14 @@ may use them too; each call builds a fresh, deterministic model.
 * ``make_images(n, channels, height, width, seed=0, low=0.0, high=1.0)`` → N×C×H×W
   float32 in [low, high].
 * ``tiny_cnn`` / ``images`` are ready-made instances (3 channels, 4 classes, 4×3×16×16).
+* ``write_brightness_model(folder)`` → ``folder/bright.pt`` (TorchScript) with its card: a
+  2-class ("dark", "bright") 16×16 RGB classifier of the mean pixel, so a uniform shift of
+  0.12 flips any image; bit-depth reduction hides its gradient (the defence screens use it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -102,3 +106,48 @@ def tiny_cnn(make_tiny_cnn) -> Classifier:
 @pytest.fixture
 def images(make_images) -> torch.Tensor:
     return make_images(4, 3, 16, 16)
+
+
+class Brightness(nn.Module):
+    """Class 1 when the mean pixel is above 0.5: a uniform shift of 0.12 flips any image here."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(1, 2)   # a Linear layer, so int8 dynamic quantisation has work
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([[-60.0], [60.0]]))
+            self.head.bias.copy_(torch.tensor([30.0, -30.0]))
+
+    def forward(self, x):
+        return self.head(x.mean(dim=(1, 2, 3)).unsqueeze(1))
+
+
+@pytest.fixture(scope="session")
+def write_brightness_model():
+    def write(folder):
+        torch.jit.script(Brightness().eval()).save(str(folder / "bright.pt"))
+        (folder / "bright.json").write_text(json.dumps({
+            "name": "brightness", "classes": ["dark", "bright"], "input_size": [16, 16], "channels": 3,
+            "mean": [0.0] * 3, "std": [1.0] * 3}))
+        return folder / "bright.pt"
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_brightness_cohort():
+    """``write(folder, n)``: n 16×16 tiles in ``folder/cohort/{dark,bright}/tileK.png`` (ImageFolder),
+    alternating classes, each 0.08 from the brightness model's boundary."""
+    def write(folder, n: int):
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for k in range(n):
+            label = k % 2
+            shade = 0.5 + (2 * label - 1) * 0.08
+            pixels = np.clip(shade + 0.03 * rng.standard_normal((16, 16, 3)), 0, 1)
+            classes = folder / "cohort" / ("dark", "bright")[label]
+            classes.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(classes / f"tile{k}.png")
+        return folder / "cohort"
+    return write

@@ -5,38 +5,18 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
 
 from advexplorer.cli import main
 
 CLASSES = ["dark", "bright"]
 
 
-class Brightness(nn.Module):
-    """Class 1 when the mean pixel is above 0.5: a uniform shift of 0.12 flips any image here."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Linear(1, 2)   # a Linear layer, so int8 dynamic quantisation has work
-        with torch.no_grad():
-            self.head.weight.copy_(torch.tensor([[-60.0], [60.0]]))
-            self.head.bias.copy_(torch.tensor([30.0, -30.0]))
-
-    def forward(self, x):
-        return self.head(x.mean(dim=(1, 2, 3)).unsqueeze(1))
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, write_brightness_model, write_brightness_cohort):
     root = tmp_path_factory.mktemp("defended_screen")
-    torch.jit.script(Brightness().eval()).save(str(root / "bright.pt"))
-    (root / "bright.json").write_text(json.dumps({
-        "name": "brightness", "classes": CLASSES, "input_size": [16, 16], "channels": 3,
-        "mean": [0.0] * 3, "std": [1.0] * 3}))
+    write_brightness_model(root)
     # int8 dynamic quantisation needs a plain module: a small torchvision network as a state_dict.
     import torchvision
 
@@ -47,14 +27,7 @@ def setup(tmp_path_factory):
         "name": "mobile", "classes": CLASSES, "input_size": [16, 16], "channels": 3,
         "mean": [0.5] * 3, "std": [0.25] * 3, "architecture": "torchvision.mobilenet_v3_small",
         "architecture_kwargs": {"num_classes": 2, "width_mult": 0.25}}))
-    rng = np.random.default_rng(0)
-    for k in range(8):
-        label = k % 2
-        shade = 0.5 + (2 * label - 1) * 0.08
-        pixels = np.clip(shade + 0.03 * rng.standard_normal((16, 16, 3)), 0, 1)
-        folder = root / "cohort" / CLASSES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(folder / f"tile{k}.png")
+    write_brightness_cohort(root, 8)
     return root
 
 

@@ -37,6 +37,15 @@ def _ready(qtbot, process, model):
     qtbot.waitUntil(lambda: process.loaded == spec, timeout=60000)
 
 
+def _start_a_long_run(qtbot, process, window, model, steps_seen: int) -> None:
+    """Press Run on an attack far longer than the test, in the process; wait for its first steps."""
+    _ready(qtbot, process, model)
+    window.attack_panel.set_values(method="pgd", eps="8/255", steps=200000, saliency=None)
+    window.run_action.trigger()
+    qtbot.waitUntil(lambda: window.plots.count >= steps_seen, timeout=30000)
+    assert window.runs.in_process
+
+
 def _finish(qtbot, window, timeout=30000):
     qtbot.waitUntil(lambda: not window.controller.running, timeout=timeout)
 
@@ -73,11 +82,7 @@ def test_a_run_goes_to_the_process_and_equals_the_thread_run(qtbot, process, win
 
 
 def test_pause_and_cancel_reach_the_process(qtbot, process, window, tiny_model):
-    _ready(qtbot, process, tiny_model)
-    window.attack_panel.set_values(method="pgd", eps="8/255", steps=200000, saliency=None)
-    window.run_action.trigger()
-    qtbot.waitUntil(lambda: window.plots.count >= 3, timeout=30000)
-    assert window.runs.in_process
+    _start_a_long_run(qtbot, process, window, tiny_model, steps_seen=3)
     with qtbot.waitSignal(window.controller.paused_changed, timeout=10000):
         window.pause_action.trigger()
     seen: list = []
@@ -150,11 +155,7 @@ def test_a_model_the_process_cannot_load_alike_runs_in_a_thread(qtbot, process, 
 
 
 def test_a_process_that_dies_fails_its_run_and_comes_back(qtbot, process, window, errors, tiny_model):
-    _ready(qtbot, process, tiny_model)
-    window.attack_panel.set_values(method="pgd", eps="8/255", steps=200000, saliency=None)
-    window.run_action.trigger()
-    qtbot.waitUntil(lambda: window.plots.count >= 2, timeout=30000)
-    assert window.runs.in_process
+    _start_a_long_run(qtbot, process, window, tiny_model, steps_seen=2)
     with qtbot.waitSignal(window.controller.failed, timeout=30000):
         process.process.kill()
     _finish(qtbot, window)

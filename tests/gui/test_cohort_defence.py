@@ -12,46 +12,18 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
-from torch import nn
 
 CLASSES = ["dark", "bright"]
 EPS = "0,4/255,16/255,32/255"
 SHOTS = os.environ.get("ADVEXPLORER_SCREENSHOTS")  # a folder: save the screenshot there
 
 
-class Brightness(nn.Module):
-    """Class 1 when the mean pixel is above 0.5: a uniform shift of 0.12 flips any image here."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.tensor([[-60.0], [60.0]]))
-            self.head.bias.copy_(torch.tensor([30.0, -30.0]))
-
-    def forward(self, x):
-        return self.head(x.mean(dim=(1, 2, 3)).unsqueeze(1))
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, write_brightness_model, write_brightness_cohort):
     root = tmp_path_factory.mktemp("cohort_defence")
-    torch.jit.script(Brightness().eval()).save(str(root / "bright.pt"))
-    (root / "bright.json").write_text(json.dumps({
-        "name": "brightness", "classes": CLASSES, "input_size": [16, 16], "channels": 3,
-        "mean": [0.0] * 3, "std": [1.0] * 3}))
-    rng = np.random.default_rng(0)
-    for k in range(6):
-        label = k % 2
-        shade = 0.5 + (2 * label - 1) * 0.08
-        pixels = np.clip(shade + 0.03 * rng.standard_normal((16, 16, 3)), 0, 1)
-        folder = root / "cohort" / CLASSES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(folder / f"tile{k}.png")
+    write_brightness_model(root)
+    write_brightness_cohort(root, 6)
     return root
 
 
