@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-CLASSES = ["dark", "bright"]
 EPS = "0,4/255,16/255,32/255"
 SHOTS = os.environ.get("ADVEXPLORER_SCREENSHOTS")  # a folder: save the screenshot there
 
