@@ -41,9 +41,23 @@ from advexplorer.errors import UserError
 POLL_S = 0.05
 
 
+#: Preferences → "Run live attacks in a process of their own" (set by the workspace).
+PREFERENCE = True
+
+
 def enabled() -> bool:
-    """The process is used unless ``ADVEXPLORER_ATTACK_PROCESS`` is 0/no/off/false."""
-    return os.environ.get("ADVEXPLORER_ATTACK_PROCESS", "1").strip().lower() not in ("0", "no", "off", "false")
+    """The process is used unless ``ADVEXPLORER_ATTACK_PROCESS`` is 0/no/off/false or the
+    Preferences turned it off."""
+    variable = os.environ.get("ADVEXPLORER_ATTACK_PROCESS", "1").strip().lower()
+    return PREFERENCE and variable not in ("0", "no", "off", "false")
+
+
+def set_preference(on: bool) -> None:
+    """Preferences: off stops a running process (runs go to a thread); on starts it with the next model."""
+    global PREFERENCE
+    PREFERENCE = bool(on)
+    if not PREFERENCE and _shared is not None and _shared.alive:
+        _shared.shutdown()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from PySide6.QtCore import QSettings, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
+from PySide6.QtWidgets import (QCheckBox, QColorDialog, QComboBox, QDialog, QDialogButtonBox, QFormLayout,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
@@ -64,6 +64,7 @@ class AppPreferences:
     palette: str = "default"
     overlay_colours: dict[str, RGB] = field(default_factory=lambda: dict(PALETTES["default"]))
     recent_files: int = 8
+    attack_process: bool = True  # live runs in their own process (advexplorer.gui.attack_process)
 
     @property
     def default_eps_text(self) -> str:
@@ -113,7 +114,8 @@ def read_preferences(settings: QSettings | None = None) -> AppPreferences:
             default_eps=eps if eps > 0 else defaults.default_eps,
             default_steps=_int(settings.value("default_steps"), defaults.default_steps, 1, 100_000),
             palette=palette, overlay_colours=colours,
-            recent_files=_int(settings.value("recent_files"), defaults.recent_files, 0, MAX_RECENT_FILES))
+            recent_files=_int(settings.value("recent_files"), defaults.recent_files, 0, MAX_RECENT_FILES),
+            attack_process=str(settings.value("attack_process", "true")).lower() not in ("false", "0", "no"))
     finally:
         settings.endGroup()
 
@@ -127,6 +129,7 @@ def write_preferences(preferences: AppPreferences, settings: QSettings | None = 
         for key in ("device", "torch_threads", "default_steps", "palette", "recent_files"):
             settings.setValue(key, values[key])
         settings.setValue("default_eps", preferences.default_eps_text)
+        settings.setValue("attack_process", "true" if preferences.attack_process else "false")
         for layer, rgb in preferences.overlay_colours.items():
             settings.setValue(f"colour_{layer}", QColor(*rgb).name())
     finally:
@@ -203,6 +206,10 @@ class PreferencesDialog(QDialog):
         self.recent = QSpinBox()
         self.recent.setRange(0, MAX_RECENT_FILES)
         self.recent.setToolTip("How many recent images, models and projects the File menu lists.")
+        self.attack_process = QCheckBox("Run live attacks in a process of their own")
+        self.attack_process.setToolTip(
+            "Drawing a live run then never slows the attack (on the CPU). It costs a second copy of "
+            "torch and the model in memory (about 0.7 GB for the demo); off, attacks run in a thread.")
 
         form = QFormLayout()
         form.addRow("Device", self.device)
@@ -217,6 +224,7 @@ class PreferencesDialog(QDialog):
             row.addStretch(1)
             form.addRow(f"    {LAYER_LABELS[layer]}", row)
         form.addRow("Recent files listed", self.recent)
+        form.addRow("Attacks", self.attack_process)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                         | QDialogButtonBox.StandardButton.Cancel
                                         | QDialogButtonBox.StandardButton.RestoreDefaults)
@@ -247,6 +255,7 @@ class PreferencesDialog(QDialog):
         for layer, button in self.colour_buttons.items():
             button.set_rgb(preferences.overlay_colours[layer])
         self.recent.setValue(preferences.recent_files)
+        self.attack_process.setChecked(preferences.attack_process)
 
     def _palette_chosen(self) -> None:
         palette = self.palette.currentData()
@@ -269,7 +278,7 @@ class PreferencesDialog(QDialog):
                        torch_threads=self.threads.value(), default_eps=eps,
                        default_steps=self.steps.value(), palette=self.palette.currentData(),
                        overlay_colours={layer: button.rgb for layer, button in self.colour_buttons.items()},
-                       recent_files=self.recent.value())
+                       recent_files=self.recent.value(), attack_process=self.attack_process.isChecked())
 
     def accept(self) -> None:
         try:

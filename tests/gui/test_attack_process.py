@@ -171,3 +171,34 @@ def test_a_process_that_dies_fails_its_run_and_comes_back(qtbot, process, window
         window.run_action.trigger()
     _finish(qtbot, window)
     assert window.runs.in_process, f"back in the process ({time.perf_counter() - started:.1f} s)"
+
+
+def test_the_preference_turns_the_process_off_and_on(qtbot, process, window, tiny_model, monkeypatch):
+    """Edit → Preferences → "Run live attacks in a process of their own": off stops the process
+    and runs go to a thread; on again, the process comes back with the loaded model."""
+    from advexplorer.gui import attack_process
+    from advexplorer.gui.preferences import PreferencesDialog
+
+    _ready(qtbot, process, tiny_model)
+    monkeypatch.setattr(attack_process, "PREFERENCE", True)
+    dialog = PreferencesDialog(window.settings, window)
+    dialog.preferences_changed.connect(window.workspace.apply_preferences)
+    assert dialog.attack_process.isChecked()
+    dialog.attack_process.setChecked(False)
+    dialog.accept()
+    assert not process.alive and not attack_process.enabled()
+    window.attack_panel.set_values(method="fgsm", eps="4/255", saliency=None)
+    with qtbot.waitSignal(window.run_finished, timeout=60000):
+        window.run_action.trigger()
+    _finish(qtbot, window)
+    assert not window.runs.in_process and not process.alive
+    dialog = PreferencesDialog(window.settings, window)
+    dialog.preferences_changed.connect(window.workspace.apply_preferences)
+    assert not dialog.attack_process.isChecked()  # stored
+    dialog.attack_process.setChecked(True)
+    dialog.accept()
+    _ready(qtbot, process, tiny_model)
+    with qtbot.waitSignal(window.run_finished, timeout=60000):
+        window.run_action.trigger()
+    _finish(qtbot, window)
+    assert window.runs.in_process

@@ -147,6 +147,12 @@ class WorkspaceController(QObject):
         window.preferences.limit = preferences.recent_files
         window._recent_menus()
         engine.set_threads_preference(preferences.torch_threads)
+        from advexplorer.gui import attack_process
+
+        attack_process.set_preference(preferences.attack_process)
+        model = window.models.model
+        if preferences.attack_process and model is not None and attack_process.enabled():
+            attack_process.shared().preload(model, bool(window.models.trust_pickle))
         device = "cuda:0" if preferences.device == "cuda" else preferences.device
         models = window.models
         if starting:
