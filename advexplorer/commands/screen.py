@@ -157,10 +157,16 @@ class Progress:
             self.last = now
 
     def say(self, line: str) -> None:
+        """A line the user must see (notes), even with --quiet."""
         if self.tty and not self.quiet:
             self.stream.write("\r\033[K")
         self.stream.write(line + "\n")
         self.stream.flush()
+
+    def info(self, line: str) -> None:
+        """A line about progress (which pass runs now): not with --quiet."""
+        if not self.quiet:
+            self.say(line)
 
 
 def _settings(loaded, cohort, fingerprint, eps, config, args) -> dict:
@@ -348,14 +354,14 @@ def _run(args, ranks) -> int:
         if resuming and ranks.leader:
             prefix = "naive attack: " if kind == "naive" else (f"seed {seed}: " if len(seeds) > 1 else "")
             missing = [entry.id for entry in cohort.entries if entry.id not in done]
-            progress.say(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened"
+            progress.info(f"advexplorer: {prefix}resuming: {len(done)} of {len(cohort)} images already screened"
                          + (f"; screening the {len(missing)} missing: {', '.join(missing[:5])}"
                             + (" …" if len(missing) > 5 else "") if missing else ""))
         elif kind == "naive":
-            progress.say("advexplorer: the same screen with the naive attack (gradients through the "
+            progress.info("advexplorer: the same screen with the naive attack (gradients through the "
                          "defence as implemented), for comparison")
         elif len(seeds) > 1:
-            progress.say(f"advexplorer: seed {seed} ({pass_index + 1} of {len(seeds)})")
+            progress.info(f"advexplorer: seed {seed} ({pass_index + 1} of {len(seeds)})")
         workers = args.workers
         if workers is None and ranks.active:
             from advexplorer.io.cohort import default_workers

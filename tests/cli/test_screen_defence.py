@@ -106,3 +106,14 @@ def test_static_int8_screen_is_calibrated_on_the_cohort(setup, tmp_path, capsys)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["precision"]["precision"] == "int8-static"
     assert "convolutions and linear layers" in summary["precision"]["how"]
+
+
+def test_quiet_says_nothing_but_notes(setup, tmp_path, capsys):
+    """--quiet: no progress, no table, and not the line that announces the naive pass either."""
+    assert screen(setup, tmp_path / "loud", "--defense", "bits:3", "--adaptive", "bpda") == 0
+    loud = capsys.readouterr()
+    assert "the same screen with the naive attack" in loud.err
+    assert screen(setup, tmp_path / "quiet", "--defense", "bits:3", "--adaptive", "bpda", "--quiet") == 0
+    quiet = capsys.readouterr()
+    assert quiet.out == "" and "naive attack" not in quiet.err and "screen:" not in quiet.err
+    assert (tmp_path / "quiet" / "per_image_naive.csv").is_file()
