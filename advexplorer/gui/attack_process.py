@@ -105,9 +105,9 @@ class _Control:
 
     def is_set(self) -> bool:
         state = self.state
-        while state["paused"] and state["cancelled"] < self.number and not state["gone"]:
+        while state["paused"] and state["cancelled"] < self.number:
             time.sleep(POLL_S)
-        return state["cancelled"] >= self.number or state["gone"]
+        return state["cancelled"] >= self.number
 
 
 def _load(spec: ModelSpec, models: dict):
@@ -127,7 +127,8 @@ def _load(spec: ModelSpec, models: dict):
 
 
 def child_main(argv: list[str]) -> int:
-    """The process: connect back, then ("load", spec) and ("run", number, spec, job) until EOF.
+    """The process: connect back, then ("load", spec) and ("run", number, spec, job) until
+    ("quit",) or the end of the channel (the app closed or died), which exit at once.
 
     A listener thread takes ("cancel", number) and ("pause", flag) as they come, so a
     run in progress sees them after its current step.
@@ -136,7 +137,7 @@ def child_main(argv: list[str]) -> int:
 
     address, threads = argv[0], int(argv[1]) if len(argv) > 1 else 1
     connection = Client(address, authkey=bytes.fromhex(os.environ.pop(KEY_VARIABLE, "")))
-    state = {"cancelled": 0, "paused": False, "gone": False}
+    state = {"cancelled": 0, "paused": False}
     commands: queue.Queue = queue.Queue()
 
     def listen() -> None:
@@ -144,9 +145,11 @@ def child_main(argv: list[str]) -> int:
             try:
                 message = pickle.loads(connection.recv_bytes())
             except (EOFError, OSError):
-                state["gone"] = True
-                commands.put(("quit",))
-                return
+                # The app closed the channel (quit, or died): nothing this process does can reach
+                # anyone any more, so end now, even in the middle of importing torch or a step.
+                os._exit(0)
+            if message[0] == "quit":  # the app is closing: nothing left to do for it
+                os._exit(0)
             if message[0] == "cancel":
                 state["cancelled"] = max(state["cancelled"], message[1])
             elif message[0] == "pause":
@@ -169,9 +172,7 @@ def child_main(argv: list[str]) -> int:
     while True:
         message = commands.get()
         kind = message[0]
-        try:
-            if kind == "quit":
-                return 0
+        try:  # ("quit",) and the end of the channel end the process in the listener thread
             if kind == "load":
                 try:
                     _load(message[1], models)
@@ -234,6 +235,7 @@ class AttackProcess:
         self._send_lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._pending: list = []               # what to send once the process has connected
+        self._listener = None                  # until the process has called back
 
     # lifecycle
     @property
@@ -260,6 +262,7 @@ class AttackProcess:
             self.failure = f"the attack process could not start ({type(error).__name__}: {error})"
             return False
         self.process, self.connection, self.loaded = process, None, None
+        self._listener = listener
         self.messages = queue.Queue()
         threading.Thread(target=self._read, args=(listener, process, self.messages), daemon=True,
                          name="advexplorer-attack-reader").start()
@@ -272,9 +275,22 @@ class AttackProcess:
             return
         connection, self.connection = self.connection, None
         if connection is not None:
+            # Said, not just closed: the reader thread is blocked on this socket, so closing it
+            # here sends no end-of-file until that read returns.
+            try:
+                with self._send_lock:
+                    connection.send_bytes(pickle.dumps(("quit",)))
+            except OSError:
+                pass
             connection.close()
-        try:
-            process.wait(timeout_s)
+        listener, self._listener = self._listener, None
+        if listener is not None:  # a process that never called back: unblock the reader, remove the socket
+            try:
+                listener.close()
+            except OSError:
+                pass
+        try:  # a process that has not called back yet is still importing torch: no reason to wait
+            process.wait(timeout_s if connection is not None else 0)
         except subprocess.TimeoutExpired:
             process.terminate()
             try:
@@ -295,11 +311,13 @@ class AttackProcess:
         """The reader thread: accept the process's call, then queue what it says."""
         try:
             connection = listener.accept()
-        except Exception:  # the process died before it called, or a stranger called
+        except Exception:  # the process died before it called, a stranger called, or shut down
             messages.put(("died",))
             return
         finally:
-            listener.close()
+            if self._listener is listener:
+                self._listener = None
+                listener.close()
         with self._send_lock:
             if self.process is not process:  # shut down meanwhile
                 connection.close()
