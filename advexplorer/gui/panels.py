@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 from advexplorer.gui.attack_panel import AttackPanel
-from advexplorer.gui.views import PredictionTable, TrajectoryPlots
+from advexplorer.gui.trajectory_plots import TrajectoryPlots
+from advexplorer.gui.views import PredictionTable
 
 _BREAK_AFTER = re.compile(r"([/\\_.\-×,])")
 

@@ -45,7 +45,7 @@ def _picture_sizes(dialog) -> dict[tuple[int, str], tuple[float, float]]:
 
 
 def test_the_confidence_legend_sits_above_the_curves_not_on_them(qtbot):
-    from advexplorer.gui.views import TrajectoryPlots
+    from advexplorer.gui.trajectory_plots import TrajectoryPlots
 
     plots = TrajectoryPlots()
     qtbot.addWidget(plots)
