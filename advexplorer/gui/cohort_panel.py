@@ -15,6 +15,8 @@ A dockable ``QWidget`` with a tiny public API (for the main window):
   per-image CSVs, as ``advexplorer screen`` does;
 * ``set_defence(defence, adaptive, precision)`` fills the defence row (``"jpeg:75"`` or None,
   ``none``/``bpda``/``eot``, a precision of :data:`advexplorer.config.PRECISIONS`);
+* ``form_state()`` / ``set_form_state(dict)`` — the whole form as plain values (what a
+  project keeps; absent keys take :data:`FORM_DEFAULTS`);
 * signals ``image_requested(Path, Path | None, str, dict)`` — the user double-clicked a
   table row, clicked a point of the curve or a worst case: open that image with its mask
   (mode ``allowed`` / ``protect`` / ``none``) and attack it with the settings in the dict
@@ -59,6 +61,11 @@ MASK_MODES = {"none": "No mask", "protect-dir": "Protect masks (folder)",
               "allowed-dir": "Allowed masks (folder)", "protect-file": "One protect mask (file)",
               "allowed-file": "One allowed mask (file)"}
 DEFAULT_EPS = "0,1/255,2/255,4/255,8/255"  # the same default as `advexplorer screen`
+#: The form as a fresh panel shows it, in :meth:`CohortPanel.form_state`'s keys: what a
+#: project saved without the Cohort panel's form (format 2 and older) opens with.
+FORM_DEFAULTS = {"images": "", "mask_mode": "none", "masks": "", "eps": DEFAULT_EPS, "norm": NORMS[0],
+                 "method": METHODS[0], "steps": 10, "batch": 32, "noise_baseline": False,
+                 "verify_monotone": 0, "defence": None, "adaptive": "none", "precision": PRECISIONS[0]}
 
 
 class CohortPanel(CohortResultsMixin, QWidget):
@@ -232,6 +239,57 @@ class CohortPanel(CohortResultsMixin, QWidget):
             self.defence_value.setText(value)
         self.adaptive.setCurrentIndex(max(0, self.adaptive.findData(adaptive)))
         self.precision.setCurrentIndex(max(0, self.precision.findData(precision)))
+
+    def form_state(self) -> dict:
+        """The form as plain JSON values (what a project keeps): the images and masks fields
+        as typed, the mask mode, ε list as typed, norm, attack, steps, batch, noise baseline,
+        check-monotone count, and the defence row (``"bits:3"`` as ``--defense`` takes it, the
+        parameter as typed; None for no defence), adaptive mode and precision."""
+        kind = self.defence_kind.currentData()
+        return {"images": self.images_edit.text(), "mask_mode": self.mask_mode.currentData(),
+                "masks": self.masks_edit.text(), "eps": self.eps_edit.text(),
+                "norm": self.norm.currentData(), "method": self.attack.currentData(),
+                "steps": self.steps.value(), "batch": self.batch.value(),
+                "noise_baseline": self.noise.isChecked(), "verify_monotone": self.verify.value(),
+                "defence": None if kind is None else f"{kind}:{self.defence_value.text()}",
+                "adaptive": self.adaptive.currentData(), "precision": self.precision.currentData()}
+
+    def set_form_state(self, state: dict | None) -> None:
+        """Fill the form from :meth:`form_state`'s values; a key that is absent, or a value
+        this version does not offer (an unknown attack, a wrong type), takes the fresh
+        panel's default (:data:`FORM_DEFAULTS`). Paths are set as text, not checked: a folder
+        gone since is reported by Screen, as for a path typed by hand."""
+        given = state if isinstance(state, dict) else {}
+        values = dict(FORM_DEFAULTS)
+        for key, default in FORM_DEFAULTS.items():
+            value = given.get(key)
+            kind = str if key == "defence" else type(default)
+            if isinstance(value, kind) and (kind is not int or not isinstance(value, bool)):
+                values[key] = value
+
+        def choose(combo, data, default):
+            index = combo.findData(data)
+            combo.setCurrentIndex(index if index >= 0 else combo.findData(default))
+
+        def count(spin, value):  # clamped first: a number past a C int would not even reach Qt
+            spin.setValue(min(max(value, spin.minimum()), spin.maximum()))
+
+        self.images_edit.setText(values["images"])
+        choose(self.mask_mode, values["mask_mode"], FORM_DEFAULTS["mask_mode"])
+        self.masks_edit.setText(values["masks"])
+        self.eps_edit.setText(values["eps"])
+        choose(self.norm, values["norm"], FORM_DEFAULTS["norm"])
+        choose(self.attack, values["method"], FORM_DEFAULTS["method"])
+        count(self.steps, values["steps"])
+        count(self.batch, values["batch"])
+        self.noise.setChecked(values["noise_baseline"])
+        count(self.verify, values["verify_monotone"])
+        defence = values["defence"]
+        if defence is not None and self.defence_kind.findData(defence.partition(":")[0]) < 0:
+            defence = None  # a defence kind this version does not know
+        # An adaptive mode only means something with a defence (the row shows naive without).
+        adaptive = values["adaptive"] if defence is not None else FORM_DEFAULTS["adaptive"]
+        self.set_defence(defence, adaptive, values["precision"])  # unknown modes: the first, the default
 
     def write_report(self, folder) -> Path:
         """Write the last finished screen into ``folder`` (new or empty): ``report.html`` with

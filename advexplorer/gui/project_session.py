@@ -1,9 +1,10 @@
 """Projects, autosave and the quit question, attached to the main window in a few lines.
 
 :class:`ProjectSession` adds File → Save project / Save project as / Open project, autosaves
-the session (masks, finished runs, the attack form) a few seconds after each change, offers
-to restore a crashed session's work at start, and asks Save / Discard / Cancel before the
-window closes with unsaved work or a running attack. The window wires it with::
+the session (masks, finished runs, the attack form, the Cohort panel's form) a few seconds
+after each change, offers to restore a crashed session's work at start, and asks Save /
+Discard / Cancel before the window closes with unsaved work or a running attack. The window
+wires it with::
 
     self.project = ProjectSession(self)          # in __init__, after the menus exist
     self.project.start()                         # at the end of start()
@@ -15,7 +16,8 @@ It reaches the window only through what the window already offers to its control
 tests: ``session``, ``attack_panel``, ``model``, ``open_model``, ``add_images``,
 ``file_menu``, ``runs``/``controller``, ``statusBar()``, ``show_error``, and where the window
 has them ``models`` (the transfer surrogate is restored once the project's model is loaded,
-as it is checked against it), ``model_frame`` (each image's chosen crop) and ``dicom_window``.
+as it is checked against it), ``model_frame`` (each image's chosen crop), ``dicom_window``
+and ``cohort_panel`` (its form: ``form_state``/``set_form_state``).
 """
 
 from __future__ import annotations
@@ -132,8 +134,12 @@ class ProjectSession(QObject):
             model_state = ModelState(path=Path(model.path), card_path=Path(model.card_path) if model.card_path else None,
                                      card=model.card.to_json(), device=str(model.device))
         frame = getattr(window, "model_frame", None)
+        # The Cohort panel's form travels with the project; its results do not (a screen is
+        # re-run from the form, not stored).
+        cohort = getattr(window, "cohort_panel", None)
         return snapshot_session(window.session, model=model_state, attack_form=form_values(window.attack_panel),
-                                run_source=run_source, crop_of=None if frame is None else frame.crop_of)
+                                run_source=run_source, crop_of=None if frame is None else frame.crop_of,
+                                cohort_form=None if cohort is None else cohort.form_state())
 
     @property
     def running(self) -> bool:
@@ -219,7 +225,7 @@ class ProjectSession(QObject):
 
     def load(self, opened: OpenedProject, project_path: Path | None) -> None:
         """Replace the window's images with the project's usable ones, with their masks,
-        runs, the model and the attack form."""
+        runs, the model, the attack form and the Cohort panel's form."""
         window, session = self.window, self.window.session
         frame = getattr(window, "model_frame", None)
         self._restoring = True
@@ -251,6 +257,11 @@ class ProjectSession(QObject):
                 window.attack_panel.set_values(**form)
             except (KeyError, ValueError, TypeError):
                 pass  # a form from another version: the rest of the project still opens
+            # The Cohort panel's form (a project before format 3 kept none: the panel's
+            # defaults). Its paths are set as text: a folder gone since is said by Screen.
+            cohort = getattr(window, "cohort_panel", None)
+            if cohort is not None:
+                cohort.set_form_state(opened.state.cohort_form)
             note = self._restore_surrogate(surrogate)
             if note:
                 notes.append(note)

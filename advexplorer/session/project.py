@@ -2,7 +2,8 @@
 
 A project is a zip file::
 
-    project.json                 format version, model (path + card), attack form, image list
+    project.json                 format version, model (path + card), attack form, the Cohort
+                                 panel's form, image list
                                  (each image: path, SHA-256, DICOM window, model crop)
     masks/<i>-attack.png         image i's attack layer as painted (255 = painted), current
     masks/<i>-diagnostic.png     state only: the undo history is not kept
@@ -54,8 +55,9 @@ __all__ = ["PROJECT_SUFFIX", "FORMAT_VERSION", "ImageState", "ModelState", "Proj
 PROJECT_SUFFIX = ".advx"
 #: The project format this version writes and the newest it reads. Version 2 added each
 #: image's ``dicom_window`` and ``crop`` and the form's ``queries``, ``diversity`` and
-#: ``surrogate``; version 1 files still open (those keys take their defaults).
-FORMAT_VERSION = 2
+#: ``surrogate``; version 1 files still open (those keys take their defaults). Version 3
+#: added ``cohort_form`` (the Cohort panel's form); older files open with the panel's defaults.
+FORMAT_VERSION = 3
 MANIFEST = "project.json"
 #: The key that marks project.json as ours (a zip with another project.json is not a project).
 MARKER = "advexplorer_project"
@@ -110,12 +112,17 @@ class ModelState:
 @dataclass
 class ProjectState:
     """Everything a project holds. ``attack_form`` is the attack panel's values (plain JSON:
-    method, norm, ε as typed, steps, ...), restored with ``AttackPanel.set_values``."""
+    method, norm, ε as typed, steps, ...), restored with ``AttackPanel.set_values``.
+    ``cohort_form`` is the Cohort panel's form (``CohortPanel.form_state``: images folder,
+    masks, ε list, attack, steps, batch, noise baseline, check-monotone, defence row), empty
+    when a project did not keep it. A screen's results are not kept: a screen is re-run from
+    its form, not stored."""
 
     images: list[ImageState] = field(default_factory=list)
     model: ModelState = field(default_factory=ModelState)
     attack_form: dict = field(default_factory=dict)
     current_index: int | None = None
+    cohort_form: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,7 @@ def _manifest(state: ProjectState, images: list[dict], extra: Mapping[str, Any] 
                   "card_path": str(model.card_path) if model.card_path else None,
                   "card": model.card, "device": model.device},
         "attack_form": dict(state.attack_form),
+        "cohort_form": dict(state.cohort_form),
         "current_index": state.current_index,
         "images": images,
     }
@@ -511,6 +519,7 @@ def open_project(path: str | os.PathLike, *, runs_dir: str | os.PathLike | None 
                          card=model.get("card") if isinstance(model.get("card"), dict) else None,
                          device=str(model.get("device") or "auto")),
         attack_form=manifest.get("attack_form") if isinstance(manifest.get("attack_form"), dict) else {},
+        cohort_form=manifest.get("cohort_form") if isinstance(manifest.get("cohort_form"), dict) else {},
         current_index=current if isinstance(current, int) and 0 <= current < len(images) else None)
     return OpenedProject(path=path, state=state, runs_dir=destination, manifest=manifest,
                          saved_by=str(manifest.get("saved_by", "")), saved_at=str(manifest.get("saved_at", "")),
@@ -522,7 +531,8 @@ def open_project(path: str | os.PathLike, *, runs_dir: str | os.PathLike | None 
 
 def snapshot_session(session, *, model: ModelState | None = None, attack_form: Mapping | None = None,
                      run_source: Callable[[Any], RunSource | None] | None = None,
-                     crop_of: Callable[[Any], tuple[int, int, int, int] | None] | None = None) -> ProjectState:
+                     crop_of: Callable[[Any], tuple[int, int, int, int] | None] | None = None,
+                     cohort_form: Mapping | None = None) -> ProjectState:
     """A :class:`ProjectState` from the app's :class:`~advexplorer.session.state.Session`.
 
     Masks are copied (the GUI thread keeps painting). ``run_source(run)`` turns one of an
@@ -530,7 +540,7 @@ def snapshot_session(session, *, model: ModelState | None = None, attack_form: M
     writer such as ``lambda folder: write_run_folder(folder, run.request, run.outcome,
     record=dict(run.record))``); None skips the run. Without it runs are not saved.
     ``crop_of(entry)`` is the model's crop chosen for an image (the app keeps it on the
-    canvas's frame controller), or None.
+    canvas's frame controller), or None. ``cohort_form`` is the Cohort panel's form.
     """
     images = []
     for entry in session.images:
@@ -546,7 +556,7 @@ def snapshot_session(session, *, model: ModelState | None = None, attack_form: M
             label=entry.label, runs=runs, dicom_window=getattr(entry, "dicom_window", None),
             crop=None if crop_of is None else crop_of(entry)))
     return ProjectState(images=images, model=model or ModelState(), attack_form=dict(attack_form or {}),
-                        current_index=session.current_index)
+                        current_index=session.current_index, cohort_form=dict(cohort_form or {}))
 
 
 def apply_masks(entry, image: ImageState) -> None:

@@ -101,7 +101,7 @@ def test_form_dicom_window_and_crop_survive_save_and_open_in_a_fresh_window(
     window.workspace.project.save_as_action.trigger()
     assert path.is_file() and not window.workspace.project.unsaved
     saved = json.loads(zipfile.ZipFile(path).read("project.json"))
-    assert saved["format_version"] == 2
+    assert saved["format_version"] == 3
 
     other = fresh_window(qtbot)
     try:

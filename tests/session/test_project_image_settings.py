@@ -24,7 +24,7 @@ def test_dicom_window_and_crop_round_trip_and_bad_values_are_dropped(tmp_path):
                                  ImageState(path=b, size=(20, 20))])
     path = save_project(tmp_path / "p.advx", state)
     manifest = json.loads(zipfile.ZipFile(path).read("project.json"))
-    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["format_version"] == FORMAT_VERSION == 3
     assert manifest["images"][0]["dicom_window"] == [-600.0, 1500.0] and manifest["images"][0]["crop"] == [2, 6, 18, 18]
     assert manifest["images"][1]["dicom_window"] is None and manifest["images"][1]["crop"] is None
     images = open_project(path).state.images

@@ -20,7 +20,11 @@ from advexplorer.errors import UserError
 from advexplorer.gui.worker import JobFailed
 from advexplorer.session.defended import defence_settings
 
-#: What a cohort row may set on the attack form when it asks to open its image.
+#: The attack form's fields (AttackPanel.set_values keywords) a cohort row may set when it asks
+#: to open its image (:func:`form_values`), and that a screen's settings fill in
+#: (:func:`attack_settings`). AttackConfig fields the form does not show (queries, diversity)
+#: are left out rather than refused by it; ``label`` and ``saliency`` are form fields that
+#: AttackConfig.to_json has not, so attack_settings never yields them.
 FORM_KEYS = ("method", "norm", "eps", "step_size", "steps", "restarts", "random_start", "seed",
              "early_stop", "decay", "targeted", "label", "saliency")
 
@@ -34,12 +38,6 @@ def form_values(settings: dict | None) -> dict:
     return values
 
 
-#: The attack form's fields (AttackPanel.set_values keywords) a screen's settings fill in;
-#: AttackConfig fields the form does not show are left out rather than refused by it.
-FORM_FIELDS = ("method", "norm", "eps", "step_size", "steps", "targeted", "random_start", "seed",
-               "restarts", "early_stop", "decay")
-
-
 def attack_settings(config_kwargs: dict, eps: float) -> dict:
     """The attack form's values (:meth:`AttackPanel.set_values` keys) for one image of a screen.
 
@@ -48,7 +46,7 @@ def attack_settings(config_kwargs: dict, eps: float) -> dict:
     that flips it.
     """
     config = AttackConfig(**{**config_kwargs, "eps": eps})
-    settings = {key: value for key, value in config.to_json().items() if key in FORM_FIELDS}
+    settings = {key: value for key, value in config.to_json().items() if key in FORM_KEYS}
     settings["eps"] = eps_argument(eps) if config.norm == "linf" else repr(float(eps))
     settings["early_stop"] = True
     return settings
