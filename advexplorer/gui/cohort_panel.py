@@ -309,19 +309,29 @@ class CohortPanel(CohortResultsMixin, QWidget):
         except UserError as error:
             self._set_status(str(error), error=True)
             return
-        self.job, self.result, self.naive_result, self.outcome, self.summary = job, None, None, None, None
-        self.entries, self.rows, self.rows_by_file, self.last_progress = {}, [], {}, None
-        self.naive_progress = None
-        self.tabs.setTabVisible(2, False)
-        self.eps = tuple(sorted(set(job.eps)))
-        self.table.setRowCount(0)
-        self._show_worst_cases([])
-        self.monotone.setVisible(False)
+        self.clear_results()
+        self.job, self.eps = job, tuple(sorted(set(job.eps)))
         self._reset_plot(self.eps)
-        self.progress.setValue(0)
         self.started_at = time.monotonic()
         self._set_status("Reading the cohort…")
         self.controller.start(cohort_job, job)
+        self._update_enabled()
+
+    def clear_results(self) -> None:
+        """No screen on show: empty table, tabs, curves, progress and status (before a new
+        screen, and when a project brings another form: its results are not the form's)."""
+        if self.running:
+            return
+        self.job = self.result = self.naive_result = self.outcome = self.summary = None
+        self.entries, self.rows, self.rows_by_file, self.last_progress = {}, [], {}, None
+        self.naive_progress = None
+        self.tabs.setTabVisible(2, False)
+        self.table.setRowCount(0)
+        self._show_worst_cases([])
+        self.monotone.setVisible(False)
+        self.progress.setValue(0)
+        self._set_status("")
+        self._form_changed()  # the axes follow the form again
         self._update_enabled()
 
     def cancel(self) -> None:

@@ -262,6 +262,7 @@ class ProjectSession(QObject):
             cohort = getattr(window, "cohort_panel", None)
             if cohort is not None:
                 cohort.set_form_state(opened.state.cohort_form)
+                cohort.clear_results()  # a screen on show belongs to the form it replaced
             note = self._restore_surrogate(surrogate)
             if note:
                 notes.append(note)

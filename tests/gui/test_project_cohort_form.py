@@ -191,3 +191,26 @@ def test_a_screens_attack_settings_are_the_form_fields_they_were():
     assert settings["eps"] == "3/255" and settings["early_stop"] is True
     assert form_values({**settings, "label": 2, "saliency": "gradient", "queries": 9}) == \
         {**settings, "label": 2, "saliency": "gradient"}
+
+
+def test_opening_a_project_clears_a_screen_on_show(qtbot, window, image_files, tmp_path, monkeypatch, errors):
+    """A finished screen's table, curves and Report button belong to the form they were run
+    with: opening a project that brings another form clears them (not a stale panel)."""
+    path = tmp_path / "empty.advx"
+    save_as(window, path, monkeypatch)  # a project with the panel's default form
+    window.cohort_action.trigger()
+    panel = window.cohort_panel
+    panel.images_edit.setText(str(image_files[0].parent))
+    panel.eps_edit.setText("0,8/255")
+    panel.steps.setValue(2)
+    with qtbot.waitSignal(panel.screen_finished, timeout=60000):
+        panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running, timeout=10000)
+    assert panel.table.rowCount() == 2 and panel.report_button.isEnabled()
+    assert len(panel.curves["flip"].getData()[0]) == 2
+    open_through_menu(window, path, monkeypatch)
+    assert panel.table.rowCount() == 0 and not panel.report_button.isEnabled()
+    assert panel.summary is None and panel.rows == [] and panel.status.text() == ""
+    x, _ = panel.curves["flip"].getData()
+    assert x is None or len(x) == 0
+    assert not errors
