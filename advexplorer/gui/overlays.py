@@ -64,6 +64,7 @@ class CanvasOverlays:
         self.items: dict[str, pg.ImageItem] = {}
         self.opacity = 0.6
         self.perturbation_scale = 0.0
+        self.perturbation_zero = False  # a run's perturbation shown, and all zero
         for z, name in enumerate(OVERLAYS):
             item = pg.ImageItem(axisOrder="row-major")
             # Above the masks (1, 2): a translucent mask would tint the map; the legend hides masks.
@@ -99,9 +100,11 @@ class CanvasOverlays:
     def set_perturbation(self, perturbation, box=None) -> None:
         """Show a perturbation (C×H×W or H×W×C, pixel units) as a signed, channel-averaged map."""
         values = _hw(perturbation)
-        self.perturbation_scale = float(np.abs(values).max()) or 1.0
+        self.perturbation_scale = float(np.abs(values).max())  # 0: the attack changed nothing
+        self.perturbation_zero = self.perturbation_scale == 0.0
+        levels = self.perturbation_scale or 1.0
         item = self.items["perturbation"]
-        item.setImage(values, autoLevels=False, levels=(-self.perturbation_scale, self.perturbation_scale))
+        item.setImage(values, autoLevels=False, levels=(-levels, levels))
         item.setLookupTable(perturbation_lut())
         item.setRect(self._image_rect(box))
 
@@ -110,6 +113,7 @@ class CanvasOverlays:
         for item in self.items.values():
             item.clear()
             item.setVisible(False)
+        self.perturbation_scale, self.perturbation_zero = 0.0, False  # the legend's scale line goes too
 
     def has(self, name: str) -> bool:
         return self.items[name].image is not None
@@ -221,7 +225,10 @@ class OverlayLegend(QWidget):
             check.setEnabled(name in MASK_LAYERS or self.overlays.has(name))
             check.blockSignals(False)
         scale = self.overlays.perturbation_scale
-        self.scale_label.setText(f"perturbation ±{scale * 255:.3g}/255 (blue −, red +)" if scale else "")
+        text = f"perturbation ±{scale * 255:.3g}/255 (blue −, red +)" if scale else ""
+        if self.overlays.perturbation_zero and self.overlays.has("perturbation"):
+            text = "perturbation: zero everywhere (the attack changed no pixel)"
+        self.scale_label.setText(text)
         self.scale_label.setToolTip("Saliency: dark → bright = low → high, one scale for before and "
                                     "after (its top 1 % saturated). Perturbation: channel mean, "
                                     "blue = darkened, red = brightened.")

@@ -112,3 +112,19 @@ def test_the_legend_swatch_follows_the_mask_mode(qtbot, window):
     assert colour() == LAYER_COLOURS["allowed"]
     window.mode_combo.setCurrentIndex(window.mode_combo.findData("protect"))
     assert colour() == LAYER_COLOURS["protect"]
+
+
+def test_the_perturbation_scale_line_says_zero_and_goes_with_the_image(qtbot, window):
+    """A run that changed nothing (gradient masking) says so in the legend instead of a
+    made-up '±255/255'; another image without runs shows no scale line at all."""
+    import numpy as np
+
+    layers = window.overlay_layers
+    _run(qtbot, window)
+    assert layers.legend.scale_label.text().startswith("perturbation ±")
+    layers.overlays.set_perturbation(np.zeros((3, 16, 16), np.float32))
+    layers.legend.sync()
+    assert layers.legend.scale_label.text() == "perturbation: zero everywhere (the attack changed no pixel)"
+    window.session.set_current(1)
+    layers.legend.sync()
+    assert layers.legend.scale_label.text() == ""
