@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QGraphicsEllipseItem, QGraphicsRectItem
 from advexplorer.session.masks import ImageMasks, MaskLayer
 
 TOOLS = ("brush", "eraser", "fill", "wand", "rectangle", "pan")
-#: Above this many pixels the magic wand selects in a worker: ~30 ms per megapixel on a small
-#: machine, so the GUI thread never blocks longer than the 50 ms a user feels.
+#: Above this many pixels the magic wand and the fill tool work in a worker: ~30 ms per
+#: megapixel on a small machine, so the GUI thread never blocks longer than the 50 ms a user feels.
 WAND_BACKGROUND_PIXELS = 1_000_000
 #: Overlay colours (RGB): protect = cyan ("keep this"), allowed = orange ("attack here"),
 #: diagnostic region = magenta.
@@ -140,7 +140,7 @@ class MaskCanvas(pg.GraphicsView):
         self.colours = dict(LAYER_COLOURS)  # Preferences → Overlay colours (set_colours)
         self.wand_tolerance = 0.1  # magic wand: largest colour difference per channel, [0, 1] units
         self._wand_tasks = None    # a TaskRunner, made for the first large image's selection
-        self._wand_target = (None, None)
+        self._wand_target = (None, None, None)  # (layer, image, undo label) of a pending selection
         self.opacity = 0.4
         self.space_held = False
         self._last_point: QPointF | None = None
@@ -315,6 +315,12 @@ class MaskCanvas(pg.GraphicsView):
             return
         x, y = self._pixel(point)
         if self.tool == "fill":
+            if layer.data.size > WAND_BACKGROUND_PIXELS:  # the same flood fill, in a worker
+                row, column = int(round(y)), int(round(x))
+                height, width = layer.data.shape
+                if 0 <= row < height and 0 <= column < width and not layer.data[row, column]:
+                    self._select_later(layer, layer.data.copy(), (row, column), 0.0, "fill")
+                return
             layer.fill(x, y, 1)
         elif self.tool == "wand":
             # A large image's selection comes later, from a worker (and says mask_edited then).
@@ -342,6 +348,13 @@ class MaskCanvas(pg.GraphicsView):
         if height * width <= WAND_BACKGROUND_PIXELS:
             region = magic_wand(image, (row, column), self.wand_tolerance)
             return layer.set_data(layer.data.astype(bool) | region, label="wand")
+        return self._select_later(layer, image, (row, column), self.wand_tolerance, "wand")
+
+    def _select_later(self, layer, pixels: np.ndarray, seed: tuple[int, int], tolerance: float, label: str):
+        """A large image's wand selection or flood fill, in a worker: the 4-connected region of
+        ``pixels`` (the image, or the mask itself with tolerance 0 for a fill) around ``seed``
+        is added to ``layer`` when it ends. "pending", or None if one is still being computed."""
+        from advexplorer.core.stain import magic_wand
         from advexplorer.gui.worker import TaskRunner, call_task
 
         if self._wand_tasks is None:
@@ -349,17 +362,17 @@ class MaskCanvas(pg.GraphicsView):
             self._wand_tasks.finished_run.connect(self._wand_ready)
         if self._wand_tasks.running:
             return None  # one selection at a time: the click before this one is still counting
-        self._wand_target = (layer, image)
-        self._wand_tasks.start(call_task, magic_wand, image, (row, column), self.wand_tolerance)
+        self._wand_target = (layer, self.image, label)
+        self._wand_tasks.start(call_task, magic_wand, pixels, seed, tolerance)
         return "pending"
 
     def _wand_ready(self, region: np.ndarray) -> None:
-        """A worker's selection: added to the layer it was clicked on, if that image is still shown."""
-        layer, image = self._wand_target
-        self._wand_target = (None, None)
+        """A worker's region: added to the layer it was clicked on, if that image is still shown."""
+        layer, image, label = self._wand_target
+        self._wand_target = (None, None, None)
         if layer is None or image is not self.image or layer.data.shape != region.shape:
             return  # another image meanwhile: the selection belongs to none on screen
-        layer.set_data(layer.data.astype(bool) | region, label="wand")
+        layer.set_data(layer.data.astype(bool) | region, label=label)
         self.mask_edited.emit()
 
     # -- cursor ------------------------------------------------------------------------
