@@ -121,8 +121,55 @@ def window(qtbot, settings_file, errors, tiny_model, image_files):
     win.set_model(tiny_model)
     assert win.can_run()
     yield win
-    # Every background task ends with its window (run, model load, cohort), so no worker
-    # outlives the test and nothing Qt-owned is left for the interpreter's shutdown.
+    stop_tasks(win)
+
+
+def stop_tasks(win) -> None:
+    """Every background task ends with its window (run, model load, cohort), so no worker
+    outlives the test and nothing Qt-owned is left for the interpreter's shutdown."""
     for tasks in (win.controller, win.models.tasks, win.cohort_panel.controller, win.engine.tasks):
         if tasks.running:
             tasks.stop_and_wait(10000)
+
+
+@pytest.fixture
+def fresh_window(qtbot, settings_file, errors):
+    """``fresh_window()``: another main window, empty (no model, no images), engine ready —
+    where a saved project is opened; its tasks are stopped after the test."""
+    from advexplorer.gui.main_window import MainWindow, StartOptions
+
+    made = []
+
+    def make():
+        win = MainWindow(StartOptions(use_default_model=False, images=[]))
+        qtbot.addWidget(win)
+        win.show()
+        win.start()
+        qtbot.waitUntil(lambda: win.engine.is_ready, timeout=30000)
+        made.append(win)
+        return win
+
+    yield make
+    for win in made:
+        stop_tasks(win)
+
+
+@pytest.fixture
+def wand_in_a_worker(monkeypatch):
+    """Every image counts as large for the magic wand and the fill tool (they then work in a
+    worker); returns a list that gets, per flood fill, whether it ran on the GUI thread."""
+    import threading
+
+    from advexplorer.core import stain as core_stain
+    from advexplorer.gui import canvas as canvas_module
+
+    monkeypatch.setattr(canvas_module, "WAND_BACKGROUND_PIXELS", 100)
+    on_gui_thread = []
+    real = core_stain.magic_wand
+
+    def recording(*args, **kwargs):
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core_stain, "magic_wand", recording)
+    return on_gui_thread

@@ -88,14 +88,9 @@ def test_fill_rectangle_and_diagnostic_layer(qtbot, window):
     assert masks.diagnostic.is_empty and masks.attack.data.sum() == 48
 
 
-def test_a_large_images_fill_runs_off_the_gui_thread_and_equals_the_inline_fill(qtbot, window, monkeypatch):
+def test_a_large_images_fill_runs_off_the_gui_thread_and_equals_the_inline_fill(qtbot, window, wand_in_a_worker):
     """Above WAND_BACKGROUND_PIXELS the fill tool's flood fill runs in a worker; the layer
     ends exactly as the inline fill leaves it, as one undo step."""
-    import threading
-
-    from advexplorer.core import stain as core_stain
-    from advexplorer.gui import canvas as canvas_module
-
     canvas, masks = window.canvas, window.session.current.masks
     canvas.set_tool("rectangle")  # a wall across the image: the fill stays on one side
     canvas.press(QPointF(10.2, 0.2))
@@ -107,19 +102,10 @@ def test_a_large_images_fill_runs_off_the_gui_thread_and_equals_the_inline_fill(
 
     regions, _ = ndimage.label(expected == 0)
     expected[regions == regions[5, 3]] = 1  # the inline fill's rule: the 4-connected empty region
-    monkeypatch.setattr(canvas_module, "WAND_BACKGROUND_PIXELS", 100)
-    threads = []
-    real = core_stain.magic_wand
-
-    def recording(*args, **kwargs):
-        threads.append(threading.current_thread() is threading.main_thread())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(core_stain, "magic_wand", recording)
     canvas.set_tool("fill")
     with qtbot.waitSignal(canvas.mask_edited, timeout=10000):
         canvas.click(QPointF(3.5, 5.5))
-    assert threads == [False]
+    assert wand_in_a_worker == [False]
     np.testing.assert_array_equal(masks.attack.data, expected)
     assert not masks.attack.data[:, 12:].any(), "the wall keeps the right side empty"
     window.undo()

@@ -22,23 +22,6 @@ SET = {"mask_mode": "protect-dir", "eps": "0,3/255,6/255", "norm": "l2", "method
        "defence": "bits:3", "adaptive": "bpda", "precision": "float16"}
 
 
-def fresh_window(qtbot):
-    from advexplorer.gui.main_window import MainWindow, StartOptions
-
-    win = MainWindow(StartOptions(use_default_model=False, images=[]))
-    qtbot.addWidget(win)
-    win.show()
-    win.start()
-    qtbot.waitUntil(lambda: win.engine.is_ready, timeout=30000)
-    return win
-
-
-def stop_tasks(win):
-    for tasks in (win.controller, win.models.tasks, win.cohort_panel.controller, win.engine.tasks):
-        if tasks.running:
-            tasks.stop_and_wait(10000)
-
-
 def fill_through_widgets(panel, images, masks):
     """Set every field of the Cohort panel's form through its widgets, as a user would."""
     panel.images_edit.setText(str(images))
@@ -87,7 +70,8 @@ def test_a_fresh_panels_form_is_the_defaults_old_projects_get(qtbot):
     assert all(FORM_DEFAULTS[key] != value for key, value in SET.items())  # SET moves every field
 
 
-def test_the_cohort_form_survives_save_and_open_in_a_fresh_window(qtbot, window, tmp_path, monkeypatch, errors):
+def test_the_cohort_form_survives_save_and_open_in_a_fresh_window(qtbot, window, fresh_window, tmp_path, monkeypatch,
+                                                                  errors):
     images, masks = tmp_path / "cohort", tmp_path / "cohort-masks"
     images.mkdir()
     masks.mkdir()
@@ -104,15 +88,12 @@ def test_the_cohort_form_survives_save_and_open_in_a_fresh_window(qtbot, window,
     assert saved["cohort_form"] == {**SET, "images": str(images), "masks": str(masks)}
     assert not any(key in saved["cohort_form"] for key in ("rows", "result", "summary"))  # the form only
 
-    other = fresh_window(qtbot)
-    try:
-        assert widget_values(other.cohort_panel) != expected
-        open_through_menu(other, path, monkeypatch)
-        assert widget_values(other.cohort_panel) == expected
-        assert other.cohort_panel.adaptive.isEnabled()  # a defence is on: its mode can be changed
-        assert not errors
-    finally:
-        stop_tasks(other)
+    other = fresh_window()
+    assert widget_values(other.cohort_panel) != expected
+    open_through_menu(other, path, monkeypatch)
+    assert widget_values(other.cohort_panel) == expected
+    assert other.cohort_panel.adaptive.isEnabled()  # a defence is on: its mode can be changed
+    assert not errors
 
 
 def test_a_format_2_project_opens_with_the_panels_defaults(qtbot, window, image_files, tmp_path, monkeypatch):

@@ -42,23 +42,6 @@ def surrogate(tmp_path, tiny_model_path):
     return folder / "twin.pt"
 
 
-def fresh_window(qtbot):
-    from advexplorer.gui.main_window import MainWindow, StartOptions
-
-    win = MainWindow(StartOptions(use_default_model=False, images=[]))
-    qtbot.addWidget(win)
-    win.show()
-    win.start()
-    qtbot.waitUntil(lambda: win.engine.is_ready, timeout=30000)
-    return win
-
-
-def stop_tasks(win):
-    for tasks in (win.controller, win.models.tasks, win.cohort_panel.controller, win.engine.tasks):
-        if tasks.running:
-            tasks.stop_and_wait(10000)
-
-
 def entry_named(win, name):
     return next(entry for entry in win.session.images if entry.path.name == name)
 
@@ -69,7 +52,7 @@ def show(win, qtbot, name):
 
 
 def test_form_dicom_window_and_crop_survive_save_and_open_in_a_fresh_window(
-        qtbot, window, ct, surrogate, tmp_path, monkeypatch, errors):
+        qtbot, window, fresh_window, ct, surrogate, tmp_path, monkeypatch, errors):
     from advexplorer.io.dicom import read_dicom
 
     panel = window.attack_panel
@@ -103,30 +86,27 @@ def test_form_dicom_window_and_crop_survive_save_and_open_in_a_fresh_window(
     saved = json.loads(zipfile.ZipFile(path).read("project.json"))
     assert saved["format_version"] == 3
 
-    other = fresh_window(qtbot)
-    try:
-        assert other.models.model is None and other.attack_panel.queries.value() == AttackConfig.queries
-        monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
-        other.workspace.project.open_action.trigger()
-        form = other.attack_panel
-        assert form.queries.value() == 321 and form.diversity.value() == pytest.approx(0.35)
-        # The surrogate is checked against the project's model, which loads in the background.
-        qtbot.waitUntil(lambda: form.surrogate_path is not None, timeout=30000)
-        assert form.surrogate_path == surrogate and other.models.model is not None
-        assert [entry.path.name for entry in other.session.images] == ["a.png", "b.png", "slice.dcm"]
-        dicom = entry_named(other, "slice.dcm")
-        assert dicom.dicom_window == (1000.0, 2000.0)
-        assert entry_named(other, "b.png").dicom_window is None
-        show(other, qtbot, "slice.dcm")
-        np.testing.assert_array_equal(other.canvas.image, read_dicom(ct, (1000.0, 2000.0)).pixels)
-        assert other.model_frame.crop_of(entry_named(other, "a.png")) == (2, 6, 18, 18)
-        assert other.model_frame.crop_of(entry_named(other, "b.png")) is None
-        show(other, qtbot, "a.png")
-        qtbot.waitUntil(lambda: other.model_frame.frame.is_visible(), timeout=5000)
-        assert other.model_frame.crop_action.isChecked() and other.model_frame.frame.box == (2, 6, 18, 18)
-        assert not errors  # no dialog on the way
-    finally:
-        stop_tasks(other)
+    other = fresh_window()
+    assert other.models.model is None and other.attack_panel.queries.value() == AttackConfig.queries
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    other.workspace.project.open_action.trigger()
+    form = other.attack_panel
+    assert form.queries.value() == 321 and form.diversity.value() == pytest.approx(0.35)
+    # The surrogate is checked against the project's model, which loads in the background.
+    qtbot.waitUntil(lambda: form.surrogate_path is not None, timeout=30000)
+    assert form.surrogate_path == surrogate and other.models.model is not None
+    assert [entry.path.name for entry in other.session.images] == ["a.png", "b.png", "slice.dcm"]
+    dicom = entry_named(other, "slice.dcm")
+    assert dicom.dicom_window == (1000.0, 2000.0)
+    assert entry_named(other, "b.png").dicom_window is None
+    show(other, qtbot, "slice.dcm")
+    np.testing.assert_array_equal(other.canvas.image, read_dicom(ct, (1000.0, 2000.0)).pixels)
+    assert other.model_frame.crop_of(entry_named(other, "a.png")) == (2, 6, 18, 18)
+    assert other.model_frame.crop_of(entry_named(other, "b.png")) is None
+    show(other, qtbot, "a.png")
+    qtbot.waitUntil(lambda: other.model_frame.frame.is_visible(), timeout=5000)
+    assert other.model_frame.crop_action.isChecked() and other.model_frame.frame.box == (2, 6, 18, 18)
+    assert not errors  # no dialog on the way
 
 
 def test_a_format_1_project_opens_with_the_defaults_for_what_it_did_not_keep(

@@ -175,32 +175,18 @@ def test_a_large_images_densities_are_computed_off_the_gui_thread(qtbot, window,
     dialog.close()
 
 
-def test_a_large_images_magic_wand_selects_off_the_gui_thread(qtbot, window, tissue_file, monkeypatch):
+def test_a_large_images_magic_wand_selects_off_the_gui_thread(qtbot, window, tissue_file, wand_in_a_worker):
     """Above WAND_BACKGROUND_PIXELS the wand's flood fill runs in a worker; the layer gets the
     same region, as one undo step, and mask_edited says so when it lands."""
-    import threading
-
-    from advexplorer.core import stain as core_stain
-    from advexplorer.gui import canvas as canvas_module
-
-    image = _open(window, tissue_file)
+    image = _open(window, tissue_file)  # 48×64: large, for wand_in_a_worker
     canvas, masks = window.canvas, window.session.current.masks
-    monkeypatch.setattr(canvas_module, "WAND_BACKGROUND_PIXELS", 100)  # the 48×64 tissue counts as large
-    threads = []
-    real = core_stain.magic_wand
-
-    def recording(*args, **kwargs):
-        threads.append(threading.current_thread() is threading.main_thread())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(core_stain, "magic_wand", recording)
     _action(_menu(window, "&Mask"), "Magic wand").trigger()
     window.stain_tools.tolerance.setValue(0.05)
     canvas.view.autoRange(padding=0)
     qtbot.wait(50)
     with qtbot.waitSignal(canvas.mask_edited, timeout=10000):
         _click_pixel(qtbot, canvas, 16, 14)
-    assert threads == [False]
+    assert wand_in_a_worker == [False]
     np.testing.assert_array_equal(masks.attack.data != 0, select_by_stain(image, "hematoxylin", 0.45))
     window.undo_action.trigger()
     assert not masks.attack.data.any()
