@@ -56,7 +56,20 @@ def set_preference(on: bool) -> None:
     """Preferences: off stops a running process (runs go to a thread); on starts it with the next model."""
     global PREFERENCE
     PREFERENCE = bool(on)
-    if not PREFERENCE and _shared is not None and _shared.alive:
+    if not PREFERENCE:
+        stop()
+
+
+def prepare(model, trust_pickle: bool = False) -> None:
+    """Have the app's process (when it is used) load ``model`` for the next run."""
+    if enabled() and model is not None:
+        shared().preload(model, trust_pickle)
+
+
+def stop() -> None:
+    """End the app's process if it runs (e.g. to start again with other threads); the next
+    :func:`prepare` starts a new one."""
+    if _shared is not None and _shared.alive:
         _shared.shutdown()
 
 
@@ -236,6 +249,7 @@ class AttackProcess:
         self._numbers = itertools.count(1)
         self._pending: list = []               # what to send once the process has connected
         self._listener = None                  # until the process has called back
+        self.refused: set[ModelSpec] = set()   # models the process could not load as the app did
 
     # lifecycle
     @property
@@ -339,6 +353,7 @@ class AttackProcess:
                 self.loaded = message[1]
             elif message[0] == "load-failed":
                 self.loaded = None
+                self.refused.add(message[1])
             else:
                 messages.put(message)
 
@@ -346,8 +361,8 @@ class AttackProcess:
     def preload(self, model, trust_pickle: bool = False) -> None:
         """Have ``model`` (a LoadedModel) ready in the process for the next run."""
         spec = ModelSpec.of(model, trust_pickle)
-        if spec is None or (spec == self.loaded and self.alive) or not self.start():
-            return
+        if spec is None or spec in self.refused or (spec == self.loaded and self.alive) or not self.start():
+            return  # refused once (the file changed since the app loaded it): not loaded again per run
         try:
             self._send(("load", spec))
         except OSError:

@@ -74,8 +74,7 @@ def set_threads_preference(threads: int) -> bool:
         torch.set_num_threads(engine_threads())
     from advexplorer.gui import attack_process
 
-    if attack_process._shared is not None and attack_process._shared.alive:
-        attack_process._shared.shutdown()
+    attack_process.stop()  # it starts again, with the new count, for the next model or run
     return True
 
 

@@ -140,18 +140,26 @@ def test_a_user_error_in_the_process_is_one_line(qtbot, process, tiny_model, tmp
     assert failure.value.message.startswith("The mask is 5×5 but x.png is 30×20")
 
 
-def test_a_model_the_process_cannot_load_alike_runs_in_a_thread(qtbot, process, window, tiny_model):
+def test_a_model_the_process_cannot_load_alike_runs_in_a_thread(qtbot, process, window, tiny_model, monkeypatch):
     from dataclasses import replace
+
+    from advexplorer.gui.attack_process import ModelSpec
 
     _ready(qtbot, process, tiny_model)
     changed = replace(tiny_model, sha256="0" * 64)  # as if the file changed after the app loaded it
     window.set_model(changed)
-    qtbot.waitUntil(lambda: process.loaded is None, timeout=30000)
+    qtbot.waitUntil(lambda: ModelSpec.of(changed, False) in process.refused, timeout=30000)
+    assert process.loaded is None
+    sent = []
+    real_send = process._send
+    monkeypatch.setattr(process, "_send", lambda message: (sent.append(message[0]), real_send(message)))
     window.attack_panel.set_values(method="fgsm", eps="4/255", saliency=None)
-    with qtbot.waitSignal(window.run_finished, timeout=60000):
-        window.run_action.trigger()
-    _finish(qtbot, window)
-    assert not window.runs.in_process  # the app's own copy of the model was attacked
+    for _ in range(2):
+        with qtbot.waitSignal(window.run_finished, timeout=60000):
+            window.run_action.trigger()
+        _finish(qtbot, window)
+        assert not window.runs.in_process  # the app's own copy of the model was attacked
+    assert "load" not in sent, "a model the process refused is not loaded again for every run"
 
 
 def test_a_process_that_dies_fails_its_run_and_comes_back(qtbot, process, window, errors, tiny_model):

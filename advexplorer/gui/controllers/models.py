@@ -175,8 +175,7 @@ class ModelController(QObject):
         self.engine.warm_up()  # saliency's modules, now that Run is possible
         from advexplorer.gui import attack_process
 
-        if attack_process.enabled():  # runs go to the process once it has this model too
-            attack_process.shared().preload(loaded, bool(self.trust_pickle))
+        attack_process.prepare(loaded, bool(self.trust_pickle))  # runs go there once it has the model
 
     def _reset_true_classes(self, old: tuple, new: tuple) -> None:
         """True classes are indices into the old class list: they mean nothing for the new one."""

@@ -207,12 +207,11 @@ class RunController(QObject):
         """The attack process when it has this model ready (drawing then never slows the
         attack); a worker thread otherwise — and the process is readied for the next run."""
         process = attack_process.shared() if attack_process.enabled() else None
-        if process is not None and process.can_run(job):
-            self.in_process = True
+        self.in_process = process is not None and process.can_run(job)
+        if self.in_process:
             return process.run, job
-        if process is not None and job.surrogate is None:
-            process.preload(job.model, job.trust_pickle)
-        self.in_process = False
+        if job.surrogate is None:
+            attack_process.prepare(job.model, job.trust_pickle)
         return run_job, job
 
     def start_batch(self, entries: list[ImageEntry]) -> bool:

@@ -150,9 +150,7 @@ class WorkspaceController(QObject):
         from advexplorer.gui import attack_process
 
         attack_process.set_preference(preferences.attack_process)
-        model = window.models.model
-        if preferences.attack_process and model is not None and attack_process.enabled():
-            attack_process.shared().preload(model, bool(window.models.trust_pickle))
+        attack_process.prepare(window.models.model, bool(window.models.trust_pickle))
         device = "cuda:0" if preferences.device == "cuda" else preferences.device
         models = window.models
         if starting:
