@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QTableWidgetItem, QTabWidget, QToolButton, QVBoxLayout, QWidget)
 
 from advexplorer.config import format_budget
-from advexplorer.gui.controllers.cohort import defence_columns, defence_rows, defence_verdict
+from advexplorer.gui.controllers.cohort import defence_table_cells, defence_verdict
 from advexplorer.gui.views import LegendLabel
 
 FLIP_COLOUR, ROBUST_COLOUR, NOISE_COLOUR, NAIVE_COLOUR = "#e15759", "#4e79a7", "#9a9a9a", "#f28e2b"
@@ -251,14 +251,13 @@ class CohortResultsMixin:
             if precision:
                 self.monotone.setText(self.monotone.text() + f" Precision: {precision['how']}.")
             return
-        columns = defence_columns(defence)
+        columns, rows = defence_table_cells(defence)
         self.defence_table.clear()
         self.defence_table.setColumnCount(len(columns))
         self.defence_table.setHorizontalHeaderLabels(columns)
         header = self.defence_table.horizontalHeader()
         for column in range(len(columns)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        rows = defence_rows(defence)
         self.defence_table.setRowCount(len(rows))
         for r, (cells, hidden) in enumerate(rows):
             for c, text in enumerate(cells):

@@ -147,9 +147,7 @@ def equivalent_command(record: dict[str, Any], out: str | os.PathLike = "NEW_FOL
     if isinstance(dicom, dict) and dicom.get("window_source") == "given" and dicom.get("window"):
         # A window from the file (or the pixel range) is found there again: no option then.
         words += ["--dicom-window", ",".join(repr(float(v)) for v in dicom["window"])]
-    if mask_from_annotations:
-        pass  # --annotations … --protect-classes below
-    elif mask.get("mode") in ("allowed", "protect"):
+    if mask.get("mode") in ("allowed", "protect") and not mask_from_annotations:  # else: --annotations below
         words += ["--mask" if mask["mode"] == "allowed" else "--protect", str(mask["path"])]
     if from_annotations and (protect_classes or diagnostic_classes):
         words += ["--annotations", str(annotations["path"])]

@@ -228,7 +228,10 @@ def defence_meaning(defence: dict) -> str:
             "for these budgets and this attack.")
 
 
-def _defence_table(defence: dict) -> str:
+def defence_table(defence: dict) -> tuple[list[str], list[tuple[list[str], bool]]]:
+    """The defence table's headers, and per ε its cells and whether the gradient was hidden
+    there: ε, the naive number; with an adaptive attack also its number, the gap and a
+    "gradient hidden" column. One table for the report and the app's Cohort panel."""
     adaptive = defence.get("adaptive", "none")
     rows = defence.get("per_eps") or []
     measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
@@ -244,10 +247,17 @@ def _defence_table(defence: dict) -> str:
                    if row["naive"]["value"] is not None and row["adaptive"]["value"] is not None else None)
             cells += [_share(row["adaptive"]), "—" if gap is None else f"{100 * gap:+.1f} points",
                       "gradient hidden" if row.get("gradient_hidden") else ""]
-        cls = ' class="flipped"' if row.get("gradient_hidden") else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        body.append((cells, bool(row.get("gradient_hidden"))))
+    return head, body
+
+
+def _defence_table(defence: dict) -> str:
+    head, body = defence_table(defence)
+    flipped = ' class="flipped"'
+    rows = [f"<tr{flipped if hidden else ''}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+            for cells, hidden in body]
     return ('<table class="data"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def defence_svg(defence: dict) -> str:

@@ -95,7 +95,7 @@ def test_a_defended_screen_in_the_panel_equals_the_cli(panel, qtbot, setup, tmp_
     for row, entry in zip(cells, cli["defence"]["per_eps"]):
         for text, share in ((row[1], entry["naive"]), (row[2], entry["adaptive"])):
             low, high = share["ci95"]
-            assert text == f"{100 * share['value']:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+            assert text == f"{100 * share['value']:.1f} % [{100 * low:.1f}–{100 * high:.1f} %]"
     assert "gradient hidden" in cells[-1][3]
     assert "hides the gradient" in panel.defence_verdict.text()
     # The naive curve beside the adaptive robust accuracy, from the naive pass.

@@ -147,37 +147,16 @@ class CohortOutcome:
     elapsed_s: float = 0.0
 
 
-def _share_text(entry: dict) -> str:
-    if entry.get("value") is None:
-        return "—"
-    low, high = entry["ci95"]
-    return f"{100 * entry['value']:.1f} % [{100 * low:.1f}, {100 * high:.1f}]"
+def defence_table_cells(defence: dict) -> tuple[list[str], list[tuple[list[str], bool]]]:
+    """The report's defence table (:func:`advexplorer.report.cohort.defence_table`) as the
+    panel shows it: "gradient hidden" joins the gap's cell instead of a column of its own."""
+    from advexplorer.report.cohort import defence_table as report_table
 
-
-def defence_columns(defence: dict) -> list[str]:
-    """The defence table's headers: ε and the naive number; the adaptive one and the gap only
-    when an adaptive attack was screened."""
-    rows = defence.get("per_eps") or []
-    measure = rows[0]["naive"]["measure"] if rows else "robust accuracy"
-    columns = ["ε", f"naive attack: {measure} [95 % CI]"]
-    if defence.get("adaptive", "none") != "none":
-        columns += [f"{defence['adaptive'].upper()} attack: {measure} [95 % CI]", "naive − adaptive"]
-    return columns
-
-
-def defence_rows(defence: dict) -> list[tuple[list[str], bool]]:
-    """The table's cells per ε (as :func:`defence_columns`), and whether the gradient was hidden
-    there (the naive interval wholly above the adaptive one)."""
-    out = []
-    for row in defence.get("per_eps") or []:
-        cells = [row["eps_label"], _share_text(row["naive"])]
-        if "adaptive" in row:
-            naive, adaptive = row["naive"]["value"], row["adaptive"]["value"]
-            gap = "—" if naive is None or adaptive is None else f"{100 * (naive - adaptive):+.1f} points"
-            cells += [_share_text(row["adaptive"]),
-                      gap + (" · gradient hidden" if row.get("gradient_hidden") else "")]
-        out.append((cells, bool(row.get("gradient_hidden"))))
-    return out
+    head, body = report_table(defence)
+    if len(head) < 5:
+        return head, body
+    return head[:4], [(cells[:3] + [cells[3] + (" · gradient hidden" if hidden else "")], hidden)
+                      for cells, hidden in body]
 
 
 def defence_verdict(defence: dict) -> str:
